@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
+import yaml
 
 from proxy.operations import Operation, OperationIndex, extract_resource_ids
+from proxy.tools import gen_operations
 
 INDEX = OperationIndex.default()
 ALL = INDEX.all()
@@ -336,3 +339,167 @@ def test_junk_bodies_yield_only_path_ids(body: object) -> None:
 def test_unknown_operation_still_extracts() -> None:
     assert extract_resource_ids(None, {}, {"model": "m"}) == {"model": "m"}
     assert extract_resource_ids(None, {}, None) == {}
+
+
+# --- the generator, on a small synthetic spec (the real one is checked by .ci/check-spec) ---
+
+
+def _op(operation_id: str, tags: list[str], **extra: object) -> dict[str, object]:
+    ok: dict[str, object] = {"200": {"content": {"application/json": {"schema": {}}}}}
+    return {"operationId": operation_id, "tags": tags, "responses": ok, **extra}
+
+
+def _json_body() -> dict[str, object]:
+    return {"content": {"application/json": {"schema": {}}}, "required": True}
+
+
+MINI_SPEC: dict[str, object] = {
+    "openapi": "3.1.0",
+    "info": {"title": "mini", "version": "1"},
+    "paths": {
+        "/v1/chat/completions": {
+            "post": _op(
+                "chat_completion_v1_chat_completions_post",
+                ["chat"],
+                requestBody=_json_body(),
+                responses={"200": {"content": {"application/json": {}, "text/event-stream": {}}}},
+            )
+        },
+        "/v1/conversations": {
+            "post": _op("agents_api_v1_conversations_start", ["beta.conversations"]),
+            "get": _op("agents_api_v1_conversations_list", ["beta.conversations"]),
+        },
+        "/v1/conversations#stream": {
+            "post": _op(
+                "agents_api_v1_conversations_start_stream",
+                ["beta.conversations"],
+                requestBody=_json_body(),
+                responses={"200": {"content": {"text/event-stream": {}}}},
+            )
+        },
+        "/v1/files": {
+            "post": _op(
+                "files_api_routes_upload_file",
+                ["files"],
+                requestBody={"content": {"multipart/form-data": {}}},
+            )
+        },
+        "/v1/files/{file_id}/content": {
+            "get": _op(
+                "files_api_routes_download_file",
+                ["files"],
+                responses={"200": {"content": {"application/octet-stream": {}}}},
+            )
+        },
+        "/v1/batch/jobs/{job_id}": {
+            "delete": _op(
+                "jobs_api_routes_batch_delete_batch_job",
+                ["batch"],
+                deprecated=True,
+                responses={"204": {"description": "gone"}},
+            ),
+            "put": _op(
+                "jobs_api_routes_batch_replace_batch_job",
+                ["batch"],
+                requestBody={"content": {"text/plain": {}}},
+            ),
+        },
+        "/v1/models/{model_id}": {
+            "get": _op("retrieve_model_v1_models__model_id__get", ["models"]),
+        },
+        "/v1/things/{thing_id}#id": {
+            "patch": _op("things_update", ["beta.things"]),
+        },
+    },
+}
+
+
+def _write_spec(tmp_path: Path, spec: dict[str, object]) -> Path:
+    path = tmp_path / "mini-openapi.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def _load_table(path: Path) -> dict[str, object]:
+    namespace: dict[str, object] = {}
+    exec(compile(path.read_text(encoding="utf-8"), str(path), "exec"), namespace)
+    return namespace
+
+
+def test_generator_writes_a_table_the_index_can_use(tmp_path: Path) -> None:
+    spec = _write_spec(tmp_path, MINI_SPEC)
+    out = tmp_path / "table.py"
+    assert gen_operations.main([str(spec), "--output", str(out)]) == 0
+    table = _load_table(out)
+    rows = table["OPERATIONS"]
+    assert isinstance(rows, tuple)
+    ops = {op.name: op for op in (Operation(*row) for row in rows)}
+    assert sorted(ops) == [
+        "batch.jobs.delete",
+        "batch.jobs.replace",
+        "chat.complete",
+        "conversations.list",
+        "conversations.start",
+        "conversations.start_stream",
+        "files.download",
+        "files.upload",
+        "models.get",
+        "things.update",
+    ]
+    assert ops["chat.complete"].response_kind == "json"
+    assert (ops["conversations.start_stream"].stream_variant, ops["conversations.start"].path) == (
+        True,
+        "/v1/conversations",
+    )
+    assert ops["conversations.start_stream"].response_kind == "sse"
+    assert ops["files.upload"].request_kind == "multipart"
+    assert ops["files.download"].response_kind == "binary"
+    assert ops["batch.jobs.delete"].response_kind == "none"
+    assert ops["batch.jobs.delete"].deprecated is True
+    assert ops["batch.jobs.replace"].request_kind == "other"
+    assert ops["things.update"].path == "/v1/things/{thing_id}"
+    assert ops["conversations.start"].tags == ("beta.conversations",)
+    header = out.read_text(encoding="utf-8").splitlines()[:2]
+    assert header[0].startswith("# Generated by")
+    assert header[1] == f"# Source: mini-openapi.yaml sha256={table['SPEC_SHA256']}"
+
+    index = OperationIndex(ops.values())
+    assert (
+        index.classify("POST", "/v1/conversations", stream=True)[0]
+        == ops["conversations.start_stream"]
+    )
+
+
+def test_generator_is_deterministic_and_check_detects_drift(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = _write_spec(tmp_path, MINI_SPEC)
+    out = tmp_path / "table.py"
+    assert gen_operations.main([str(spec), "--output", str(out)]) == 0
+    first = out.read_bytes()
+    assert gen_operations.main([str(spec), "--output", str(out)]) == 0
+    assert out.read_bytes() == first
+    assert gen_operations.main([str(spec), "--output", str(out), "--check"]) == 0
+
+    out.write_text(first.decode().replace('"files.upload"', '"files.put"'), encoding="utf-8")
+    capsys.readouterr()
+    assert gen_operations.main([str(spec), "--output", str(out), "--check"]) == 1
+    message = capsys.readouterr().out.strip()
+    assert len(message.splitlines()) == 1
+    assert "stale" in message and "1 changed (files.upload)" in message
+    assert out.read_text(encoding="utf-8") != first.decode()  # --check never writes
+
+
+def test_generator_fails_loudly_on_duplicate_names(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = dict(MINI_SPEC)
+    spec["paths"] = {
+        "/v1/models": {"get": _op("list_models_v1_models_get", ["models"])},
+        "/v1/models/all": {"get": _op("list_models_v1_models_all_get", ["models"])},
+    }
+    path = _write_spec(tmp_path, spec)
+    out = tmp_path / "table.py"
+    assert gen_operations.main([str(path), "--output", str(out)]) == 2
+    assert "duplicate name 'models.list'" in capsys.readouterr().err
+    assert not out.exists()

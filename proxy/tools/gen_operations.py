@@ -35,30 +35,20 @@ NAMESPACE_OVERRIDES: dict[str, str] = {
     "observability.chat_completion_events.fields": "observability.chat_completion_fields",
 }
 
-# operationId prefixes that repeat the namespace; longest first wins.
+# operationId prefixes that name a backend router rather than the action. Only the first match
+# is stripped, so a prefix must come before any shorter prefix of it.
 OPERATION_ID_PREFIXES: tuple[str, ...] = (
-    "agents_api_v1_conversations_",
-    "agents_api_v1_agents_",
+    "agents_api_v1_",
     "files_api_routes_",
-    "jobs_api_routes_batch_",
-    "jobs_api_routes_fine_tuning_",
-    "libraries_documents_",
+    "jobs_api_routes_",
     "libraries_share_",
-    "libraries_",
-    "prompts_",
-    "skills_",
     "connector_",
-    "users_api_admin_user_groups_",
-    "users_admin_user_groups_",
-    "users_api_admin_users_",
-    "users_api_admin_workspaces_",
     "users_api_admin_rate_limits_",
     "users_api_admin_spend_limits_",
     "users_api_admin_usage_",
-    "users_api_admin_audit_logs_",
-    "users_api_admin_api_keys_",
     "users_api_admin_scim_sync_",
-    "users_api_admin_roles_",
+    "users_api_admin_",
+    "users_admin_",
     "users_api_",
 )
 
@@ -241,9 +231,14 @@ def verb_for(operation_id: str, path: str, method: str, namespace: str) -> str:
             break
     verb = verb.removesuffix("_v1")
     tokens = [t for t in verb.lower().split("_") if t]
-    # The namespace already says what the resource is: "list_models" in "models" is "list".
+    if not tokens:
+        raise SpecError(f"cannot derive a name from operationId {operation_id!r}; add an override")
+    # The namespace already says what the resource is: "list_models" in "models" is "list",
+    # and "prompts_list" in "prompts" is "list" (a leading singular is a verb: "judge_...").
     for part in namespace.split("."):
         words = part.split("_")
+        if tokens[: len(words)] == words and len(tokens) > len(words):
+            tokens = tokens[len(words) :]
         singular = [*words[:-1], words[-1].removesuffix("s")]
         for phrase in (words, singular):
             tokens = _remove_phrase(tokens, phrase)
@@ -268,6 +263,8 @@ def collect_operations(spec: Mapping[str, Any]) -> list[OperationRecord]:
     """Build the sorted, validated list of operations from a parsed spec."""
     records: list[OperationRecord] = []
     for spec_key, item in spec["paths"].items():
+        # "#stream" keys are body-selected stream twins; other fragments ("#id", "#idOrName")
+        # only keep keys apart in the spec and are dropped from the HTTP path.
         path, _, fragment = str(spec_key).partition("#")
         for method, operation in (item or {}).items():
             if method not in HTTP_METHODS:
@@ -308,6 +305,8 @@ def validate(records: Iterable[OperationRecord]) -> None:
         label = f"{record.method} {record.path}"
         if not NAME_RE.match(record.name):
             problems.append(f"bad name {record.name!r} for {label}")
+        if record.stream_variant and not record.name.endswith("_stream"):
+            problems.append(f"stream variant {record.name!r} for {label} must end in _stream")
         for kind, key in (
             ("name", record.name),
             ("operationId", record.operation_id),
