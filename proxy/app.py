@@ -1,0 +1,136 @@
+"""The application factory: routes, shared resources and plugin lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from proxy import __version__
+from proxy.chain import PluginChain, await_me_maybe
+from proxy.errors import SidecarError
+from proxy.forward import Forwarder
+from proxy.operations import OperationIndex
+from proxy.settings import Settings
+
+SETTINGS = web.AppKey("settings", Settings)
+"""The resolved :class:`proxy.settings.Settings`."""
+PLUGINS = web.AppKey("plugins", PluginChain)
+"""The :class:`proxy.chain.PluginChain` of enabled plugins."""
+HTTP_SESSION = web.AppKey("http_session", aiohttp.ClientSession)
+"""The one upstream ``aiohttp.ClientSession`` (keep-alive pool)."""
+OPERATIONS = web.AppKey("operations", OperationIndex)
+"""The :class:`proxy.operations.OperationIndex` classifying requests."""
+FORWARDER = web.AppKey("forwarder", Forwarder)
+"""The :class:`proxy.forward.Forwarder` handling proxied requests."""
+STARTED = web.AppKey("started", asyncio.Event)
+"""Set once every plugin's ``startup`` hook has finished."""
+
+
+async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    connector = aiohttp.TCPConnector(
+        limit=int(settings["upstream.max_connections"]),
+        limit_per_host=0,
+        ttl_dns_cache=300,
+        keepalive_timeout=30,
+    )
+    session = aiohttp.ClientSession(
+        connector=connector,
+        auto_decompress=False,
+        # Headers pass through unchanged: the client library must not add its own.
+        skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+        timeout=aiohttp.ClientTimeout(
+            total=None, sock_connect=float(settings["upstream.connect_timeout_seconds"])),
+        raise_for_status=False,
+    )
+    app[HTTP_SESSION] = session
+    app[FORWARDER].session = session
+    try:
+        yield
+    finally:
+        await app[FORWARDER].drain_background()
+        await session.close()
+
+
+async def _plugin_lifecycle(app: web.Application) -> AsyncIterator[None]:
+    chain = app[PLUGINS]
+    await chain.await_all("startup", app=app)
+    app[STARTED].set()
+    try:
+        yield
+    finally:
+        await chain.await_all("shutdown", reverse=True, app=app)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness: the process answers."""
+    return web.json_response({"status": "ok", "version": __version__})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: plugins started and their dependencies reachable (detail per check)."""
+    app = request.app
+    checks: dict[str, Any] = {}
+    if not app[STARTED].is_set():
+        return web.json_response({"status": "starting", "checks": checks}, status=503)
+    for name, result in app[PLUGINS].call_all("readiness", app=app):
+        try:
+            report = await await_me_maybe(result)
+        except Exception as exc:
+            report = {name: {"ok": False, "error": type(exc).__name__}}
+        if report:
+            checks.update(report)
+    ready = all(not isinstance(v, dict) or v.get("ok", True) for v in checks.values())
+    return web.json_response(
+        {"status": "ready" if ready else "unready", "checks": checks},
+        status=200 if ready else 503,
+    )
+
+
+async def metrics(request: web.Request) -> web.Response:
+    """Prometheus text exposition, gathered from the plugins."""
+    parts: list[bytes] = []
+    app = request.app
+    for _name, result in app[PLUGINS].call_all("metrics_exposition", app=app):
+        text = await await_me_maybe(result)
+        if text:
+            parts.append(text if isinstance(text, bytes) else str(text).encode())
+    response = web.Response(body=b"".join(parts))
+    response.content_type = "text/plain"
+    response.charset = "utf-8"
+    response.headers["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8"
+    return response
+
+
+async def not_found(request: web.Request) -> web.Response:
+    """Anything outside the API and the health endpoints."""
+    return SidecarError(404, f"No route for {request.method} {request.path}.").to_response()
+
+
+def create_app(
+    settings: Settings,
+    chain: PluginChain,
+    operations: OperationIndex | None = None,
+) -> web.Application:
+    """Build the sidecar application for ``settings`` with the plugins in ``chain``."""
+    app = web.Application(handler_args={"max_field_size": 16 * 1024, "max_line_size": 16 * 1024})
+    app[SETTINGS] = settings
+    app[PLUGINS] = chain
+    app[OPERATIONS] = operations or OperationIndex.default()
+    app[STARTED] = asyncio.Event()
+    forwarder = Forwarder(settings, chain, app[OPERATIONS])
+    app[FORWARDER] = forwarder
+    app.cleanup_ctx.append(_upstream_session)
+    app.cleanup_ctx.append(_plugin_lifecycle)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_route("*", "/v1/{tail:.*}", forwarder.handle)
+    app.router.add_route("*", "/v2/{tail:.*}", forwarder.handle)
+    app.router.add_route("*", "/{tail:.*}", not_found)
+    return app
+

@@ -1,0 +1,132 @@
+"""Loading plugins into a pluggy manager and calling their hooks in chain order."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from types import ModuleType
+from typing import Any
+
+import pluggy
+
+from proxy import PROJECT_NAME, hookspecs
+from proxy.settings import ConfigError
+
+ENTRY_POINT_GROUP = PROJECT_NAME
+
+
+def installed_plugins() -> dict[str, str]:
+    """Plugins registered in the ``mistral_sidecar`` entry-point group: name -> target."""
+    return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def _import_plugin(name: str) -> object:
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name == name:
+            return ep.load()
+    if "." in name or ":" in name:
+        module_name, _, attr = name.partition(":")
+        try:
+            module: ModuleType = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise ConfigError(
+                [f"plugins.chain (SIDECAR_PLUGINS): cannot import plugin {name!r}: {exc}"]
+            ) from None
+        return getattr(module, attr) if attr else module
+    known = ", ".join(sorted(installed_plugins())) or "none"
+    raise ConfigError(
+        [f"plugins.chain (SIDECAR_PLUGINS): unknown plugin {name!r} (installed: {known})"]
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class HookCaller:
+    """One plugin's implementation of one hook, called with only the arguments it declares."""
+
+    plugin_name: str
+    function: Callable[..., Any]
+    argnames: tuple[str, ...]
+
+    def __call__(self, **kwargs: Any) -> Any:
+        """Call the implementation with the arguments it asks for."""
+        return self.function(*[kwargs[name] for name in self.argnames])
+
+
+class PluginChain:
+    """The enabled plugins, registered with pluggy, and their hooks in chain order."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = list(names)
+        self.pm = pluggy.PluginManager(PROJECT_NAME)
+        self.pm.add_hookspecs(hookspecs)
+        seen: set[str] = set()
+        plugins: list[tuple[str, object]] = []
+        for name in names:
+            if name in seen:
+                raise ConfigError([f"plugins.chain (SIDECAR_PLUGINS): {name!r} listed twice"])
+            seen.add(name)
+            plugins.append((name, _import_plugin(name)))
+        # pluggy calls the last registered first; registering in reverse keeps its own
+        # ``pm.hook`` calls in chain order too.
+        for name, plugin in reversed(plugins):
+            try:
+                self.pm.register(plugin, name=name)
+            except ValueError as exc:
+                raise ConfigError([f"plugins.chain (SIDECAR_PLUGINS): {name!r}: {exc}"]) from None
+        try:
+            self.pm.check_pending()
+        except pluggy.PluginValidationError as exc:
+            raise ConfigError([f"plugins.chain (SIDECAR_PLUGINS): {exc}"]) from None
+        self._order = {name: i for i, name in enumerate(names)}
+        self._cache: dict[str, tuple[HookCaller, ...]] = {}
+
+    def callers(self, hook_name: str) -> tuple[HookCaller, ...]:
+        """Implementations of ``hook_name`` in chain order (cached)."""
+        cached = self._cache.get(hook_name)
+        if cached is None:
+            impls = getattr(self.pm.hook, hook_name).get_hookimpls()
+            ordered = sorted(impls, key=lambda impl: self._order.get(impl.plugin_name, 1 << 30))
+            cached = tuple(
+                HookCaller(impl.plugin_name, impl.function, tuple(impl.argnames))
+                for impl in ordered
+            )
+            self._cache[hook_name] = cached
+        return cached
+
+    def call_all(self, hook_name: str, **kwargs: Any) -> Iterator[tuple[str, Any]]:
+        """Call every implementation in chain order, yielding ``(plugin, result)``."""
+        for caller in self.callers(hook_name):
+            yield caller.plugin_name, caller(**kwargs)
+
+    async def await_all(self, hook_name: str, reverse: bool = False, **kwargs: Any) -> list[Any]:
+        """Call every implementation in order, awaiting any awaitable result before the next."""
+        callers = self.callers(hook_name)
+        results = []
+        for caller in reversed(callers) if reverse else callers:
+            results.append(await await_me_maybe(caller(**kwargs)))
+        return results
+
+    def describe(self) -> list[tuple[str, str, list[str]]]:
+        """``(name, module, hooks implemented)`` for each plugin, in chain order."""
+        rows = []
+        for name in self.names:
+            plugin = self.pm.get_plugin(name)
+            module = getattr(plugin, "__name__", type(plugin).__name__)
+            hooks = sorted(
+                caller.name for caller in self.pm.get_hookcallers(plugin) or ()
+            )
+            rows.append((name, module, hooks))
+        return rows
+
+
+async def await_me_maybe(value: Any) -> Any:
+    """Await ``value`` if it is awaitable, else return it (datasette's pattern)."""
+    if inspect.isawaitable(value):
+        return await value
+    return value
+
+
+MaybeAwaitable = Awaitable[Any] | Any

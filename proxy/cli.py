@@ -1,0 +1,308 @@
+"""The ``mistral-sidecar`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from proxy import __version__
+from proxy.chain import PluginChain, installed_plugins
+from proxy.loader import config_path, load
+from proxy.settings import ConfigError, Settings, core_settings, resolve
+
+DESCRIPTION = """\
+A hardening reverse proxy for the Mistral API. Point any Mistral client at it
+(Mistral(server_url="http://localhost:8080")) and it authenticates callers, enforces roles,
+rate-limits, retries, breaks circuits, logs, persists and forwards to the real API.
+
+Configuration comes from environment variables (MISTRAL_API_KEY, MISTRAL_BASE_URL, DB_HOST,
+REDIS_HOST, SIDECAR_* ...) and an optional YAML file (--config or SIDECAR_CONFIG).
+`mistral-sidecar settings` lists every setting with its default."""
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level, logging.INFO),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+
+
+def _fail_config(error: ConfigError) -> int:
+    for problem in error.problems:
+        print(f"mistral-sidecar: configuration error: {problem}", file=sys.stderr)
+    return 2
+
+
+def _load(args: argparse.Namespace, overrides: Mapping[str, str] | None = None
+          ) -> tuple[Settings, PluginChain]:
+    environ = dict(os.environ)
+    environ.update(overrides or {})
+    return load(config_path(getattr(args, "config", None), environ), environ)
+
+
+# --- serve -----------------------------------------------------------------------------------
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Run the sidecar until SIGTERM."""
+    from proxy.app import create_app
+    from proxy.server import serve_until_signal
+
+    overrides = {}
+    if args.host:
+        overrides["SIDECAR_HOST"] = args.host
+    if args.port is not None:
+        overrides["SIDECAR_PORT"] = str(args.port)
+    try:
+        settings, chain = _load(args, overrides)
+    except ConfigError as error:
+        return _fail_config(error)
+    _configure_logging(settings["log.level"])
+    app = create_app(settings, chain)
+
+    def announce(port: int) -> None:
+        print(f"mistral-sidecar {__version__} listening on http://{settings['server.host']}:"
+              f"{port} -> {settings['upstream.base_url']} "
+              f"(plugins: {', '.join(chain.names) or 'none'})", file=sys.stderr, flush=True)
+
+    try:
+        asyncio.run(serve_until_signal(
+            app, settings["server.host"], settings["server.port"],
+            settings["server.shutdown_grace_seconds"], on_ready=announce))
+    except ConfigError as error:
+        return _fail_config(error)
+    except OSError as error:
+        print(f"mistral-sidecar: cannot start: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+# --- mock-upstream and demo ------------------------------------------------------------------
+
+
+def cmd_mock_upstream(args: argparse.Namespace) -> int:
+    """Run the fake Mistral API."""
+    from proxy import mock_upstream
+
+    _configure_logging("INFO")
+    mock_upstream.run_mock(args.host, args.port, mock_upstream.config_from_args(args))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Run the mock upstream and the sidecar in front of it, in one process."""
+    from proxy import mock_upstream
+    from proxy.app import create_app
+    from proxy.server import serve_until_signal
+
+    mock_key = "demo-upstream-key"
+    overrides = {
+        "MISTRAL_BASE_URL": f"http://127.0.0.1:{args.mock_port}",
+        "MISTRAL_API_KEY": mock_key,
+        "SIDECAR_PORT": str(args.port),
+    }
+    try:
+        settings, chain = _load(args, overrides)
+    except ConfigError as error:
+        return _fail_config(error)
+    _configure_logging(settings["log.level"])
+
+    async def run() -> None:
+        from aiohttp import web
+
+        mock_app = mock_upstream.create_mock_app(
+            mock_upstream.MockConfig(api_keys=frozenset({mock_key}), token_interval_ms=50))
+        runner = web.AppRunner(mock_app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", args.mock_port).start()
+        try:
+            await serve_until_signal(
+                create_app(settings, chain), settings["server.host"], args.port,
+                settings["server.shutdown_grace_seconds"], on_ready=announce)
+        finally:
+            await runner.cleanup()
+
+    def announce(port: int) -> None:
+        print(f"\nmistral-sidecar demo: sidecar on http://127.0.0.1:{port}, mock Mistral API on "
+              f"http://127.0.0.1:{args.mock_port}\nTry:\n  curl -s http://127.0.0.1:{port}"
+              "/v1/chat/completions -H 'Content-Type: application/json' -H 'Authorization: "
+              "Bearer <your sidecar key>' -d '{\"model\":\"mistral-small-latest\",\"messages\":"
+              "[{\"role\":\"user\",\"content\":\"hello\"}]}'\n", file=sys.stderr, flush=True)
+
+    try:
+        asyncio.run(run())
+    except OSError as error:
+        print(f"mistral-sidecar: cannot start: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+# --- introspection ---------------------------------------------------------------------------
+
+
+def cmd_plugins(args: argparse.Namespace) -> int:
+    """Print the enabled plugins in chain order, then installed but disabled ones."""
+    try:
+        _settings, chain = _load(args)
+    except ConfigError as error:
+        return _fail_config(error)
+    for position, (name, module, hooks) in enumerate(chain.describe(), start=1):
+        print(f"{position:2d}. {name:<14} {module:<28} {', '.join(hooks)}")
+    disabled = sorted(set(installed_plugins()) - set(chain.names))
+    if disabled:
+        print(f"installed, not in the chain: {', '.join(disabled)}")
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    """Validate the configuration; print one line per problem."""
+    try:
+        settings, chain = _load(args)
+    except ConfigError as error:
+        return _fail_config(error)
+    source = settings.source_file or "environment and defaults"
+    print(f"configuration OK ({source}); plugins: {', '.join(chain.names) or 'none'}")
+    return 0
+
+
+def settings_reference(declared: Sequence[Any]) -> str:
+    """The configuration reference as a Markdown table (README section)."""
+    lines = ["| Setting (YAML) | Environment | Default | Description |",
+             "| --- | --- | --- | --- |"]
+    for setting in sorted(declared, key=lambda s: s.name):
+        default = "(secret)" if setting.secret and setting.default else setting.default
+        if setting.name == "server.data_dir":
+            default = "~/.local/share/mistral-sidecar"
+        if isinstance(default, list):
+            default = ",".join(str(item) for item in default)
+        shown = f"`{default}`" if default not in (None, "", []) else "—"
+        env = f"`{setting.env}`" if setting.env else "—"
+        lines.append(f"| `{setting.name}` | {env} | {shown} | {setting.help} |")
+    return "\n".join(lines) + "\n"
+
+
+def cmd_settings(args: argparse.Namespace) -> int:
+    """Print every setting of the core and of all installed plugins."""
+    names = sorted(installed_plugins())
+    chain = PluginChain(names)
+    declared = list(core_settings())
+    for _name, extra in chain.call_all("sidecar_settings"):
+        declared.extend(extra or ())
+    if args.format == "markdown":
+        sys.stdout.write(settings_reference(declared))
+    else:
+        try:
+            current = resolve(declared, environ=os.environ, strict=False).redacted()
+        except ConfigError as error:
+            return _fail_config(error)
+        for name, value in current.items():
+            print(f"{name} = {value!r}")
+    return 0
+
+
+# --- parser ----------------------------------------------------------------------------------
+
+
+def build_parser(chain: PluginChain | None) -> argparse.ArgumentParser:
+    """The argument parser, with plugin commands from ``chain`` (if it could be loaded)."""
+    parser = argparse.ArgumentParser(
+        prog="mistral-sidecar", description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", metavar="FILE",
+                       help="YAML configuration file (default: $SIDECAR_CONFIG, if set)")
+
+    serve = sub.add_parser("serve", help="run the sidecar",
+                           description="Run the sidecar until SIGTERM, then drain gracefully.")
+    common(serve)
+    serve.add_argument("--host", help="address to listen on (default: SIDECAR_HOST or "
+                       "127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to listen on (default: SIDECAR_PORT or "
+                       "8080)")
+    serve.set_defaults(handler=cmd_serve)
+
+    mock = sub.add_parser(
+        "mock-upstream", help="run a fake Mistral API (offline demos, tests, benchmarks)",
+        description="Run an in-memory fake of the Mistral API built from its OpenAPI spec: "
+        "chat, FIM, embeddings, models, agents, conversations, files and batch jobs, with "
+        "fault injection under /__mock__/.")
+    from proxy import mock_upstream
+
+    mock_upstream.add_arguments(mock)
+    mock.set_defaults(handler=cmd_mock_upstream)
+
+    demo = sub.add_parser("demo", help="run the sidecar in front of the mock upstream",
+                          description="Start the mock Mistral API and the sidecar in front of "
+                          "it, in one process: a working sidecar with no Mistral account.")
+    common(demo)
+    demo.add_argument("--port", type=int, default=8080, help="sidecar port (default 8080)")
+    demo.add_argument("--mock-port", type=int, default=8081,
+                      help="mock upstream port (default 8081)")
+    demo.set_defaults(handler=cmd_demo)
+
+    plugins = sub.add_parser("plugins", help="list the loaded plugins in chain order")
+    common(plugins)
+    plugins.set_defaults(handler=cmd_plugins)
+
+    check = sub.add_parser("check-config", help="validate configuration and exit",
+                           description="Validate environment and YAML configuration; exit 2 "
+                           "with one line per problem.")
+    common(check)
+    check.set_defaults(handler=cmd_check_config)
+
+    ref = sub.add_parser("settings", help="list every setting, its variable and default")
+    ref.add_argument("--format", choices=("text", "markdown"), default="text")
+    ref.set_defaults(handler=cmd_settings)
+
+    if chain is not None:
+        for _name, _result in chain.call_all("register_commands", subparsers=sub):
+            pass
+    return parser
+
+
+def _chain_for_commands(argv: Sequence[str]) -> PluginChain | None:
+    """Load the configured chain so plugins can add commands; None if config is broken."""
+    config = None
+    for index, arg in enumerate(argv):
+        if arg == "--config" and index + 1 < len(argv):
+            config = argv[index + 1]
+        elif arg.startswith("--config="):
+            config = arg.split("=", 1)[1]
+    try:
+        path = config_path(config)
+        first = resolve(core_settings(), config_file=path, strict=False)
+        return PluginChain(list(first["plugins.chain"]))
+    except ConfigError:
+        return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``mistral-sidecar`` console script."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(_chain_for_commands(args_list))
+    args = parser.parse_args(args_list)
+    handler = args.handler
+    if getattr(handler, "__module__", "").startswith("proxy."):
+        return int(handler(args))
+    try:
+        settings, _chain = _load(args)
+    except ConfigError as error:
+        return _fail_config(error)
+    return int(handler(args, settings))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+__all__ = ["main", "settings_reference"]

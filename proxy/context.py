@@ -1,0 +1,246 @@
+"""The per-request context handed to every hook, and the upstream response wrapper."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from multidict import CIMultiDict, CIMultiDictProxy
+
+if TYPE_CHECKING:
+    import aiohttp
+    from aiohttp import web
+
+    from proxy.operations import Operation
+
+_UNSET: Any = object()
+
+
+@dataclass(slots=True)
+class Identity:
+    """Who is calling, as established by an authentication plugin."""
+
+    key_id: str
+    owner: str
+    role: str
+    org: str = "default"
+    name: str | None = None
+
+
+@dataclass(slots=True)
+class Timing:
+    """Monotonic timestamps (``time.perf_counter``) of one request's milestones."""
+
+    started: float = field(default_factory=time.perf_counter)
+    upstream_started: float | None = None
+    upstream_headers: float | None = None
+    first_byte_sent: float | None = None
+    finished: float | None = None
+
+    def duration(self) -> float | None:
+        """Seconds from arrival to the end of the response, once finished."""
+        return None if self.finished is None else self.finished - self.started
+
+    def upstream_duration(self) -> float | None:
+        """Seconds from the first upstream attempt to the end of the response."""
+        if self.finished is None or self.upstream_started is None:
+            return None
+        return self.finished - self.upstream_started
+
+    def time_to_first_byte(self) -> float | None:
+        """Seconds from arrival to the first body byte sent to the caller."""
+        return None if self.first_byte_sent is None else self.first_byte_sent - self.started
+
+
+@dataclass(slots=True)
+class Usage:
+    """Token usage reported by upstream for this request."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+    @classmethod
+    def from_json(cls, data: Any) -> Usage | None:
+        """Read Mistral's ``usage`` object; ``None`` if absent or malformed."""
+        if not isinstance(data, dict):
+            return None
+        try:
+            prompt = int(data.get("prompt_tokens") or 0)
+            completion = int(data.get("completion_tokens") or 0)
+            total = int(data.get("total_tokens") or (prompt + completion))
+        except (TypeError, ValueError):
+            return None
+        return cls(prompt, completion, total)
+
+
+class UpstreamResponse:
+    """Upstream's answer once its status and headers are known; the body is still unread."""
+
+    __slots__ = ("_released", "attempt", "raw")
+
+    def __init__(self, raw: aiohttp.ClientResponse, attempt: int) -> None:
+        self.raw = raw
+        self.attempt = attempt
+        self._released = False
+
+    @property
+    def status(self) -> int:
+        """HTTP status code."""
+        return self.raw.status
+
+    @property
+    def headers(self) -> CIMultiDictProxy[str]:
+        """Response headers exactly as upstream sent them."""
+        return self.raw.headers
+
+    async def read(self) -> bytes:
+        """Read the whole body (for small bodies a wrapper wants to inspect)."""
+        return await self.raw.read()
+
+    async def release(self) -> None:
+        """Discard this response and give back (or close) its connection."""
+        if not self._released:
+            self._released = True
+            self.raw.close()
+
+
+UpstreamCall = Callable[["RequestContext"], Awaitable[UpstreamResponse]]
+
+
+class RequestContext:
+    """Everything the hooks know about one request.
+
+    Plugins read and set fields; fields a plugin owns alone go in ``ctx.state`` under the
+    plugin's name. ``log`` collects extra fields for the access log line.
+    """
+
+    __slots__ = (
+        "_json",
+        "_response_json",
+        "_usage",
+        "app",
+        "attempts",
+        "body",
+        "body_changed",
+        "buffer_response",
+        "identity",
+        "is_stream",
+        "log",
+        "method",
+        "operation",
+        "path",
+        "path_params",
+        "query_string",
+        "request",
+        "request_id",
+        "resource_ids",
+        "response_body",
+        "response_bytes",
+        "response_headers",
+        "response_status",
+        "state",
+        "timing",
+        "upstream_api_key",
+        "upstream_headers",
+        "upstream_status",
+    )
+
+    def __init__(
+        self,
+        request: web.Request,
+        app: web.Application,
+        request_id: str,
+        operation: Operation | None,
+        path_params: dict[str, str],
+    ) -> None:
+        self.request = request
+        self.app = app
+        self.request_id = request_id
+        self.method = request.method
+        self.path = request.rel_url.raw_path
+        self.query_string = request.rel_url.raw_query_string
+        self.operation = operation
+        self.path_params = path_params
+        self.resource_ids: dict[str, str] = {}
+        self.identity: Identity | None = None
+        self.body: bytes | None = None
+        self.body_changed = False
+        self._json: Any = _UNSET
+        self.is_stream = False
+        self.upstream_api_key: str | None = None
+        self.upstream_headers: CIMultiDict[str] = CIMultiDict()
+        self.response_headers: dict[str, str] = {}
+        self.buffer_response = False
+        self.upstream_status: int | None = None
+        self.response_status: int | None = None
+        self.response_body: bytes | None = None
+        self._response_json: Any = None
+        self.response_bytes = 0
+        self.attempts = 0
+        self._usage: Any = _UNSET
+        self.timing = Timing()
+        self.state: dict[str, Any] = {}
+        self.log: dict[str, Any] = {}
+
+    @property
+    def operation_name(self) -> str:
+        """The classified operation's name, ``"unknown"`` for paths outside the spec."""
+        return self.operation.name if self.operation is not None else "unknown"
+
+    @property
+    def json(self) -> Any:
+        """The request body parsed as JSON; ``None`` if there is no JSON body or it is invalid."""
+        if self._json is _UNSET:
+            self._json = None
+            if self.body:
+                try:
+                    self._json = json.loads(self.body)
+                except (ValueError, UnicodeDecodeError):
+                    self._json = None
+        return self._json
+
+    def set_json(self, value: Any) -> None:
+        """Replace the request body with ``value`` serialised as JSON."""
+        self._json = value
+        self.body = json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+        self.body_changed = True
+
+    def set_response_body(self, body: bytes) -> None:
+        """Record the complete JSON response body; it is parsed on first use."""
+        self.response_body = body
+        self._response_json = _UNSET
+        self._usage = _UNSET
+
+    @property
+    def response_json(self) -> Any:
+        """The response as JSON: the parsed body, or the object reassembled from a stream."""
+        if self._response_json is _UNSET:
+            self._response_json = None
+            if self.response_body:
+                try:
+                    self._response_json = json.loads(self.response_body)
+                except (ValueError, UnicodeDecodeError):
+                    self._response_json = None
+        return self._response_json
+
+    @response_json.setter
+    def response_json(self, value: Any) -> None:
+        self._response_json = value
+        self._usage = _UNSET
+
+    @property
+    def usage(self) -> Usage | None:
+        """Token usage from the response (streamed or not), ``None`` when it reported none."""
+        if self._usage is _UNSET:
+            body = self.response_json
+            self._usage = Usage.from_json(body.get("usage")) if isinstance(body, dict) else None
+        usage: Usage | None = self._usage
+        return usage
+
+    @usage.setter
+    def usage(self, value: Usage | None) -> None:
+        self._usage = value

@@ -1,0 +1,432 @@
+"""The forwarding path: one request from the caller, through the hook chain, to upstream and back.
+
+Nothing is sent to the caller before upstream's status and headers are known, so an upstream
+429 or 5xx reaches the caller as itself. Bodies stream in both directions; JSON request bodies
+(bounded) are read so plugins can inspect them; SSE frames are written the moment they arrive
+and observed afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+from yarl import URL
+
+from proxy.chain import HookCaller, PluginChain, await_me_maybe
+from proxy.context import RequestContext, UpstreamCall, UpstreamResponse, Usage
+from proxy.errors import SidecarError, UpstreamError
+from proxy.operations import OperationIndex, extract_resource_ids
+from proxy.sse import SSEParser, assembler_for
+
+if TYPE_CHECKING:
+    from proxy.settings import Settings
+    from proxy.sse import ChatStreamAssembler, ConversationStreamAssembler
+
+logger = logging.getLogger("mistral_sidecar.forward")
+
+HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization",
+    "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
+})
+#: Request headers never forwarded as received: hop-by-hop ones, those the client library
+#: recomputes for the upstream connection, and the caller's credentials.
+_DROP_REQUEST = HOP_BY_HOP | {"host", "authorization", "content-length", "expect",
+                              "x-request-id"}
+_DROP_RESPONSE = HOP_BY_HOP
+_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
+_CHUNK = 64 * 1024
+
+
+def _connection_tokens(headers: Any) -> set[str]:
+    tokens: set[str] = set()
+    for value in headers.getall("Connection", ()):
+        tokens.update(t.strip().lower() for t in value.split(",") if t.strip())
+    return tokens
+
+
+def _is_json_type(content_type: str) -> bool:
+    base = content_type.split(";", 1)[0].strip().lower()
+    return base == "application/json" or base.endswith("+json")
+
+
+class BodyTooLarge(Exception):
+    """A streamed request body went past its limit."""
+
+
+class Forwarder:
+    """Handles every proxied request; one instance per application."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        chain: PluginChain,
+        operations: OperationIndex,
+    ) -> None:
+        self.settings = settings
+        self.chain = chain
+        self.operations = operations
+        self.base_url = str(settings["upstream.base_url"]).rstrip("/")
+        keys = settings["upstream.api_key"]
+        self.default_api_key: str | None = keys[0] if keys else None
+        self.first_byte_timeout = float(settings["upstream.first_byte_timeout_seconds"])
+        self.idle_timeout = float(settings["upstream.idle_timeout_seconds"])
+        self.total_timeout = float(settings["upstream.total_timeout_seconds"])
+        self.max_json_body = int(settings["limits.max_json_body_bytes"])
+        self.max_upload = int(settings["limits.max_upload_bytes"])
+        self.max_capture = int(settings["limits.max_capture_bytes"])
+        self.on_request_hooks = chain.callers("on_request")
+        self.wrap_hooks = chain.callers("wrap_upstream")
+        self.on_response_hooks = chain.callers("on_response")
+        self.rewrite_hooks = chain.callers("rewrite_response")
+        self.stream_event_hooks = chain.callers("on_stream_event")
+        self.complete_hooks = chain.callers("on_complete")
+        self.error_hooks = chain.callers("on_error")
+        self.session: aiohttp.ClientSession | None = None
+        self._background: set[asyncio.Task[None]] = set()
+
+    # --- entry point ----------------------------------------------------------------------
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """aiohttp handler for every ``/v1/...`` and ``/v2/...`` request."""
+        incoming_id = request.headers.get("X-Request-ID")
+        request_id = (
+            incoming_id
+            if incoming_id and _REQUEST_ID_RE.match(incoming_id)
+            else uuid.uuid4().hex
+        )
+        path = request.rel_url.raw_path
+        operation, params = self.operations.classify(request.method, path)
+        ctx = RequestContext(request, request.app, request_id, operation, params)
+        ctx.upstream_api_key = self.default_api_key
+        try:
+            await self._read_body(ctx)
+            body = ctx.json if ctx.body is not None else None
+            if isinstance(body, dict) and body.get("stream") is True:
+                ctx.is_stream = True
+                stream_op, stream_params = self.operations.classify(
+                    request.method, path, stream=True)
+                if stream_op is not None:
+                    ctx.operation, ctx.path_params = stream_op, stream_params
+            ctx.resource_ids = extract_resource_ids(ctx.operation, ctx.path_params, body)
+
+            for hook in self.on_request_hooks:
+                answer = await await_me_maybe(hook(ctx=ctx))
+                if answer is not None:
+                    ctx.response_status = answer.status
+                    return answer
+
+            call = self._compose(ctx)
+            upstream = await call(ctx)
+        except SidecarError as error:
+            return await self._error(ctx, error)
+        except asyncio.CancelledError:
+            ctx.log["outcome"] = "client_disconnected"
+            self._complete_later(ctx)
+            raise
+        return await self._relay(ctx, upstream)
+
+    # --- request side ---------------------------------------------------------------------
+
+    async def _read_body(self, ctx: RequestContext) -> None:
+        request = ctx.request
+        if not request.body_exists:
+            return
+        content_type = request.headers.get("Content-Type", "")
+        is_json = _is_json_type(content_type) or (
+            not content_type and ctx.operation is not None
+            and ctx.operation.request_kind == "json"
+        )
+        length = request.content_length
+        if is_json:
+            if length is not None and length > self.max_json_body:
+                raise SidecarError(
+                    413, f"Request body of {length} bytes exceeds the limit of "
+                    f"{self.max_json_body} bytes for JSON bodies.")
+            ctx.body = await self._read_bounded(request, self.max_json_body)
+        elif length is not None and length > self.max_upload:
+            raise SidecarError(
+                413, f"Request body of {length} bytes exceeds the upload limit of "
+                f"{self.max_upload} bytes.")
+
+    @staticmethod
+    async def _read_bounded(request: web.Request, limit: int) -> bytes:
+        parts: list[bytes] = []
+        size = 0
+        while True:
+            chunk = await request.content.readany()
+            if not chunk:
+                return b"".join(parts)
+            size += len(chunk)
+            if size > limit:
+                raise SidecarError(
+                    413, f"Request body exceeds the limit of {limit} bytes for JSON bodies.")
+            parts.append(chunk)
+
+    async def _stream_body(self, request: web.Request, ctx: RequestContext) -> AsyncIterator[bytes]:
+        sent = 0
+        while True:
+            chunk = await request.content.readany()
+            if not chunk:
+                return
+            sent += len(chunk)
+            if sent > self.max_upload:
+                ctx.state["_core_body_too_large"] = True
+                raise BodyTooLarge()
+            yield chunk
+
+    def _upstream_headers(self, ctx: RequestContext) -> CIMultiDict[str]:
+        incoming = ctx.request.headers
+        drop = _DROP_REQUEST
+        if "Connection" in incoming:
+            drop = drop | _connection_tokens(incoming)
+        headers: CIMultiDict[str] = CIMultiDict()
+        for name, value in incoming.items():
+            if name.lower() not in drop:
+                headers.add(name, value)
+        if ctx.body is None and ctx.request.body_exists and ctx.request.content_length is not None:
+            headers["Content-Length"] = str(ctx.request.content_length)
+        headers["X-Request-ID"] = ctx.request_id
+        headers.extend(ctx.upstream_headers)
+        return headers
+
+    def _compose(self, ctx: RequestContext) -> UpstreamCall:
+        call: UpstreamCall = self._send
+        for hook in reversed(self.wrap_hooks):
+            wrapped = hook(ctx=ctx, call=call)
+            if wrapped is not None:
+                call = wrapped
+        return call
+
+    async def _send(self, ctx: RequestContext) -> UpstreamResponse:
+        """One attempt: send the request, return once status and headers are in."""
+        assert self.session is not None
+        if ctx.timing.upstream_started is None:
+            ctx.timing.upstream_started = _now()
+        ctx.attempts += 1
+        headers = self._upstream_headers(ctx)
+        if ctx.upstream_api_key:
+            headers["Authorization"] = f"Bearer {ctx.upstream_api_key}"
+        data: Any = None
+        if ctx.body is not None:
+            data = ctx.body
+        elif ctx.request.body_exists:
+            if ctx.attempts > 1:
+                raise SidecarError(
+                    502, "Upstream failed and a streamed request body cannot be replayed.",
+                    type="upstream_error", code="upstream_unreplayable")
+            data = self._stream_body(ctx.request, ctx)
+        remaining = self.total_timeout - (_now() - ctx.timing.started)
+        url = URL(self.base_url + ctx.request.raw_path, encoded=True)
+        try:
+            async with asyncio.timeout(max(0.0, min(self.first_byte_timeout, remaining))):
+                raw = await self.session.request(
+                    ctx.method, url, headers=headers, data=data, allow_redirects=False)
+        except TimeoutError:
+            raise UpstreamError("timeout", "Upstream did not answer in time.") from None
+        except aiohttp.ClientConnectorError:
+            raise UpstreamError("connect", "Upstream is unreachable.") from None
+        except (aiohttp.ClientError, BodyTooLarge, OSError) as exc:
+            if ctx.state.get("_core_body_too_large"):
+                raise SidecarError(
+                    413, f"Request body exceeds the upload limit of {self.max_upload} bytes."
+                ) from None
+            raise UpstreamError(
+                "reset", f"Upstream closed the connection ({type(exc).__name__}).") from None
+        ctx.upstream_status = raw.status
+        return UpstreamResponse(raw, ctx.attempts)
+
+    # --- response side --------------------------------------------------------------------
+
+    async def _relay(self, ctx: RequestContext, upstream: UpstreamResponse) -> web.StreamResponse:
+        request = ctx.request
+        raw = upstream.raw
+        ctx.timing.upstream_headers = _now()
+        try:
+            for hook in self.on_response_hooks:
+                await await_me_maybe(hook(ctx=ctx, response=upstream))
+        except SidecarError as error:
+            await upstream.release()
+            return await self._error(ctx, error)
+        except BaseException:
+            await upstream.release()
+            raise
+
+        content_type = raw.headers.get("Content-Type", "")
+        is_sse = content_type.startswith("text/event-stream")
+        is_json = not is_sse and _is_json_type(content_type)
+        encoded = raw.headers.get("Content-Encoding", "identity").lower() != "identity"
+        ctx.response_status = raw.status
+
+        if ctx.buffer_response and is_json and not encoded and self.rewrite_hooks:
+            return await self._relay_rewritten(ctx, upstream)
+
+        response = web.StreamResponse(status=raw.status, reason=raw.reason)
+        self._copy_response_headers(ctx, raw, response)
+        ctx.log["outcome"] = "ok"
+        capture: list[bytes] | None = [] if is_json and not encoded else None
+        captured = 0
+        parser = SSEParser() if is_sse and not encoded else None
+        assembler: ChatStreamAssembler | ConversationStreamAssembler | None = None
+        stream_hooks = self.stream_event_hooks
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.total_timeout - (_now() - ctx.timing.started)
+        try:
+            await response.prepare(request)
+            async with asyncio.timeout_at(min(deadline, loop.time() + self.idle_timeout)) as timer:
+                while True:
+                    chunk = await raw.content.readany()
+                    if not chunk:
+                        break
+                    timer.reschedule(min(deadline, loop.time() + self.idle_timeout))
+                    await response.write(chunk)
+                    if ctx.timing.first_byte_sent is None:
+                        ctx.timing.first_byte_sent = _now()
+                    ctx.response_bytes += len(chunk)
+                    if parser is not None:
+                        for event in parser.feed(chunk):
+                            if assembler is None:
+                                assembler = assembler_for(event)
+                            assembler.add(event)
+                            for hook in stream_hooks:
+                                hook(ctx=ctx, event=event)
+                    elif capture is not None:
+                        captured += len(chunk)
+                        if captured <= self.max_capture:
+                            capture.append(chunk)
+                        else:
+                            capture = None
+        except (ConnectionResetError, aiohttp.ClientConnectionResetError):
+            ctx.log["outcome"] = "client_disconnected"
+            raw.close()
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raw.close()
+            reason = "timeout" if isinstance(exc, TimeoutError) else "reset"
+            ctx.log["outcome"] = "upstream_broken"
+            # Headers are gone already: the only honest signal left is to cut the connection
+            # so the caller sees a truncated body rather than a complete-looking one.
+            if request.transport is not None:
+                request.transport.abort()
+            await self._notify_error(ctx, UpstreamError(reason, "Upstream stream broke."))
+        except asyncio.CancelledError:
+            raw.close()
+            ctx.log["outcome"] = "client_disconnected"
+            self._finish(ctx, capture, assembler)
+            self._complete_later(ctx)
+            raise
+        else:
+            raw.release()
+        self._finish(ctx, capture, assembler)
+        await self._complete(ctx)
+        return response
+
+    def _finish(
+        self,
+        ctx: RequestContext,
+        capture: list[bytes] | None,
+        assembler: ChatStreamAssembler | ConversationStreamAssembler | None,
+    ) -> None:
+        ctx.timing.finished = _now()
+        if assembler is not None:
+            ctx.response_json = assembler.result()
+        elif capture is not None and ctx.log.get("outcome") == "ok":
+            ctx.set_response_body(b"".join(capture))
+
+    def _copy_response_headers(
+        self, ctx: RequestContext, raw: aiohttp.ClientResponse, response: web.StreamResponse
+    ) -> None:
+        drop = _DROP_RESPONSE
+        if "Connection" in raw.headers:
+            drop = drop | _connection_tokens(raw.headers)
+        headers = response.headers
+        for name, value in raw.headers.items():
+            if name.lower() not in drop:
+                headers.add(name, value)
+        headers["X-Request-ID"] = ctx.request_id
+        for name, value in ctx.response_headers.items():
+            headers[name] = value
+
+    async def _relay_rewritten(
+        self, ctx: RequestContext, upstream: UpstreamResponse
+    ) -> web.StreamResponse:
+        raw = upstream.raw
+        try:
+            async with asyncio.timeout(self.idle_timeout):
+                body_bytes = await raw.read()
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raw.close()
+            reason = "timeout" if isinstance(exc, TimeoutError) else "reset"
+            return await self._error(ctx, UpstreamError(reason, "Upstream body broke."))
+        ctx.set_response_body(body_bytes)
+        body = ctx.response_json
+        for hook in self.rewrite_hooks:
+            replaced = await await_me_maybe(hook(ctx=ctx, body=body))
+            if replaced is not None:
+                body = replaced
+        ctx.response_json = body
+        response = web.json_response(body, status=raw.status, reason=raw.reason)
+        skip = {"content-length", "content-type"}
+        for name, value in raw.headers.items():
+            if name.lower() not in _DROP_RESPONSE and name.lower() not in skip:
+                response.headers.add(name, value)
+        response.headers["X-Request-ID"] = ctx.request_id
+        response.headers.update(ctx.response_headers)
+        ctx.timing.finished = _now()
+        ctx.log["outcome"] = "ok"
+        await self._complete(ctx)
+        return response
+
+    # --- completion and errors ------------------------------------------------------------
+
+    async def _complete(self, ctx: RequestContext) -> None:
+        if ctx.timing.finished is None:
+            ctx.timing.finished = _now()
+        for hook in self.complete_hooks:
+            await _guarded(hook, ctx=ctx)
+
+    def _complete_later(self, ctx: RequestContext) -> None:
+        """Run completion hooks for a cancelled request without being cancelled with it."""
+        task = asyncio.get_running_loop().create_task(self._complete(ctx))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _notify_error(self, ctx: RequestContext, error: SidecarError) -> None:
+        for hook in self.error_hooks:
+            await _guarded(hook, ctx=ctx, error=error)
+
+    async def _error(self, ctx: RequestContext, error: SidecarError) -> web.Response:
+        ctx.response_status = error.status
+        ctx.log.setdefault("outcome", "error")
+        ctx.log["error_code"] = error.code
+        ctx.timing.finished = _now()
+        await self._notify_error(ctx, error)
+        headers = {"X-Request-ID": ctx.request_id}
+        headers.update(ctx.response_headers)
+        return error.to_response(headers)
+
+    async def drain_background(self) -> None:
+        """Wait for completion hooks still running for cancelled requests."""
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+
+async def _guarded(hook: HookCaller, **kwargs: Any) -> None:
+    # Observation hooks must never turn a delivered response into an error.
+    try:
+        await await_me_maybe(hook(**kwargs))
+    except Exception:
+        logger.exception("plugin %s failed in an observation hook", hook.plugin_name)
+
+
+_now = time.perf_counter
+
+
+__all__ = ["HOP_BY_HOP", "Forwarder", "Usage"]

@@ -1,0 +1,194 @@
+"""Hook specifications: every extension point of the sidecar, in the order a request meets them.
+
+Plugins are ordinary pluggy plugins (usually modules) that implement some of these hooks with
+``@proxy.hookimpl``. Built-in plugins live in ``plugins/``; third-party plugins register under
+the entry-point group ``mistral_sidecar``. Which plugins run, and in which order, is the
+``plugins.chain`` setting: the core calls implementations strictly in chain order.
+
+Hook calls are synchronous. A hook that needs to do I/O returns an awaitable, and the core
+awaits the results one plugin at a time, in chain order, stopping early where a hook says it
+short-circuits. Returning ``None`` means "nothing to do". Plugins keep their state on the
+aiohttp application under their own ``web.AppKey``, never in module globals.
+
+Lifecycle of one request:
+
+1. ``on_request`` — every plugin in order; any may reject (raise
+   :class:`proxy.errors.SidecarError`) or answer itself (return a response).
+2. ``wrap_upstream`` — plugins wrap the upstream call (retry, circuit breaker, key pool);
+   the first plugin in the chain is the outermost wrapper.
+3. ``on_response`` — upstream status and headers are known; nothing sent to the caller yet.
+4. ``on_stream_event`` — each server-sent event as it passes, after it was written.
+5. ``on_complete`` — the response is finished; whole body (reassembled from a stream), usage
+   and timing are on the context.
+6. ``on_error`` — instead of 3-5 when the sidecar answered with an error of its own, or when
+   a stream broke after it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+from proxy import PROJECT_NAME
+
+if TYPE_CHECKING:
+    from aiohttp import web
+
+    from proxy.context import RequestContext, UpstreamCall, UpstreamResponse
+    from proxy.errors import SidecarError
+    from proxy.settings import Setting, Settings
+    from proxy.sse import SSEEvent
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+
+
+# --- configuration and CLI -------------------------------------------------------------------
+
+
+@hookspec
+def sidecar_settings() -> list[Setting] | None:
+    """Declare the plugin's settings.
+
+    Return a list of :class:`proxy.settings.Setting`. Each has a dotted name (its path in the
+    YAML file), usually an environment variable, a type, a default and a one-line help text.
+    ``check-config`` validates them and the README's configuration reference lists them.
+    Called once at start-up, for enabled plugins only.
+    """
+
+
+@hookspec
+def validate_settings(settings: Settings) -> list[str] | None:
+    """Check combinations of settings that one setting alone cannot.
+
+    Return a list of problems, one line each, naming the setting (for example
+    ``"MISTRAL_API_KEY: required when SIDECAR_AUTH_MODE=keys"``). Any problem stops start-up.
+    """
+
+
+@hookspec
+def register_commands(subparsers: argparse._SubParsersAction[Any]) -> None:
+    """Add subcommands to the ``mistral-sidecar`` CLI.
+
+    Add a parser with ``subparsers.add_parser(name, help=...)`` and set its handler with
+    ``parser.set_defaults(handler=func)``; ``func(args, settings) -> int`` returns the exit code.
+    Called for every installed plugin in the chain, before arguments are parsed.
+    """
+
+
+# --- application lifecycle -------------------------------------------------------------------
+
+
+@hookspec
+def startup(app: web.Application) -> Awaitable[None] | None:
+    """Open the plugin's resources (pools, clients, background tasks) and store them on ``app``.
+
+    Called in chain order before the first request; a failure stops start-up. Settings are at
+    ``app[proxy.app.SETTINGS]``, the upstream HTTP session at ``app[proxy.app.HTTP_SESSION]``.
+    """
+
+
+@hookspec
+def shutdown(app: web.Application) -> Awaitable[None] | None:
+    """Release what ``startup`` opened: flush queues, close pools, stop tasks.
+
+    Called in reverse chain order after in-flight requests have drained on SIGTERM.
+    """
+
+
+@hookspec
+def readiness(app: web.Application) -> Awaitable[dict[str, Any]] | dict[str, Any] | None:
+    """Report the health of the plugin's dependencies for ``/readyz``.
+
+    Return a mapping such as ``{"redis": {"ok": True, "latency_ms": 0.4}}``. Any entry with
+    ``"ok": False`` makes ``/readyz`` answer 503. Entries may carry extra detail (breaker state,
+    spool size); they must not carry secrets. Keep it fast: it is polled by orchestrators.
+    """
+
+
+@hookspec
+def metrics_exposition(app: web.Application) -> Awaitable[bytes] | bytes | None:
+    """Return Prometheus text exposition to append to ``/metrics``."""
+
+
+# --- one request -----------------------------------------------------------------------------
+
+
+@hookspec
+def on_request(ctx: RequestContext) -> Awaitable[web.StreamResponse | None] | None:
+    """Inspect, change or reject a request before anything goes upstream.
+
+    Authentication, validation, input sanitising and rate limiting hang here. The context
+    carries the classified operation, path parameters, resource ids and (for JSON requests) the
+    parsed body at ``ctx.json``; a plugin that changes the body calls ``ctx.set_json(...)``.
+
+    To reject, raise :class:`proxy.errors.SidecarError`. To answer without going upstream,
+    return (or resolve to) an ``aiohttp.web.StreamResponse``. Either stops the chain: later
+    plugins' ``on_request`` are not called.
+    """
+
+
+@hookspec
+def wrap_upstream(ctx: RequestContext, call: UpstreamCall) -> UpstreamCall | None:
+    """Wrap the upstream call with around-advice (retry, circuit breaker, key pool ...).
+
+    ``call`` is an async function ``call(ctx) -> UpstreamResponse`` that sends the request and
+    returns once upstream's status and headers are known, before any body byte reaches the
+    caller. Return a new async function with the same signature that calls ``call`` zero or
+    more times, or ``None`` to leave it unwrapped. The first plugin in the chain ends up
+    outermost. A wrapper that discards a response must call ``await response.release()``.
+    Raise :class:`proxy.errors.SidecarError` to answer with an error instead.
+    """
+
+
+@hookspec
+def on_response(ctx: RequestContext, response: UpstreamResponse) -> Awaitable[None] | None:
+    """Upstream answered; status and headers are known and nothing was sent to the caller.
+
+    Add headers for the caller to ``ctx.response_headers`` (rate-limit headers, attempt
+    counts). Upstream's own headers must not be removed or relaxed. Set
+    ``ctx.buffer_response = True`` here or in ``on_request`` to receive the whole JSON body in
+    ``rewrite_response`` before it is sent.
+    """
+
+
+@hookspec
+def rewrite_response(ctx: RequestContext, body: Any) -> Awaitable[Any] | Any:
+    """Rewrite a buffered JSON response body before it is sent (only when
+    ``ctx.buffer_response`` is true and the response is JSON).
+
+    Return the new body, or ``None`` to keep it. Used, for example, to filter list results to
+    what the caller may see. Streams are never buffered.
+    """
+
+
+@hookspec
+def on_stream_event(ctx: RequestContext, event: SSEEvent) -> None:
+    """Observe one server-sent event right after it was forwarded to the caller.
+
+    Synchronous on purpose: it must not delay the stream. Keep it cheap (count, record, queue);
+    the reassembled whole arrives later in ``on_complete``.
+    """
+
+
+@hookspec
+def on_complete(ctx: RequestContext) -> Awaitable[None] | None:
+    """The response has been sent in full (or the caller went away).
+
+    ``ctx.response_status``, ``ctx.response_json`` (parsed JSON body, or the body reassembled
+    from a stream), ``ctx.usage`` and ``ctx.timing`` are filled in. Persistence, usage
+    accounting, metrics and access logging hang here. Do slow work in the background: the
+    caller's connection waits for this hook before it is reused.
+    """
+
+
+@hookspec
+def on_error(ctx: RequestContext, error: SidecarError) -> Awaitable[None] | None:
+    """The sidecar answered with an error of its own, or a started stream broke.
+
+    Called for observation (logging, metrics); the error response is already decided. Upstream
+    error statuses are not errors here: they are ordinary responses and go through
+    ``on_response`` and ``on_complete``.
+    """

@@ -1,0 +1,67 @@
+"""Running an application until SIGTERM/SIGINT, then draining gracefully."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+logger = logging.getLogger("mistral_sidecar.server")
+
+
+async def serve_until_signal(
+    app: web.Application,
+    host: str,
+    port: int,
+    grace_seconds: float,
+    *,
+    on_ready: Callable[[int], Awaitable[None] | None] | None = None,
+    reuse_port: bool = False,
+) -> None:
+    """Serve ``app`` on ``host:port`` until SIGTERM or SIGINT.
+
+    On the signal the listening socket closes at once, in-flight requests and streams get
+    ``grace_seconds`` to finish, then plugins shut down (flushing what they hold) and the
+    coroutine returns, so the process exits 0.
+    """
+    runner = web.AppRunner(
+        app,
+        handle_signals=False,
+        access_log=None,
+        handler_cancellation=True,
+        shutdown_timeout=grace_seconds,
+    )
+    await runner.setup()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        site = web.TCPSite(runner, host, port, backlog=2048, reuse_port=reuse_port)
+        await site.start()
+        bound = _bound_port(site) or port
+        logger.info("listening", extra={"host": host, "port": bound})
+        if on_ready is not None:
+            result = on_ready(bound)
+            if result is not None:
+                await result
+        await stop.wait()
+        logger.info("draining", extra={"grace_seconds": grace_seconds})
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+        await runner.cleanup()
+    logger.info("stopped")
+
+
+def _bound_port(site: web.TCPSite) -> int | None:
+    server = site._server
+    sockets = getattr(server, "sockets", None) or ()
+    for sock in sockets:
+        if sock.family in (socket.AF_INET, socket.AF_INET6):
+            return int(sock.getsockname()[1])
+    return None

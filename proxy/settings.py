@@ -1,0 +1,318 @@
+"""Configuration: settings declared by the core and by plugins, read from env and YAML.
+
+Every setting has a dotted name (``upstream.base_url``) that is also its path in the YAML file,
+usually an environment variable (``MISTRAL_BASE_URL``), a type, a default and a help text. The
+core declares its own in :func:`core_settings`; plugins add theirs through the
+``sidecar_settings`` hook, so ``check-config`` and the README's configuration reference cover
+everything from one model. Precedence: environment, then YAML file, then default.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+class ConfigError(Exception):
+    """Invalid configuration; ``problems`` holds one human-readable line per problem."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One configuration setting.
+
+    ``kind`` is one of ``str``, ``int``, ``float``, ``bool``, ``list`` (comma-separated in the
+    environment, a list in YAML), ``data`` (any YAML structure; JSON in the environment).
+    ``secret`` settings are never printed. ``check`` validates a parsed value and returns an
+    error message or ``None``.
+    """
+
+    name: str
+    kind: str
+    default: Any
+    help: str
+    env: str | None = None
+    secret: bool = False
+    choices: tuple[str, ...] | None = None
+    minimum: float | None = None
+    check: Callable[[Any], str | None] | None = field(default=None, compare=False)
+
+    def describe_source(self) -> str:
+        """Where this setting can be set, for messages."""
+        return f"{self.name} ({self.env})" if self.env else self.name
+
+
+def _parse(setting: Setting, raw: Any, from_env: bool) -> Any:
+    """Convert a raw env/YAML value to the setting's kind; raises ValueError with a reason."""
+    kind = setting.kind
+    if kind == "str":
+        if not isinstance(raw, str | int | float):
+            raise ValueError("expected a string")
+        return str(raw)
+    if kind == "int":
+        if isinstance(raw, bool):
+            raise ValueError("expected an integer")
+        try:
+            return int(str(raw).strip())
+        except ValueError:
+            raise ValueError(f"expected an integer, got {raw!r}") from None
+    if kind == "float":
+        if isinstance(raw, bool):
+            raise ValueError("expected a number")
+        try:
+            return float(str(raw).strip())
+        except ValueError:
+            raise ValueError(f"expected a number, got {raw!r}") from None
+    if kind == "bool":
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+        raise ValueError(f"expected true or false, got {raw!r}")
+    if kind == "list":
+        if isinstance(raw, str):
+            return [item.strip() for item in raw.split(",") if item.strip()]
+        if isinstance(raw, list):
+            return [str(item) for item in raw]
+        raise ValueError("expected a list")
+    if kind == "data":
+        if from_env and isinstance(raw, str):
+            try:
+                return json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"expected JSON ({exc.msg})") from None
+        return raw
+    raise ValueError(f"unknown setting kind {kind!r}")
+
+
+def _validate(setting: Setting, value: Any) -> str | None:
+    if value is None:
+        return None
+    if setting.choices is not None and value not in setting.choices:
+        return f"must be one of {', '.join(setting.choices)}, got {value!r}"
+    if setting.minimum is not None and isinstance(value, int | float) and value < setting.minimum:
+        return f"must be at least {setting.minimum:g}, got {value!r}"
+    if setting.check is not None:
+        return setting.check(value)
+    return None
+
+
+def _lookup(tree: Mapping[str, Any], dotted: str) -> tuple[bool, Any]:
+    node: Any = tree
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return False, None
+        node = node[part]
+    return True, node
+
+
+def _yaml_leaf_paths(tree: Mapping[str, Any], prefix: str = "") -> Iterable[str]:
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            yield path
+            yield from _yaml_leaf_paths(value, path + ".")
+        else:
+            yield path
+
+
+class Settings:
+    """Resolved configuration values, looked up by dotted name."""
+
+    def __init__(
+        self,
+        declared: Mapping[str, Setting],
+        values: Mapping[str, Any],
+        source_file: Path | None,
+        raw_yaml: Mapping[str, Any],
+    ) -> None:
+        self.declared = dict(declared)
+        self._values = dict(values)
+        self.source_file = source_file
+        self.raw_yaml = raw_yaml
+
+    def __getitem__(self, name: str) -> Any:
+        return self._values[name]
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """The value of ``name``, or ``default`` when no such setting is declared."""
+        return self._values.get(name, default)
+
+    def section(self, prefix: str) -> dict[str, Any]:
+        """All values under ``prefix.``, keyed by the rest of their names."""
+        start = prefix + "."
+        return {k[len(start) :]: v for k, v in self._values.items() if k.startswith(start)}
+
+    def redacted(self) -> dict[str, Any]:
+        """Values safe to print: secrets shown only as set or unset."""
+        out: dict[str, Any] = {}
+        for name, setting in sorted(self.declared.items()):
+            value = self._values.get(name)
+            if setting.secret:
+                out[name] = "<set>" if value else "<unset>"
+            else:
+                out[name] = value
+        return out
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    """Read a YAML config file; raises ConfigError naming the file on any problem."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError([f"config file {path}: {exc.strerror or exc}"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError([f"config file {path}{where}: not valid YAML"]) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError([f"config file {path}: top level must be a mapping"])
+    return data
+
+
+def resolve(
+    declared: Iterable[Setting],
+    *,
+    environ: Mapping[str, str] | None = None,
+    config_file: Path | None = None,
+    yaml_data: Mapping[str, Any] | None = None,
+    strict: bool = True,
+) -> Settings:
+    """Resolve every declared setting from env, YAML and defaults.
+
+    Raises :class:`ConfigError` listing every problem, one line each, naming the setting and
+    the environment variable it came from. With ``strict`` false, YAML keys that no declared
+    setting claims are not reported (used before plugins have declared theirs).
+    """
+    env = os.environ if environ is None else environ
+    table: dict[str, Setting] = {}
+    for setting in declared:
+        if setting.name in table:
+            raise ConfigError([f"setting {setting.name} is declared twice"])
+        table[setting.name] = setting
+    tree: Mapping[str, Any] = yaml_data if yaml_data is not None else {}
+    if config_file is not None and yaml_data is None:
+        tree = load_yaml(config_file)
+
+    problems: list[str] = []
+    values: dict[str, Any] = {}
+    for name, setting in table.items():
+        raw: Any = None
+        found = False
+        origin = ""
+        if setting.env and setting.env in env and env[setting.env] != "":
+            raw, found, origin = env[setting.env], True, f"environment variable {setting.env}"
+        else:
+            found, raw = _lookup(tree, name)
+            origin = f"{name} in {config_file or 'config'}"
+        if not found or raw is None:
+            value = setting.default
+        else:
+            try:
+                value = _parse(setting, raw, from_env=origin.startswith("environment"))
+            except ValueError as exc:
+                problems.append(f"{origin}: {exc}")
+                continue
+        message = _validate(setting, value)
+        if message:
+            problems.append(f"{origin if found else name}: {message}")
+            continue
+        values[name] = value
+
+    if not strict:
+        if problems:
+            raise ConfigError(problems)
+        return Settings(table, values, config_file, tree)
+    known_prefixes = {n.rsplit(".", i)[0] for n in table for i in range(n.count(".") + 1)}
+    for path in _yaml_leaf_paths(tree):
+        if path not in table and path not in known_prefixes:
+            if not any(path.startswith(n + ".") for n in table if table[n].kind == "data"):
+                problems.append(f"{path} in {config_file or 'config'}: unknown setting")
+    if problems:
+        raise ConfigError(problems)
+    return Settings(table, values, config_file, tree)
+
+
+def _check_url(value: str) -> str | None:
+    if not (value.startswith("http://") or value.startswith("https://")):
+        return f"must be an http:// or https:// URL, got {value!r}"
+    return None
+
+
+def _default_data_dir() -> str:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return str(Path(base) / "mistral-sidecar")
+
+
+def core_settings() -> list[Setting]:
+    """The settings the core itself reads."""
+    return [
+        Setting("environment", "str", "development", "Deployment environment name.",
+                env="ENVIRONMENT"),
+        Setting("log.level", "str", "INFO", "Log level.", env="LOG_LEVEL",
+                choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")),
+        Setting("server.host", "str", "127.0.0.1",
+                "Address to listen on (0.0.0.0 inside containers).", env="SIDECAR_HOST"),
+        Setting("server.port", "int", 8080, "Port to listen on.", env="SIDECAR_PORT",
+                minimum=1, check=lambda v: None if v <= 65535 else "must be at most 65535"),
+        Setting("server.shutdown_grace_seconds", "float", 30.0,
+                "On SIGTERM, how long in-flight requests and streams may take to finish.",
+                env="SIDECAR_SHUTDOWN_GRACE_SECONDS", minimum=0),
+        Setting("server.data_dir", "str", _default_data_dir(),
+                "Directory for the embedded database, spool files and other local state.",
+                env="SIDECAR_DATA_DIR"),
+        Setting("upstream.base_url", "str", "https://api.mistral.ai",
+                "Base URL of the Mistral API.", env="MISTRAL_BASE_URL", check=_check_url),
+        Setting("upstream.api_key", "list", [],
+                "Mistral API key(s) sent upstream; several comma-separated keys form a pool.",
+                env="MISTRAL_API_KEY", secret=True),
+        Setting("upstream.connect_timeout_seconds", "float", 5.0,
+                "Timeout for connecting to upstream.", env="SIDECAR_CONNECT_TIMEOUT_SECONDS",
+                minimum=0.001),
+        Setting("upstream.first_byte_timeout_seconds", "float", 300.0,
+                "Timeout until upstream's status and headers arrive.",
+                env="SIDECAR_FIRST_BYTE_TIMEOUT_SECONDS", minimum=0.001),
+        Setting("upstream.idle_timeout_seconds", "float", 120.0,
+                "Longest silence allowed while a response body or stream is being read.",
+                env="SIDECAR_IDLE_TIMEOUT_SECONDS", minimum=0.001),
+        Setting("upstream.total_timeout_seconds", "float", 1800.0,
+                "Upper bound for a whole request including its response body.",
+                env="SIDECAR_TOTAL_TIMEOUT_SECONDS", minimum=0.001),
+        Setting("upstream.max_connections", "int", 256,
+                "Size of the upstream keep-alive connection pool.",
+                env="SIDECAR_UPSTREAM_MAX_CONNECTIONS", minimum=1),
+        Setting("limits.max_json_body_bytes", "int", 10 * 1024 * 1024,
+                "Largest JSON request body; larger ones get 413 without being read.",
+                env="SIDECAR_MAX_JSON_BODY_BYTES", minimum=1),
+        Setting("limits.max_upload_bytes", "int", 1024 * 1024 * 1024,
+                "Largest streamed (multipart or binary) request body.",
+                env="SIDECAR_MAX_UPLOAD_BYTES", minimum=1),
+        Setting("limits.max_capture_bytes", "int", 4 * 1024 * 1024,
+                "Largest JSON response body kept in memory for completion hooks "
+                "(persistence, usage); larger ones stream through unrecorded.",
+                env="SIDECAR_MAX_CAPTURE_BYTES", minimum=0),
+        Setting("plugins.chain", "list",
+                ["via"],
+                "Plugins to load, in chain order (names from the mistral_sidecar entry-point "
+                "group, or importable module paths).", env="SIDECAR_PLUGINS"),
+    ]
