@@ -57,13 +57,12 @@ class _Node:
 
 
 def _segments(path: str) -> list[str]:
-    """Split a URL path into segments, ignoring the leading and one trailing slash."""
-    if path.endswith("/") and len(path) > 1:
-        path = path[:-1]
-    return path[1:].split("/") if path.startswith("/") else path.split("/")
+    """Split an absolute URL path (no trailing slash) into segments."""
+    return path[1:].split("/")
 
 
 def _is_param(segment: str) -> bool:
+    """Whether a template segment is a ``{parameter}``."""
     return segment.startswith("{") and segment.endswith("}")
 
 
@@ -104,6 +103,8 @@ class OperationIndex:
 
         pairs: dict[tuple[str, str], list[Operation | None]] = {}
         for op in self._operations:
+            if not op.path.startswith("/"):
+                raise ValueError(f"path template must start with '/': {op.path!r}")
             pair = pairs.setdefault((op.method, op.path), [None, None])
             slot = 1 if op.stream_variant else 0
             if pair[slot] is not None:
@@ -118,14 +119,15 @@ class OperationIndex:
             names = tuple(s[1:-1] for s in segments if _is_param(s))
             # A path with only a #stream entry still answers non-streaming requests, and vice versa.
             either = plain or stream
-            assert either is not None  # every pair was created with one operation in it
+            if either is None:  # unreachable: every pair holds at least one operation
+                continue
             leaf = _Leaf(either, stream or either, names)
             shape = tuple("{}" if _is_param(s) else s for s in segments)
             if (method, shape) in shapes:
                 raise ValueError(f"{method} {path} clashes with {shapes[(method, shape)]}")
             shapes[(method, shape)] = path
             if not names:
-                self._static[(method, "/" + "/".join(segments))] = leaf
+                self._static[(method, path)] = leaf
                 continue
             node = self._tries.setdefault((method, len(segments)), _Node())
             for segment in segments:
@@ -151,6 +153,8 @@ class OperationIndex:
         Unknown routes give ``(None, {})``. One trailing slash is tolerated. Parameter values
         are returned exactly as they appear in *path* (no percent-decoding).
         """
+        if not path.startswith("/"):
+            return None, {}
         method = method.upper()
         trimmed = path[:-1] if path.endswith("/") and len(path) > 1 else path
         leaf = self._static.get((method, trimmed))

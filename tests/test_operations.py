@@ -192,6 +192,7 @@ def test_stream_flag_without_stream_variant_returns_plain_operation() -> None:
         ("GET", "/v1//history"),
         ("GET", "/v1/conversations//history"),
         ("POST", "v1/chat/completions/"),
+        ("GET", "v1/models/m1"),
     ],
 )
 def test_unknown_routes_give_none(method: str, path: str) -> None:
