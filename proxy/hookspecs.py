@@ -192,3 +192,41 @@ def on_error(ctx: RequestContext, error: SidecarError) -> Awaitable[None] | None
     error statuses are not errors here: they are ordinary responses and go through
     ``on_response`` and ``on_complete``.
     """
+
+
+# --- events and gauges (observability without coupling) --------------------------------------
+
+
+@hookspec
+def on_event(app: web.Application, ctx: RequestContext | None, name: str,
+             fields: dict[str, Any]) -> None:
+    """Observe an event another plugin reported with :func:`proxy.events.emit`.
+
+    Plugins report what operators care about as named events with flat, JSON-safe fields,
+    never secrets or message text; the logging plugin writes each as a log line and the metrics
+    plugin counts them. ``ctx`` is the request it belongs to, or ``None`` for background work.
+    Synchronous and cheap: it runs on the request path. Names in use:
+
+    - ``ratelimit.decision`` {limit: "requests"|"tokens", allowed: bool, remaining, scope}
+    - ``ratelimit.fallback`` {active: bool, reason} — Redis unusable, in-process limiter used
+    - ``concurrency.rejected`` {scope, waited_s}
+    - ``retry.attempt`` {attempt, reason, delay_s}
+    - ``breaker.transition`` {from_state, to_state}
+    - ``breaker.rejected`` {state}
+    - ``keypool.cooldown`` {key_index, status, seconds}
+    - ``guard.detection`` {rule, field, mode}
+    - ``auth.denied`` {status, reason}
+    - ``persistence.spooled`` {records}, ``persistence.replayed`` {records},
+      ``persistence.write_failed`` {error}
+    """
+
+
+@hookspec
+def gauges(app: web.Application) -> list[tuple[str, dict[str, str], float]] | None:
+    """Report current values as ``(name, labels, value)`` for ``/metrics``.
+
+    Names are snake_case with their unit (``persistence_queue_depth``,
+    ``persistence_spool_bytes``, ``breaker_state``, ``inflight_requests``); the metrics plugin
+    exports each as a gauge ``mistral_sidecar_<name>``. Labels must have bounded values (no
+    ids). Called on every scrape: keep it cheap and non-blocking.
+    """

@@ -1,0 +1,254 @@
+"""One small async database interface over PostgreSQL (psycopg 3 pool) and SQLite (aiosqlite).
+
+SQL is written once with ``?`` placeholders; the PostgreSQL backend rewrites them to ``%s``.
+Use only SQL both dialects accept (``INSERT ... ON CONFLICT DO NOTHING`` works in both).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, Protocol
+
+Row = dict[str, Any]
+Params = Sequence[Any]
+
+_PLACEHOLDER = re.compile(r"\?")
+
+
+class Executor(Protocol):
+    """What a connection or transaction can do."""
+
+    async def execute(self, sql: str, params: Params = ()) -> int:
+        """Run one statement; returns the number of rows it changed."""
+
+    async def executemany(self, sql: str, rows: Iterable[Params]) -> None:
+        """Run one statement for each parameter row."""
+
+    async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
+        """First row of a query as a dict, or None."""
+
+    async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
+        """All rows of a query as dicts."""
+
+
+class Database(Executor, Protocol):
+    """A pool of connections to one database."""
+
+    dialect: str
+
+    def transaction(self) -> Any:
+        """``async with db.transaction() as tx:`` — statements on ``tx`` commit together."""
+
+    async def executescript(self, script: str) -> None:
+        """Run several statements (a migration) in one transaction."""
+
+    async def ping(self) -> bool:
+        """Whether the database answers right now."""
+
+    async def close(self) -> None:
+        """Close every connection."""
+
+
+class DatabaseUnavailable(Exception):
+    """The database cannot be reached (outage, not a bug in the SQL)."""
+
+
+# --- PostgreSQL ------------------------------------------------------------------------------
+
+
+def _pg_sql(sql: str) -> str:
+    return _PLACEHOLDER.sub("%s", sql.replace("%", "%%"))
+
+
+class _PgExecutor:
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str, params: Params = ()) -> int:
+        cur = await self._conn.execute(_pg_sql(sql), params)
+        return int(cur.rowcount or 0)
+
+    async def executemany(self, sql: str, rows: Iterable[Params]) -> None:
+        async with self._conn.cursor() as cur:
+            await cur.executemany(_pg_sql(sql), list(rows))
+
+    async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
+        cur = await self._conn.execute(_pg_sql(sql), params)
+        row = await cur.fetchone()
+        if row is None:
+            return None
+        return dict(zip([c.name for c in cur.description], row, strict=True))
+
+    async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
+        cur = await self._conn.execute(_pg_sql(sql), params)
+        names = [c.name for c in cur.description] if cur.description else []
+        return [dict(zip(names, row, strict=True)) for row in await cur.fetchall()]
+
+
+class PostgresDatabase:
+    """PostgreSQL through a ``psycopg_pool.AsyncConnectionPool``."""
+
+    dialect = "postgres"
+
+    def __init__(self, conninfo: str, pool_size: int, timeout: float) -> None:
+        from psycopg_pool import AsyncConnectionPool
+
+        self._timeout = timeout
+        self.pool = AsyncConnectionPool(
+            conninfo, min_size=1, max_size=max(1, pool_size), open=False, timeout=timeout,
+            kwargs={"autocommit": True, "connect_timeout": max(1, int(timeout))},
+        )
+
+    async def open(self, wait_seconds: float) -> None:
+        """Open the pool, waiting up to ``wait_seconds`` for the first connection."""
+        await self.pool.open(wait=False)
+        try:
+            await self.pool.wait(timeout=wait_seconds)
+        except Exception as exc:
+            await self.pool.close()
+            raise DatabaseUnavailable(f"PostgreSQL not reachable: {_describe(exc)}") from None
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Any]:
+        import psycopg
+        from psycopg_pool import PoolTimeout
+
+        try:
+            async with self.pool.connection() as conn:
+                yield conn
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            raise DatabaseUnavailable(_describe(exc)) from exc
+
+    async def execute(self, sql: str, params: Params = ()) -> int:
+        async with self._connection() as conn:
+            return await _PgExecutor(conn).execute(sql, params)
+
+    async def executemany(self, sql: str, rows: Iterable[Params]) -> None:
+        async with self._connection() as conn, conn.transaction():
+            await _PgExecutor(conn).executemany(sql, rows)
+
+    async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
+        async with self._connection() as conn:
+            return await _PgExecutor(conn).fetchone(sql, params)
+
+    async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
+        async with self._connection() as conn:
+            return await _PgExecutor(conn).fetchall(sql, params)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Executor]:
+        async with self._connection() as conn, conn.transaction():
+            yield _PgExecutor(conn)
+
+    async def executescript(self, script: str) -> None:
+        async with self._connection() as conn, conn.transaction():
+            await conn.execute(script)
+
+    async def ping(self) -> bool:
+        try:
+            async with asyncio.timeout(self._timeout):
+                await self.fetchone("SELECT 1 AS ok")
+            return True
+        except (DatabaseUnavailable, TimeoutError):
+            return False
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+
+# --- SQLite ----------------------------------------------------------------------------------
+
+
+class _SqliteExecutor:
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+
+    async def execute(self, sql: str, params: Params = ()) -> int:
+        cur = await self._conn.execute(sql, tuple(params))
+        return int(cur.rowcount or 0)
+
+    async def executemany(self, sql: str, rows: Iterable[Params]) -> None:
+        await self._conn.executemany(sql, [tuple(r) for r in rows])
+
+    async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
+        cur = await self._conn.execute(sql, tuple(params))
+        row = await cur.fetchone()
+        if row is None:
+            return None
+        return dict(zip([d[0] for d in cur.description], row, strict=True))
+
+    async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
+        cur = await self._conn.execute(sql, tuple(params))
+        names = [d[0] for d in cur.description] if cur.description else []
+        return [dict(zip(names, row, strict=True)) for row in await cur.fetchall()]
+
+
+class SqliteDatabase:
+    """The embedded default: one SQLite file in WAL mode, one connection, serialised access."""
+
+    dialect = "sqlite"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._conn: Any = None
+        self._lock = asyncio.Lock()
+
+    async def open(self, wait_seconds: float = 0) -> None:
+        """Open (creating the file and its directory)."""
+        import aiosqlite
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = await aiosqlite.connect(str(self.path), isolation_level=None)
+        await self._conn.execute("PRAGMA journal_mode=WAL")
+        await self._conn.execute("PRAGMA synchronous=NORMAL")
+        await self._conn.execute("PRAGMA foreign_keys=ON")
+        await self._conn.execute("PRAGMA busy_timeout=5000")
+
+    async def execute(self, sql: str, params: Params = ()) -> int:
+        async with self._lock:
+            return await _SqliteExecutor(self._conn).execute(sql, params)
+
+    async def executemany(self, sql: str, rows: Iterable[Params]) -> None:
+        async with self.transaction() as tx:
+            await tx.executemany(sql, rows)
+
+    async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
+        async with self._lock:
+            return await _SqliteExecutor(self._conn).fetchone(sql, params)
+
+    async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
+        async with self._lock:
+            return await _SqliteExecutor(self._conn).fetchall(sql, params)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Executor]:
+        async with self._lock:
+            await self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield _SqliteExecutor(self._conn)
+            except BaseException:
+                await self._conn.execute("ROLLBACK")
+                raise
+            await self._conn.execute("COMMIT")
+
+    async def executescript(self, script: str) -> None:
+        async with self._lock:
+            await self._conn.executescript(f"BEGIN IMMEDIATE;\n{script}\nCOMMIT;")
+
+    async def ping(self) -> bool:
+        return self._conn is not None
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._conn.close()
+            self._conn = None
+
+
+def _describe(exc: BaseException) -> str:
+    # psycopg messages can carry the connection string; keep only the first line, no password.
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return re.sub(r"password=\S+", "password=***", text)
