@@ -147,8 +147,8 @@ async def get_agent_route(request: web.Request) -> web.Response:
 @routes.patch("/v1/agents/{agent_id}")
 async def update_agent(request: web.Request) -> web.Response:
     """Apply the given fields as a new version, which becomes the current one."""
-    record = get_agent(request.app[STATE_KEY], request.match_info["agent_id"])
     body = await read_json_object(request)
+    record = get_agent(request.app[STATE_KEY], request.match_info["agent_id"])
     agent = copy.deepcopy(record.current)
     for name in _EDITABLE:
         if body.get(name) is not None:

@@ -244,10 +244,10 @@ async def delete_conversation(request: web.Request) -> web.Response:
 async def append_to_conversation(request: web.Request) -> web.StreamResponse:
     """Add inputs to a conversation and run it again."""
     state = request.app[STATE_KEY]
-    record = _conversation(state, request.match_info["conversation_id"])
     body = await read_json_object(request)
     if body.get("inputs") is not None:
         require(body, {"inputs": (str, list)})
+    record = _conversation(state, request.match_info["conversation_id"])
     entries = [*record.entries, *_input_entries(body.get("inputs"))]
     if body.get("store", True) is False:
         meta = copy.deepcopy(record.meta)
@@ -260,11 +260,11 @@ async def append_to_conversation(request: web.Request) -> web.StreamResponse:
 async def restart_conversation(request: web.Request) -> web.StreamResponse:
     """Branch a new conversation from the entries up to ``from_entry_id`` (inclusive)."""
     state = request.app[STATE_KEY]
-    source = _conversation(state, request.match_info["conversation_id"])
     body = await read_json_object(request)
     require(body, {"from_entry_id": str})
     if body.get("inputs") is not None:
         require(body, {"inputs": (str, list)})
+    source = _conversation(state, request.match_info["conversation_id"])
     ids = [entry.get("id") for entry in source.entries]
     if body["from_entry_id"] not in ids:
         raise not_found(f"Entry {body['from_entry_id']} not found in conversation")

@@ -20,7 +20,6 @@ from .validation import paginate, query_int
 routes = web.RouteTableDef()
 
 _READ_CHUNK = 256 * 1024
-_WRITE_BATCH = 1024 * 1024
 _SAMPLE_TYPES = {"batch": "batch_request", "fine-tune": "instruct", "ocr": "pretrain"}
 
 
@@ -35,19 +34,13 @@ async def _store_part(part: BodyPartReader, path: Path) -> tuple[int, int, bool]
     """Copy ``part`` to ``path``; return ``(size, newline count, ends with newline)``."""
     size = newlines = 0
     last = b""
-    buffer = bytearray()
     handle: BinaryIO = await asyncio.to_thread(path.open, "wb")
     try:
         while chunk := await part.read_chunk(_READ_CHUNK):
             size += len(chunk)
             newlines += chunk.count(b"\n")
             last = chunk[-1:]
-            buffer += chunk
-            if len(buffer) >= _WRITE_BATCH:
-                await asyncio.to_thread(handle.write, bytes(buffer))
-                buffer.clear()
-        if buffer:
-            await asyncio.to_thread(handle.write, bytes(buffer))
+            await asyncio.to_thread(handle.write, chunk)
     finally:
         await asyncio.to_thread(handle.close)
     return size, newlines, last == b"\n"
