@@ -1,4 +1,4 @@
-"""The middleware chain: request log, error rendering, faults, latency, authentication.
+"""The middleware chain: request log, error rendering, latency, faults, authentication.
 
 Only ``/v1`` requests are logged, faulted, delayed and authenticated; the control API
 under ``/__mock__`` is always answered straight away.
@@ -174,10 +174,11 @@ async def add_api_headers(request: web.Request, response: web.StreamResponse) ->
             response.headers.setdefault("x-envoy-upstream-service-time", str(elapsed_ms))
 
 
+# Latency comes before faults so that injected answers are delayed like real ones.
 MIDDLEWARES = [
     record_middleware,
     error_middleware,
-    fault_middleware,
     latency_middleware,
+    fault_middleware,
     auth_middleware,
 ]

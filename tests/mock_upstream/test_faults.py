@@ -151,3 +151,11 @@ async def test_one_fault_can_be_removed_by_id(http: TestClient) -> None:
     assert (await http.delete(f"/__mock__/faults/{fault_id}")).status == 204
     assert (await chat(http)).status == 200
     assert (await http.delete(f"/__mock__/faults/{fault_id}")).status == 404
+
+
+async def test_latency_also_delays_injected_answers(http: TestClient) -> None:
+    await http.put("/__mock__/settings", json={"latency_ms": 200})
+    await add_fault(http, action="respond", status=500)
+    started = time.monotonic()
+    assert (await chat(http)).status == 500
+    assert time.monotonic() - started >= 0.2

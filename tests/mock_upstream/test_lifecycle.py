@@ -3,10 +3,21 @@
 from __future__ import annotations
 
 import argparse
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
 import tracemalloc
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
 
 import aiohttp
+import pytest
 from aiohttp.test_utils import TestServer
 
 from proxy.mock_upstream import MockConfig, add_arguments, config_from_args, create_mock_app
@@ -15,6 +26,7 @@ from proxy.mock_upstream.state import STATE_KEY
 from .conftest import AUTH
 
 UPLOAD_MB = 48
+REPO = Path(__file__).resolve().parents[2]
 
 
 async def _zeros(megabytes: int) -> AsyncIterator[bytes]:
@@ -94,3 +106,60 @@ def test_command_line_arguments_build_the_config() -> None:
         api_keys=frozenset({"a", "b"}), latency_ms=5.0, token_interval_ms=2.5, stream_tokens=4
     )
     assert config_from_args(parser.parse_args(["--api-key", ""])).api_keys == frozenset()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _get(url: str, headers: dict[str, str] | None = None, timeout: float = 5) -> tuple[int, Any]:
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+
+
+def test_run_mock_serves_until_interrupted() -> None:
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    code = (
+        "from proxy.mock_upstream import MockConfig, run_mock; "
+        f"run_mock('127.0.0.1', {port}, MockConfig(api_keys=frozenset({{'k'}})))"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, "mock did not start"
+                time.sleep(0.05)
+        assert _get(f"{base}/v1/models", {"Authorization": "Bearer k"})[0] == 200
+        assert _get(f"{base}/v1/models")[0] == 401
+
+        # A caller that gives up on a stalled request is seen as cancelled by the mock.
+        fault = urllib.request.Request(
+            f"{base}/__mock__/faults", data=b'{"action": "stall"}', method="POST"
+        )
+        urllib.request.urlopen(fault, timeout=5).close()
+        with pytest.raises(TimeoutError):
+            _get(f"{base}/v1/models", {"Authorization": "Bearer k"}, timeout=0.3)
+        deadline = time.monotonic() + 3
+        while not _get(f"{base}/__mock__/requests")[1][-1]["cancelled"]:
+            assert time.monotonic() < deadline, "cancellation never logged"
+            time.sleep(0.02)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        stderr = proc.communicate(timeout=10)[1]
+    assert proc.returncode == 0, stderr.decode()
