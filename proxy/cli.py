@@ -229,7 +229,7 @@ def build_parser(chain: PluginChain | None) -> argparse.ArgumentParser:
                        "127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default: SIDECAR_PORT or "
                        "8080)")
-    serve.set_defaults(handler=cmd_serve)
+    serve.set_defaults(handler=cmd_serve, core_command=True)
 
     mock = sub.add_parser(
         "mock-upstream", help="run a fake Mistral API (offline demos, tests, benchmarks)",
@@ -239,7 +239,7 @@ def build_parser(chain: PluginChain | None) -> argparse.ArgumentParser:
     from proxy import mock_upstream
 
     mock_upstream.add_arguments(mock)
-    mock.set_defaults(handler=cmd_mock_upstream)
+    mock.set_defaults(handler=cmd_mock_upstream, core_command=True)
 
     demo = sub.add_parser("demo", help="run the sidecar in front of the mock upstream",
                           description="Start the mock Mistral API and the sidecar in front of "
@@ -248,21 +248,21 @@ def build_parser(chain: PluginChain | None) -> argparse.ArgumentParser:
     demo.add_argument("--port", type=int, default=8080, help="sidecar port (default 8080)")
     demo.add_argument("--mock-port", type=int, default=8081,
                       help="mock upstream port (default 8081)")
-    demo.set_defaults(handler=cmd_demo)
+    demo.set_defaults(handler=cmd_demo, core_command=True)
 
     plugins = sub.add_parser("plugins", help="list the loaded plugins in chain order")
     common(plugins)
-    plugins.set_defaults(handler=cmd_plugins)
+    plugins.set_defaults(handler=cmd_plugins, core_command=True)
 
     check = sub.add_parser("check-config", help="validate configuration and exit",
                            description="Validate environment and YAML configuration; exit 2 "
                            "with one line per problem.")
     common(check)
-    check.set_defaults(handler=cmd_check_config)
+    check.set_defaults(handler=cmd_check_config, core_command=True)
 
     ref = sub.add_parser("settings", help="list every setting, its variable and default")
     ref.add_argument("--format", choices=("text", "markdown"), default="text")
-    ref.set_defaults(handler=cmd_settings)
+    ref.set_defaults(handler=cmd_settings, core_command=True)
 
     if chain is not None:
         for _name, _result in chain.call_all("register_commands", subparsers=sub):
@@ -292,7 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(_chain_for_commands(args_list))
     args = parser.parse_args(args_list)
     handler = args.handler
-    if getattr(handler, "__module__", "").startswith("proxy."):
+    if getattr(args, "core_command", False):
         return int(handler(args))
     try:
         settings, _chain = _load(args)
