@@ -182,7 +182,9 @@ def _wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: f
 
 
 @pytest.fixture
-def spawn_sidecar(tmp_path: Path, base_env: dict[str, str]) -> Iterator[Callable[..., SidecarProcess]]:
+def spawn_sidecar(
+    tmp_path: Path, base_env: dict[str, str]
+) -> Iterator[Callable[..., SidecarProcess]]:
     """Start sidecars as separate processes (for signals, memory and multi-replica tests)."""
     started: list[SidecarProcess] = []
 
