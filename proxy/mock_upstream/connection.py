@@ -31,12 +31,20 @@ def client_gone(request: web.Request) -> bool:
 
 
 async def sleep_unless_gone(request: web.Request, seconds: float) -> None:
-    """Sleep ``seconds``; raise :class:`ClientGone` as soon as the client disconnects."""
+    """Sleep ``seconds``; raise :class:`ClientGone` as soon as the client disconnects.
+
+    If the app starts shutting down meanwhile, the connection is dropped instead so that
+    shutdown does not wait for long artificial delays.
+    """
+    closing = request.app[STATE_KEY].closing
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
     while True:
         if client_gone(request):
             raise ClientGone
+        if closing.is_set():
+            abort(request)
+            raise ConnectionDropped
         remaining = deadline - loop.time()
         if remaining <= 0:
             return

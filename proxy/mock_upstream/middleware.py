@@ -98,6 +98,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         raise
     except (ClientGone, ConnectionDropped, asyncio.CancelledError):
         raise
+    except ConnectionError as exc:
+        # Reading a body whose sender vanished, or writing to a closed socket.
+        raise ClientGone from exc
     except Exception:
         log.exception("mock upstream handler failed")
         return web.json_response(default_error_body(500), status=500)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import signal
 import socket
@@ -24,6 +25,7 @@ from proxy.mock_upstream import MockConfig, add_arguments, config_from_args, cre
 from proxy.mock_upstream.state import STATE_KEY
 
 from .conftest import AUTH
+from .helpers import eventually
 
 UPLOAD_MB = 48
 REPO = Path(__file__).resolve().parents[2]
@@ -163,3 +165,37 @@ def test_run_mock_serves_until_interrupted() -> None:
         proc.send_signal(signal.SIGINT)
         stderr = proc.communicate(timeout=10)[1]
     assert proc.returncode == 0, stderr.decode()
+
+
+async def test_abandoned_upload_leaves_no_file(mock_server: TestServer) -> None:
+    host, port = mock_server.host, mock_server.port
+    reader, writer = await asyncio.open_connection(host, port)
+    boundary = "b0undary"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="x.bin"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    ).encode()
+    writer.write(
+        b"POST /v1/files HTTP/1.1\r\nHost: mock\r\nAuthorization: Bearer mock-upstream-key\r\n"
+        + f"Content-Type: multipart/form-data; boundary={boundary}\r\n".encode()
+        + b"Content-Length: 10000000\r\n\r\n"
+        + head
+        + b"x" * 100_000
+    )
+    await writer.drain()
+    state = mock_server.app[STATE_KEY]  # type: ignore[index]
+
+    async def receiving() -> bool:  # the part's file exists once the mock starts writing
+        return state.upload_dir is not None and any(state.upload_dir.iterdir())
+
+    await eventually(receiving)
+    writer.close()
+    await writer.wait_closed()
+    del reader
+
+    async def cancelled() -> bool:
+        return bool(state.requests) and state.requests[0].cancelled
+
+    await eventually(cancelled)
+    assert state.files == {}
+    assert state.upload_dir is not None and list(state.upload_dir.iterdir()) == []
