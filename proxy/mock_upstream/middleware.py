@@ -73,7 +73,9 @@ async def record_middleware(request: web.Request, handler: Handler) -> web.Strea
         return web.Response(status=502)
     finally:
         record.duration_ms = round((loop.time() - started) * 1000, 3)
-        unread = not request.content.is_eof()
+        # A body the handler never needed (e.g. under a fault) is reported by its declared
+        # length; anything else by the bytes that actually arrived.
+        unread = not request.content.is_eof() and not record.cancelled
         if unread and request.content_length is not None:
             record.body_size = request.content_length
         else:

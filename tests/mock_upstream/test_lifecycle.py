@@ -199,3 +199,4 @@ async def test_abandoned_upload_leaves_no_file(mock_server: TestServer) -> None:
     await eventually(cancelled)
     assert state.files == {}
     assert state.upload_dir is not None and list(state.upload_dir.iterdir()) == []
+    assert 0 < state.requests[0].body_size < 10_000_000  # what arrived, not what was announced
