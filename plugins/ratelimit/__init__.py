@@ -1,0 +1,282 @@
+"""The rate-limit plugin: request and token limits per caller, shared through Redis.
+
+Each request is checked against its caller's request limit (``RATE_LIMIT_REQUESTS`` per
+``RATE_LIMIT_WINDOW`` seconds) and token budget (``SIDECAR_TOKENS_PER_MINUTE``) in one atomic
+decision; tokens are debited when the response's usage is known, streamed responses included.
+Over a limit the caller gets a 429 in Mistral's error shape with ``Retry-After``; every response
+carries ``RateLimit-Policy`` / ``RateLimit`` and the legacy ``X-RateLimit-*`` headers, unless
+upstream sent its own of the same name. With ``REDIS_HOST`` empty the same limits are kept in
+process; when Redis fails at run time the plugin falls back (``open``) or refuses (``closed``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from plugins.ratelimit.caller import caller_id
+from plugins.ratelimit.gcra import Decision, Limit, whole_seconds
+from plugins.ratelimit.headers import HEADER_NAMES, rate_limit_headers, reset_seconds
+from plugins.ratelimit.policy import Policy, PolicyTable, check_overrides
+from plugins.ratelimit.redis_limiter import RedisLimiter
+from plugins.ratelimit.service import LimiterUnavailable, RateLimiter
+from proxy import hookimpl
+from proxy.app import SETTINGS
+from proxy.context import RequestContext, UpstreamResponse
+from proxy.errors import SidecarError
+from proxy.events import emit
+from proxy.settings import Setting, Settings
+
+__all__ = ["LIMITER", "POLICIES", "RateLimiter", "caller_id"]
+
+LIMITER = web.AppKey("ratelimit_limiter", RateLimiter)
+"""The app's :class:`RateLimiter` (Redis client, fallback state, in-process buckets)."""
+POLICIES = web.AppKey("ratelimit_policies", PolicyTable)
+"""Default limits and their per-role and per-key overrides."""
+ENFORCE = web.AppKey("ratelimit_enforce", bool)
+"""False in log-only (dark launch) mode."""
+
+REQUESTS, TOKENS = "default", "tokens"
+TOKEN_WINDOW = 60
+_STATE = "ratelimit"
+
+
+@dataclass(frozen=True, slots=True)
+class _Admitted:
+    """What on_complete needs to debit tokens for an admitted request."""
+
+    token_limit: Limit | None
+
+
+@hookimpl
+def sidecar_settings() -> list[Setting]:
+    """Limits, overrides, enforcement, and the Redis connection they are shared through."""
+    return [
+        Setting("ratelimit.requests", "int", 60,
+                "Requests each caller may make per window (0 = no request limit).",
+                env="RATE_LIMIT_REQUESTS", minimum=0),
+        Setting("ratelimit.window_seconds", "int", 60,
+                "Length of the request-limit window in seconds.",
+                env="RATE_LIMIT_WINDOW", minimum=1),
+        Setting("ratelimit.tokens_per_minute", "int", 0,
+                "Tokens (prompt + completion, as upstream reports them) each caller may use "
+                "per minute (0 = no token limit).",
+                env="SIDECAR_TOKENS_PER_MINUTE", minimum=0),
+        Setting("ratelimit.overrides", "data", {},
+                "Limits per role and per key: {roles: {NAME: {requests, window, "
+                "tokens_per_minute}}, keys: {KEY_ID: {...}}}.",
+                env="SIDECAR_RATELIMIT_OVERRIDES", check=check_overrides),
+        Setting("ratelimit.enforce", "bool", True,
+                "Refuse requests over a limit; false only logs what would be refused "
+                "(dark launch).", env="SIDECAR_RATELIMIT_ENFORCE"),
+        Setting("ratelimit.failure_mode", "str", "open",
+                "When Redis fails: 'open' falls back to per-process limits, 'closed' "
+                "answers 503.", env="SIDECAR_RATELIMIT_FAILURE_MODE",
+                choices=("open", "closed")),
+        Setting("ratelimit.probe_interval_seconds", "float", 1.0,
+                "While Redis is failing, how often one request tries it again.",
+                env="SIDECAR_RATELIMIT_PROBE_INTERVAL_SECONDS", minimum=0.01),
+        Setting("redis.host", "str", "",
+                "Redis host shared by all replicas; empty keeps limits in this process only.",
+                env="REDIS_HOST"),
+        Setting("redis.port", "int", 6379, "Redis port.", env="REDIS_PORT", minimum=1),
+        Setting("redis.password", "str", "", "Redis password.", env="REDIS_PASSWORD",
+                secret=True),
+        Setting("redis.db", "int", 0, "Redis database number.", env="REDIS_DB", minimum=0),
+        Setting("redis.prefix", "str", "mistral-sidecar:",
+                "Prefix of every Redis key this sidecar writes.", env="SIDECAR_REDIS_PREFIX"),
+        Setting("redis.timeout_ms", "int", 50,
+                "Longest wait for any Redis call; past it the failure mode applies.",
+                env="SIDECAR_REDIS_TIMEOUT_MS", minimum=1),
+    ]
+
+
+def _policies(settings: Settings) -> PolicyTable:
+    default = Policy(int(settings["ratelimit.requests"]),
+                     int(settings["ratelimit.window_seconds"]),
+                     int(settings["ratelimit.tokens_per_minute"]))
+    return PolicyTable(default, settings["ratelimit.overrides"])
+
+
+def _redis_client(settings: Settings) -> Any:
+    from redis.asyncio import Redis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    timeout = int(settings["redis.timeout_ms"]) / 1000
+    # No client-side retries: the plugin's own timeout and fallback decide what a failure
+    # means, and a retry loop inside the client would only stretch the wait.
+    return Redis(host=settings["redis.host"], port=int(settings["redis.port"]),
+                 db=int(settings["redis.db"]), password=settings["redis.password"] or None,
+                 socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0),
+                 health_check_interval=0)
+
+
+@hookimpl
+def startup(app: web.Application) -> Awaitable[None]:
+    """Create the one Redis client (when configured) and check it once, without blocking
+    start-up on it: an unreachable Redis starts the sidecar in its failure mode."""
+
+    async def start() -> None:
+        settings = app[SETTINGS]
+        app[POLICIES] = _policies(settings)
+        app[ENFORCE] = bool(settings["ratelimit.enforce"])
+        redis = None
+        if settings["redis.host"]:
+            redis = RedisLimiter(_redis_client(settings), str(settings["redis.prefix"]))
+        limiter = RateLimiter(
+            redis,
+            timeout=int(settings["redis.timeout_ms"]) / 1000,
+            failure_mode=str(settings["ratelimit.failure_mode"]),
+            probe_interval=float(settings["ratelimit.probe_interval_seconds"]),
+            emit=lambda name, **fields: emit(app, name, **fields),
+        )
+        app[LIMITER] = limiter
+        if redis is not None:
+            await limiter.verify()
+
+    return start()
+
+
+@hookimpl
+def shutdown(app: web.Application) -> Awaitable[None] | None:
+    """Close the Redis client."""
+    limiter = app.get(LIMITER)
+    if limiter is None or limiter.redis is None:
+        return None
+    result: Awaitable[None] = limiter.redis.client.aclose()
+    return result
+
+
+@hookimpl
+def readiness(app: web.Application) -> Awaitable[dict[str, Any]] | None:
+    """``ratelimit``: backend in use; not ok only when Redis is down in closed mode."""
+    limiter = app.get(LIMITER)
+    if limiter is None:
+        return None
+
+    async def check() -> dict[str, Any]:
+        redis = await limiter.check_redis()
+        ok = redis["ok"] or limiter.failure_mode == "open"
+        detail: dict[str, Any] = {"ok": ok, "backend": limiter.backend,
+                                  "failure_mode": limiter.failure_mode}
+        if limiter.redis is not None:
+            detail["redis"] = redis
+            detail["fallback"] = limiter.switch.active
+        return {"ratelimit": detail}
+
+    return check()
+
+
+@hookimpl
+def gauges(app: web.Application) -> list[tuple[str, dict[str, str], float]] | None:
+    """``ratelimit_fallback_active``: 1 while Redis is unusable."""
+    limiter = app.get(LIMITER)
+    if limiter is None or limiter.redis is None:
+        return None
+    return [("ratelimit_fallback_active", {}, 1.0 if limiter.switch.active else 0.0)]
+
+
+@hookimpl
+def on_request(ctx: RequestContext) -> Awaitable[None] | None:
+    """Check the caller's limits; refuse with 429 over them, add headers either way."""
+    policy = ctx.app[POLICIES].for_identity(ctx.identity)
+    if policy.requests <= 0 and policy.tokens_per_minute <= 0:
+        return None
+    return _admit(ctx, policy)
+
+
+async def _admit(ctx: RequestContext, policy: Policy) -> None:
+    app = ctx.app
+    limiter = app[LIMITER]
+    bucket = "{" + caller_id(ctx) + "}"  # a hash tag: both keys land on one Cluster slot
+    named: list[tuple[str, Limit]] = []
+    if policy.requests > 0:
+        named.append((REQUESTS, Limit(f"rl:{bucket}:req", policy.requests, policy.window)))
+    token_limit = None
+    if policy.tokens_per_minute > 0:
+        token_limit = Limit(f"rl:{bucket}:tok", policy.tokens_per_minute, TOKEN_WINDOW,
+                            check=1, consume=0)
+        named.append((TOKENS, token_limit))
+    try:
+        decision = await limiter.evaluate([limit for _, limit in named])
+    except LimiterUnavailable:
+        retry = max(1, math.ceil(limiter.switch.probe_interval))
+        ctx.log["ratelimit"] = "unavailable"
+        raise SidecarError(503, "Rate limiting is temporarily unavailable; retry shortly.",
+                           type="service_unavailable", code="rate_limiter_unavailable",
+                           headers={"Retry-After": str(retry)}) from None
+    enforce = app[ENFORCE]
+    refused: list[tuple[str, Limit, int]] = []
+    for (name, limit), state in zip(named, decision.states, strict=True):
+        passed = decision.allowed or state.remaining >= limit.check
+        emit(app, "ratelimit.decision", ctx, limit="requests" if name == REQUESTS else "tokens",
+             allowed=passed, remaining=max(0, state.remaining), scope=policy.scope,
+             enforced=enforce)
+        if not passed:
+            refused.append((name, limit, reset_seconds(limit, state)))
+    if not decision.allowed and not enforce:
+        ctx.log["ratelimit"] = "would_limit"
+        ctx.state[_STATE] = _Admitted(token_limit)
+        return
+    headers = rate_limit_headers(
+        [(name, limit, state) for (name, limit), state in zip(named, decision.states,
+                                                               strict=True)])
+    if enforce:
+        ctx.response_headers.update(headers)
+    if decision.allowed:
+        ctx.state[_STATE] = _Admitted(token_limit)
+        return
+    _refuse(ctx, policy, decision, refused)
+
+
+def _refuse(ctx: RequestContext, policy: Policy, decision: Decision,
+            refused: list[tuple[str, Limit, int]]) -> None:
+    retry = max([1, whole_seconds(decision.retry_after), *(t for _, _, t in refused)])
+    ctx.log["ratelimit"] = "limited"
+    if any(name == REQUESTS for name, _, _ in refused):
+        message = (f"Rate limit exceeded: {policy.requests} requests per {policy.window} "
+                   f"seconds. Retry after {retry} seconds.")
+        code = "rate_limited"
+    else:
+        message = (f"Token rate limit exceeded: {policy.tokens_per_minute} tokens per minute. "
+                   f"Retry after {retry} seconds.")
+        code = "token_rate_limited"
+    raise SidecarError(429, message, type="rate_limit_error", code=code,
+                       headers={"Retry-After": str(retry)})
+
+
+@hookimpl
+def on_response(ctx: RequestContext, response: UpstreamResponse) -> None:
+    """Upstream's own rate-limit headers win: drop ours wherever upstream sent the same name."""
+    if _STATE not in ctx.state:
+        return
+    upstream = response.headers
+    for name in HEADER_NAMES:
+        if name in upstream:
+            ctx.response_headers.pop(name, None)
+
+
+@hookimpl
+def on_complete(ctx: RequestContext) -> Awaitable[None] | None:
+    """Debit the tokens the response used (streamed ones too) from the caller's budget."""
+    admitted = ctx.state.get(_STATE)
+    if admitted is None or admitted.token_limit is None:
+        return None
+    usage = ctx.usage
+    if usage is None or usage.total_tokens <= 0:
+        return None
+    limit = admitted.token_limit
+    debit = Limit(limit.key, limit.quota, limit.window, check=0, consume=usage.total_tokens)
+    return _debit(ctx, debit)
+
+
+async def _debit(ctx: RequestContext, debit: Limit) -> None:
+    try:
+        await ctx.app[LIMITER].evaluate([debit])
+    except LimiterUnavailable:
+        ctx.log["ratelimit_debit"] = "lost"

@@ -1,0 +1,46 @@
+"""Rate-limit response headers: the IETF draft's structured fields and the legacy names.
+
+draft-ietf-httpapi-ratelimit-headers: ``RateLimit-Policy: "default";q=100;w=60`` (quota and
+window of each policy) and ``RateLimit: "default";r=42;t=18`` (units remaining, seconds until
+more are available), one list member per policy. The legacy ``X-RateLimit-Limit``,
+``-Remaining`` and ``-Reset`` (delta seconds) describe the first policy only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from plugins.ratelimit.gcra import Limit, LimitState, seconds_until_available, whole_seconds
+
+#: Every header name this plugin may set; an upstream response carrying one keeps its own.
+HEADER_NAMES = ("RateLimit-Policy", "RateLimit", "X-RateLimit-Limit", "X-RateLimit-Remaining",
+                "X-RateLimit-Reset")
+
+
+def reset_seconds(limit: Limit, state: LimitState) -> int:
+    """Whole seconds until at least one unit of ``limit`` is available (``t``)."""
+    return whole_seconds(seconds_until_available(limit, state))
+
+
+def rate_limit_headers(entries: Sequence[tuple[str, Limit, LimitState]]) -> dict[str, str]:
+    """Headers describing each ``(policy name, limit, state after the decision)``."""
+    if not entries:
+        return {}
+    policies: list[str] = []
+    values: list[str] = []
+    legacy: tuple[int, int, int] | None = None
+    for name, limit, state in entries:
+        remaining = min(limit.quota, max(0, state.remaining))
+        reset = reset_seconds(limit, state)
+        policies.append(f'"{name}";q={limit.quota};w={limit.window}')
+        values.append(f'"{name}";r={remaining};t={reset}')
+        if legacy is None:
+            legacy = (limit.quota, remaining, reset)
+    assert legacy is not None
+    return {
+        "RateLimit-Policy": ", ".join(policies),
+        "RateLimit": ", ".join(values),
+        "X-RateLimit-Limit": str(legacy[0]),
+        "X-RateLimit-Remaining": str(legacy[1]),
+        "X-RateLimit-Reset": str(legacy[2]),
+    }
