@@ -1,0 +1,120 @@
+"""The input guard: finds prompt-injection patterns in user-controlled text before upstream.
+
+Every text field a caller controls (see :mod:`plugins.guard.fields`) is normalised (see
+:mod:`plugins.guard.normalise`) and matched against the configured rules (``guard.rules``;
+defaults in :data:`plugins.guard.rules.DEFAULT_RULES`). What happens on a match depends on
+``guard.mode``:
+
+- ``redact`` (default): the matched characters of the caller's original text are replaced
+  with ``guard.replacement`` and the changed body goes upstream;
+- ``block``: the request is answered 400 naming the rule(s) and field(s), never the text;
+- ``log``: the body goes upstream unchanged.
+
+In every mode each (rule, field) detection is reported as a ``guard.detection`` event
+``{rule, field, mode}`` and logged at WARNING by ``mistral_sidecar.guard``, without the text.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from plugins.guard.fields import text_fields
+from plugins.guard.rules import DEFAULT_RULES, Rule, check_rules, compile_rules, redact, scan
+from proxy import hookimpl
+from proxy.app import SETTINGS
+from proxy.context import RequestContext
+from proxy.errors import SidecarError
+from proxy.events import emit
+from proxy.settings import Setting
+
+__all__ = ["GUARD_CONFIG", "MODES", "GuardConfig"]
+
+logger = logging.getLogger("mistral_sidecar.guard")
+
+MODES = ("redact", "block", "log")
+
+
+@dataclass(frozen=True, slots=True)
+class GuardConfig:
+    """The compiled rules and what to do on a match."""
+
+    mode: str
+    rules: tuple[Rule, ...]
+    replacement: str
+
+
+GUARD_CONFIG = web.AppKey("guard_config", GuardConfig)
+
+
+@hookimpl
+def sidecar_settings() -> list[Setting]:
+    """Mode, rules and replacement text."""
+    return [
+        Setting("guard.mode", "str", "redact",
+                "What a rule match does: redact the matched text, block the request (400), "
+                "or log only.", env="SIDECAR_GUARD_MODE", choices=MODES),
+        Setting("guard.rules", "data", DEFAULT_RULES,
+                "Rules as a list of {name, pattern} (Python regular expressions, matched "
+                "case-insensitively against NFKC-normalised, case-folded text with invisible "
+                "characters removed and whitespace runs collapsed to one space).",
+                env="SIDECAR_GUARD_RULES", check=check_rules),
+        Setting("guard.replacement", "str", "[REDACTED]",
+                "Text that replaces each matched span in redact mode.",
+                env="SIDECAR_GUARD_REPLACEMENT"),
+    ]
+
+
+@hookimpl
+def startup(app: web.Application) -> None:
+    """Compile the rules once."""
+    settings = app[SETTINGS]
+    app[GUARD_CONFIG] = GuardConfig(
+        mode=str(settings["guard.mode"]),
+        rules=compile_rules(settings["guard.rules"]),
+        replacement=str(settings["guard.replacement"]),
+    )
+
+
+@hookimpl
+def on_request(ctx: RequestContext) -> None:
+    """Scan the request's text fields; redact, block or just report what matches."""
+    config = ctx.app[GUARD_CONFIG]
+    if ctx.operation is None or not config.rules:
+        return
+    body = ctx.json
+    detections: list[tuple[str, str]] = []
+    changed = False
+    for field in text_fields(ctx.operation.name, body):
+        text = field.value
+        normalised, found = scan(text, config.rules)
+        if not found:
+            continue
+        detections.extend((rule, field.path) for rule in found)
+        if config.mode == "redact":
+            spans = [span for rule_spans in found.values() for span in rule_spans]
+            field.replace(redact(text, normalised, spans, config.replacement))
+            changed = True
+    if not detections:
+        return
+    for rule, path in detections:
+        emit(ctx.app, "guard.detection", ctx, rule=rule, field=path, mode=config.mode)
+        logger.warning("input guard: rule %s matched in %s (mode %s, request %s)",
+                       rule, path, config.mode, ctx.request_id)
+    ctx.log["guard_rules"] = sorted({rule for rule, _ in detections})
+    ctx.log["guard_mode"] = config.mode
+    if config.mode == "block":
+        raise SidecarError(400, _blocked_message(detections), code="input_guard_blocked")
+    if changed:
+        ctx.set_json(body)
+
+
+def _blocked_message(detections: list[tuple[str, str]]) -> str:
+    rules = list(dict.fromkeys(rule for rule, _ in detections))
+    paths = list(dict.fromkeys(path for _, path in detections))
+    named = ", ".join(f"'{rule}'" for rule in rules)
+    where = paths[0] if len(paths) == 1 else f"{paths[0]} and {len(paths) - 1} other field(s)"
+    plural = "s" if len(rules) > 1 else ""
+    return f"The request was refused by the input guard: rule{plural} {named} matched in {where}."
