@@ -120,6 +120,7 @@ class RequestContext:
 
     __slots__ = (
         "_json",
+        "_resource_ids",
         "_response_json",
         "_usage",
         "app",
@@ -137,7 +138,6 @@ class RequestContext:
         "query_string",
         "request",
         "request_id",
-        "resource_ids",
         "response_body",
         "response_bytes",
         "response_headers",
@@ -165,7 +165,7 @@ class RequestContext:
         self.query_string = request.rel_url.raw_query_string
         self.operation = operation
         self.path_params = path_params
-        self.resource_ids: dict[str, str] = {}
+        self._resource_ids: dict[str, str] | None = None
         self.identity: Identity | None = None
         self.body: bytes | None = None
         self.body_changed = False
@@ -190,6 +190,23 @@ class RequestContext:
     def operation_name(self) -> str:
         """The classified operation's name, ``"unknown"`` for paths outside the spec."""
         return self.operation.name if self.operation is not None else "unknown"
+
+    @property
+    def resource_ids(self) -> dict[str, str]:
+        """Ids a policy cares about (conversation_id, agent_id, model ...), from path and body.
+
+        Computed on first use, so requests nobody inspects never pay for it; reflects the body
+        as it is at that moment.
+        """
+        if self._resource_ids is None:
+            from proxy.operations import extract_resource_ids
+
+            self._resource_ids = extract_resource_ids(self.operation, self.path_params, self.json)
+        return self._resource_ids
+
+    @resource_ids.setter
+    def resource_ids(self, value: dict[str, str]) -> None:
+        self._resource_ids = value
 
     @property
     def json(self) -> Any:

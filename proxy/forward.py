@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import time
-import uuid
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +24,7 @@ from yarl import URL
 from proxy.chain import HookCaller, PluginChain, await_me_maybe
 from proxy.context import RequestContext, UpstreamCall, UpstreamResponse, Usage
 from proxy.errors import SidecarError, UpstreamError
-from proxy.operations import OperationIndex, extract_resource_ids
+from proxy.operations import OperationIndex
 from proxy.sse import SSEParser, assembler_for
 
 if TYPE_CHECKING:
@@ -44,6 +44,8 @@ _DROP_REQUEST = HOP_BY_HOP | {"host", "authorization", "content-length", "expect
 _DROP_RESPONSE = HOP_BY_HOP
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
 _CHUNK = 64 * 1024
+#: Responses up to this size with a known length are read whole and sent in one write.
+_SMALL_BODY = 256 * 1024
 
 
 def _connection_tokens(headers: Any) -> set[str]:
@@ -101,7 +103,7 @@ class Forwarder:
         request_id = (
             incoming_id
             if incoming_id and _REQUEST_ID_RE.match(incoming_id)
-            else uuid.uuid4().hex
+            else os.urandom(16).hex()
         )
         path = request.rel_url.raw_path
         operation, params = self.operations.classify(request.method, path)
@@ -109,14 +111,16 @@ class Forwarder:
         ctx.upstream_api_key = self.default_api_key
         try:
             await self._read_body(ctx)
-            body = ctx.json if ctx.body is not None else None
-            if isinstance(body, dict) and body.get("stream") is True:
-                ctx.is_stream = True
-                stream_op, stream_params = self.operations.classify(
-                    request.method, path, stream=True)
-                if stream_op is not None:
-                    ctx.operation, ctx.path_params = stream_op, stream_params
-            ctx.resource_ids = extract_resource_ids(ctx.operation, ctx.path_params, body)
+            # Parsing JSON is the costliest thing a pass-through does; only look when the
+            # body can possibly ask for a stream.
+            if ctx.body and b'"stream"' in ctx.body:
+                body = ctx.json
+                if isinstance(body, dict) and body.get("stream") is True:
+                    ctx.is_stream = True
+                    stream_op, stream_params = self.operations.classify(
+                        request.method, path, stream=True)
+                    if stream_op is not None:
+                        ctx.operation, ctx.path_params = stream_op, stream_params
 
             for hook in self.on_request_hooks:
                 answer = await await_me_maybe(hook(ctx=ctx))
@@ -268,6 +272,9 @@ class Forwarder:
 
         if ctx.buffer_response and is_json and not encoded and self.rewrite_hooks:
             return await self._relay_rewritten(ctx, upstream)
+        length = raw.content_length
+        if not is_sse and length is not None and length <= _SMALL_BODY:
+            return await self._relay_small(ctx, upstream, is_json and not encoded)
 
         response = web.StreamResponse(status=raw.status, reason=raw.reason)
         self._copy_response_headers(ctx, raw, response)
@@ -353,6 +360,28 @@ class Forwarder:
         headers["X-Request-ID"] = ctx.request_id
         for name, value in ctx.response_headers.items():
             headers[name] = value
+
+    async def _relay_small(
+        self, ctx: RequestContext, upstream: UpstreamResponse, capture: bool
+    ) -> web.StreamResponse:
+        """A small body of known length: read it whole, answer in one write."""
+        raw = upstream.raw
+        try:
+            async with asyncio.timeout(self.idle_timeout):
+                body = await raw.read()
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raw.close()
+            reason = "timeout" if isinstance(exc, TimeoutError) else "reset"
+            return await self._error(ctx, UpstreamError(reason, "Upstream body broke."))
+        response = web.Response(status=raw.status, reason=raw.reason, body=body)
+        self._copy_response_headers(ctx, raw, response)
+        ctx.response_bytes = len(body)
+        ctx.log["outcome"] = "ok"
+        ctx.timing.finished = ctx.timing.first_byte_sent = _now()
+        if capture:
+            ctx.set_response_body(body)
+        await self._complete(ctx)
+        return response
 
     async def _relay_rewritten(
         self, ctx: RequestContext, upstream: UpstreamResponse
