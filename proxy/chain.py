@@ -27,19 +27,19 @@ def _import_plugin(name: str) -> object:
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         if ep.name == name:
             return ep.load()
-    if "." in name or ":" in name:
-        module_name, _, attr = name.partition(":")
-        try:
-            module: ModuleType = importlib.import_module(module_name)
-        except ImportError as exc:
+    module_name, _, attr = name.partition(":")
+    try:
+        module: ModuleType = importlib.import_module(module_name)
+    except ImportError as exc:
+        if exc.name != module_name.split(".")[0] and exc.name != module_name:
             raise ConfigError(
                 [f"plugins.chain (SIDECAR_PLUGINS): cannot import plugin {name!r}: {exc}"]
             ) from None
-        return getattr(module, attr) if attr else module
-    known = ", ".join(sorted(installed_plugins())) or "none"
-    raise ConfigError(
-        [f"plugins.chain (SIDECAR_PLUGINS): unknown plugin {name!r} (installed: {known})"]
-    )
+        known = ", ".join(sorted(installed_plugins())) or "none"
+        raise ConfigError(
+            [f"plugins.chain (SIDECAR_PLUGINS): unknown plugin {name!r} (installed: {known})"]
+        ) from None
+    return getattr(module, attr) if attr else module
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,94 @@
+"""Plugins used by the chain tests, loaded by module path (``tests.core.sample_plugins:NAME``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from proxy import hookimpl
+from proxy.context import RequestContext, UpstreamCall, UpstreamResponse
+from proxy.errors import SidecarError
+from proxy.sse import SSEEvent
+
+CALLS = web.AppKey("sample_calls", list)
+
+
+class Recorder:
+    """Records every hook it sees as ``(name, hook)`` on the app."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    @hookimpl
+    def startup(self, app: web.Application) -> None:
+        app.setdefault(CALLS, [])  # type: ignore[arg-type]
+        app[CALLS].append((self.name, "startup"))
+
+    @hookimpl
+    def shutdown(self, app: web.Application) -> None:
+        app[CALLS].append((self.name, "shutdown"))
+
+    @hookimpl
+    def on_request(self, ctx: RequestContext) -> Any:
+        async def record() -> None:
+            ctx.app[CALLS].append((self.name, "on_request"))
+            if ctx.request.headers.get("X-Reject-At") == self.name:
+                raise SidecarError(403, f"rejected by {self.name}")
+            if ctx.request.headers.get("X-Answer-At") == self.name:
+                return web.json_response({"answered_by": self.name})  # type: ignore[return-value]
+            return None
+
+        return record()
+
+    @hookimpl
+    def wrap_upstream(self, ctx: RequestContext, call: UpstreamCall) -> UpstreamCall:
+        async def wrapped(c: RequestContext) -> UpstreamResponse:
+            c.app[CALLS].append((self.name, "wrap:before"))
+            response = await call(c)
+            c.app[CALLS].append((self.name, "wrap:after"))
+            return response
+
+        return wrapped
+
+    @hookimpl
+    def on_stream_event(self, ctx: RequestContext, event: SSEEvent) -> None:
+        ctx.state.setdefault(self.name, []).append(event.event or "data")
+
+    @hookimpl
+    def on_complete(self, ctx: RequestContext) -> None:
+        ctx.app[CALLS].append((self.name, "on_complete"))
+        ctx.app[CALLS].append((self.name, f"usage:{ctx.usage and ctx.usage.total_tokens}"))
+        body = ctx.response_json or {}
+        if "outputs" in body:
+            ctx.app[CALLS].append((self.name, f"outputs:{len(body['outputs'])}"))
+
+    @hookimpl
+    def on_error(self, ctx: RequestContext, error: SidecarError) -> None:
+        ctx.app[CALLS].append((self.name, f"on_error:{error.status}"))
+
+
+class Rewriter:
+    """Asks for the JSON body and rewrites it before it is sent."""
+
+    @hookimpl
+    def on_request(self, ctx: RequestContext) -> None:
+        ctx.buffer_response = True
+
+    @hookimpl
+    def rewrite_response(self, ctx: RequestContext, body: Any) -> Any:
+        return {**body, "rewritten": True}
+
+
+class BrokenObserver:
+    """Fails in observation hooks; the caller must not notice."""
+
+    @hookimpl
+    def on_complete(self, ctx: RequestContext) -> None:
+        raise RuntimeError("observer bug")
+
+
+first = Recorder("first")
+second = Recorder("second")
+rewriter = Rewriter()
+broken = BrokenObserver()
