@@ -1,0 +1,365 @@
+"""The auth plugin: who is calling, what their role allows, and which resources they may see.
+
+* Authentication (``auth.mode``): ``keys`` — callers present sidecar keys and the sidecar
+  sends the real ``MISTRAL_API_KEY`` upstream; ``passthrough`` — callers present their own
+  Mistral key, which goes upstream, and are identified by its fingerprint.
+* Authorisation: each operation maps to an action (:mod:`plugins.auth.permissions`) that the
+  caller's role must grant (``auth.roles``), else 403.
+* Tenancy: agents belong to an organisation, conversations, files and batch jobs to an owner
+  (:mod:`plugins.auth.ownership`); foreign ids answer 404 and lists show only what the caller
+  may see (:mod:`plugins.auth.listing`).
+
+Needs the ``store`` plugin before it in the chain.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from multidict import CIMultiDict
+
+from plugins.auth import cli
+from plugins.auth.authenticate import (
+    Authenticator,
+    AuthFailure,
+    PassthroughPolicy,
+    passthrough_identity,
+)
+from plugins.auth.cache import LookupCache, StoreHealth, StoreUnreachable
+from plugins.auth.keystore import KeyRecord, KeyStore
+from plugins.auth.listing import LISTS, ListPlan, plan_for, wrap_list
+from plugins.auth.ownership import CONVERSATION, Ownership, OwnershipStore
+from plugins.auth.permissions import (
+    DEFAULT_ROLES,
+    ORG_ADMIN,
+    RoleTable,
+    action_for,
+    base_name,
+    check_roles,
+)
+from plugins.auth.tenancy import CREATES, Tenancy
+from plugins.store import DATABASE
+from proxy import hookimpl
+from proxy.app import SETTINGS
+from proxy.context import Identity, RequestContext, UpstreamCall
+from proxy.errors import SidecarError
+from proxy.events import emit
+from proxy.settings import Setting, Settings
+from proxy.sse import SSEEvent
+
+__all__ = ["AUTH", "AuthState"]
+
+_STATE = "auth"
+_WWW_AUTHENTICATE = 'Bearer realm="mistral-sidecar"'
+
+
+@dataclass(slots=True)
+class AuthState:
+    """Everything the plugin keeps on the application."""
+
+    mode: str
+    roles: RoleTable
+    health: StoreHealth
+    authenticator: Authenticator
+    passthrough: PassthroughPolicy
+    ownership: OwnershipStore
+    tenancy: Tenancy
+    scan_page_size: int
+    scan_max_items: int
+
+
+AUTH = web.AppKey("auth_state", AuthState)
+
+
+# --- settings --------------------------------------------------------------------------------
+
+
+def _check_role_map(value: Any) -> str | None:
+    if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        return "must map key fingerprints (fp-...) to role names"
+    return None
+
+
+@hookimpl
+def sidecar_settings() -> list[Setting]:
+    """Authentication mode, roles, caches and list scanning."""
+    return [
+        Setting("auth.mode", "str", "keys",
+                "keys: callers present sidecar keys and MISTRAL_API_KEY goes upstream; "
+                "passthrough: callers present their own Mistral key, identified by its "
+                "fingerprint.", env="SIDECAR_AUTH_MODE", choices=("keys", "passthrough")),
+        Setting("auth.roles", "data", DEFAULT_ROLES,
+                "Role table: role name -> list of actions it may perform (* for all). "
+                "Unlisted actions are denied.", check=check_roles),
+        Setting("auth.cache_ttl_seconds", "float", 2.0,
+                "How long a key or ownership lookup is reused before the database is asked "
+                "again; a revoked or rotated key stops working on every replica within this "
+                "time.", env="SIDECAR_AUTH_CACHE_TTL_SECONDS", minimum=0),
+        Setting("auth.stale_ttl_seconds", "float", 3600.0,
+                "While the database is unreachable, keys and ownership seen within this many "
+                "seconds keep working from memory (unknown keys get 503).",
+                env="SIDECAR_AUTH_STALE_TTL_SECONDS", minimum=0),
+        Setting("auth.db_timeout_seconds", "float", 2.0,
+                "A key or ownership lookup slower than this counts as a database outage.",
+                env="SIDECAR_AUTH_DB_TIMEOUT_SECONDS", minimum=0.01),
+        Setting("auth.passthrough.role", "str", "user",
+                "Role of passthrough callers not listed in auth.passthrough.roles.",
+                env="SIDECAR_AUTH_PASSTHROUGH_ROLE"),
+        Setting("auth.passthrough.roles", "data", {},
+                "Passthrough mode: key fingerprint (see `keys fingerprint`) -> role.",
+                check=_check_role_map),
+        Setting("auth.passthrough.org", "str", "",
+                "Passthrough mode: organisation of every caller; empty gives each key "
+                "fingerprint its own organisation.", env="SIDECAR_AUTH_PASSTHROUGH_ORG"),
+        Setting("auth.list_scan_page_size", "int", 100,
+                "Page size the sidecar uses when it pages through upstream lists to filter "
+                "them by owner.", env="SIDECAR_AUTH_LIST_SCAN_PAGE_SIZE", minimum=1),
+        Setting("auth.list_scan_max_items", "int", 10000,
+                "Most upstream items scanned to answer one filtered list request; deeper "
+                "pages answer 400.", env="SIDECAR_AUTH_LIST_SCAN_MAX_ITEMS", minimum=1),
+    ]
+
+
+@hookimpl
+def validate_settings(settings: Settings) -> list[str]:
+    """Keys mode needs an upstream key; roles named elsewhere must exist; store comes first."""
+    problems = []
+    if settings["auth.mode"] == "keys" and not settings["upstream.api_key"]:
+        problems.append("MISTRAL_API_KEY: required when SIDECAR_AUTH_MODE=keys")
+    roles = settings["auth.roles"]
+    if settings["auth.passthrough.role"] not in roles:
+        problems.append(f"auth.passthrough.role (SIDECAR_AUTH_PASSTHROUGH_ROLE): unknown role "
+                        f"{settings['auth.passthrough.role']!r}")
+    for fp, role in settings["auth.passthrough.roles"].items():
+        if role not in roles:
+            problems.append(f"auth.passthrough.roles: {fp}: unknown role {role!r}")
+    chain = list(settings["plugins.chain"])
+    if "auth" in chain and ("store" not in chain or chain.index("store") > chain.index("auth")):
+        problems.append("plugins.chain (SIDECAR_PLUGINS): auth needs the store plugin "
+                        "before it")
+    return problems
+
+
+# --- lifecycle -------------------------------------------------------------------------------
+
+
+@hookimpl
+def startup(app: web.Application) -> None:
+    """Build the key cache, ownership store and role table."""
+    settings = app[SETTINGS]
+    db = app.get(DATABASE)
+    if db is None:
+        raise RuntimeError("the auth plugin needs the store plugin before it in plugins.chain")
+    ttl = float(settings["auth.cache_ttl_seconds"])
+    stale = float(settings["auth.stale_ttl_seconds"])
+    health = StoreHealth(float(settings["auth.db_timeout_seconds"]))
+    key_cache: LookupCache[str, KeyRecord] = LookupCache(health, ttl, ttl, stale)
+    ownership = OwnershipStore(db, health, cache_ttl=max(ttl, 30.0), negative_ttl=ttl,
+                               stale_ttl=stale)
+    app[AUTH] = AuthState(
+        mode=settings["auth.mode"],
+        roles=RoleTable(settings["auth.roles"]),
+        health=health,
+        authenticator=Authenticator(KeyStore(db), key_cache),
+        passthrough=PassthroughPolicy(settings["auth.passthrough.role"],
+                                      dict(settings["auth.passthrough.roles"]),
+                                      settings["auth.passthrough.org"]),
+        ownership=ownership,
+        tenancy=Tenancy(ownership),
+        scan_page_size=int(settings["auth.list_scan_page_size"]),
+        scan_max_items=int(settings["auth.list_scan_max_items"]),
+    )
+
+
+@hookimpl
+def shutdown(app: web.Application) -> Any:
+    """Write ownership records still pending."""
+    state = app.get(AUTH)
+    return state.ownership.close() if state is not None else None
+
+
+@hookimpl
+def readiness(app: web.Application) -> dict[str, Any] | None:
+    """Mode, whether lookups currently reach the database, and cache sizes (no secrets)."""
+    state = app.get(AUTH)
+    if state is None:
+        return None
+    return {"auth": {
+        "ok": True,
+        "mode": state.mode,
+        "store": "unreachable, serving cached keys" if state.health.down else "reachable",
+        "cached_keys": len(state.authenticator.cache),
+        "pending_ownership": len(state.ownership.pending),
+    }}
+
+
+@hookimpl
+def register_commands(subparsers: argparse._SubParsersAction[Any]) -> None:
+    """``keys create|list|revoke|rotate|fingerprint`` and ``agents adopt``."""
+    cli.register(subparsers)
+
+
+# --- requests --------------------------------------------------------------------------------
+
+
+def _deny(ctx: RequestContext, status: int, reason: str, message: str) -> SidecarError:
+    emit(ctx.app, "auth.denied", ctx, status=status, reason=reason)
+    ctx.log["auth_denied"] = reason
+    headers = {}
+    if status == 401:
+        headers["WWW-Authenticate"] = _WWW_AUTHENTICATE
+    elif status == 503:
+        headers["Retry-After"] = "1"
+    code = "store_unavailable" if status == 503 else None
+    return SidecarError(status, message, code=code, headers=headers)
+
+
+def _unavailable(ctx: RequestContext) -> SidecarError:
+    return _deny(ctx, 503, "store_unavailable",
+                  "The sidecar cannot check access right now (store unreachable); retry "
+                  "shortly.")
+
+
+def _identity_encoding(ctx: RequestContext) -> None:
+    """Ask upstream for an uncompressed answer: the sidecar must read it to filter or record.
+
+    The core forwards the caller's ``Accept-Encoding``; replacing the request with a copy is
+    the only way to drop it.
+    """
+    if ctx.request.headers.get("Accept-Encoding", "identity").lower() == "identity":
+        return
+    headers = CIMultiDict(ctx.request.headers)
+    headers["Accept-Encoding"] = "identity"
+    ctx.request = ctx.request.clone(headers=headers)
+
+
+async def _identify(ctx: RequestContext, state: AuthState) -> Identity:
+    authorization = ctx.request.headers.get("Authorization")
+    try:
+        if state.mode == "passthrough":
+            identity, upstream_key = passthrough_identity(authorization, state.passthrough)
+            ctx.upstream_api_key = upstream_key
+            return identity
+        return await state.authenticator.identify(authorization)
+    except AuthFailure as failure:
+        raise _deny(ctx, failure.status, failure.reason, failure.message) from None
+
+
+async def _authorise(ctx: RequestContext) -> None:
+    state = ctx.app[AUTH]
+    identity = await _identify(ctx, state)
+    ctx.identity = identity
+    ctx.log.update(key_id=identity.key_id, role=identity.role, org=identity.org)
+    action = action_for(ctx.operation)
+    ctx.log["auth_action"] = action
+    if not state.roles.allows(identity.role, action):
+        raise _deny(ctx, 403, "forbidden",
+                    f"Your role ({identity.role}) does not allow this operation ({action}).")
+    org_admin = state.roles.allows(identity.role, ORG_ADMIN)
+    try:
+        await state.tenancy.check(ctx, identity, org_admin)
+    except StoreUnreachable:
+        raise _unavailable(ctx) from None
+    except SidecarError as error:
+        if error.status == 404:
+            emit(ctx.app, "auth.denied", ctx, status=404, reason="not_visible")
+            ctx.log["auth_denied"] = "not_visible"
+        raise
+    name = base_name(ctx.operation) if ctx.operation is not None else ""
+    mine: dict[str, Any] = {"org_admin": org_admin}
+    if name in LISTS:
+        mine["list"] = plan_for(ctx, LISTS[name])
+    if name in LISTS or name in CREATES:
+        ctx.buffer_response = True
+        _identity_encoding(ctx)
+    ctx.state[_STATE] = mine
+
+
+@hookimpl
+def on_request(ctx: RequestContext) -> Any:
+    """Authenticate (401/503), authorise (403) and check tenancy (404)."""
+    return _authorise(ctx)
+
+
+@hookimpl
+def wrap_upstream(ctx: RequestContext, call: UpstreamCall) -> UpstreamCall | None:
+    """For list operations, page through upstream to fill the caller's filtered page."""
+    mine = ctx.state.get(_STATE)
+    plan: ListPlan | None = mine.get("list") if mine else None
+    if plan is None or ctx.identity is None:
+        return None
+    state = ctx.app[AUTH]
+    identity, org_admin = ctx.identity, bool(mine and mine["org_admin"])
+
+    async def visible(kind: str, items: list[Any]) -> list[Any]:
+        try:
+            return await state.tenancy.visible(identity, org_admin, kind, items)
+        except StoreUnreachable:
+            raise _unavailable(ctx) from None
+
+    return wrap_list(ctx, call, plan, visible, state.scan_page_size, state.scan_max_items)
+
+
+@hookimpl
+def rewrite_response(ctx: RequestContext, body: Any) -> Any:
+    """Answer lists with the filtered page; record who owns what a create just made."""
+    mine = ctx.state.get(_STATE)
+    if not mine or ctx.identity is None:
+        return None
+    plan: ListPlan | None = mine.get("list")
+    if plan is not None:
+        if plan.done:
+            return plan.result
+        if ctx.response_status is not None and ctx.response_status < 300:
+            # Never let an unfiltered list through.
+            return {"object": "error", "message": "The sidecar could not filter this list.",
+                    "type": "upstream_error", "code": "upstream_bad_list"}
+        return None
+    status = ctx.response_status or 0
+    if 200 <= status < 300:
+        record = ctx.app[AUTH].tenancy.created(ctx, ctx.identity, body)
+        if record is not None:
+            mine["recorded"] = True
+            return _record(ctx, record)
+    return None
+
+
+async def _record(ctx: RequestContext, record: Ownership) -> None:
+    # Awaited before the body is released: the caller may use the new id at once.
+    await ctx.app[AUTH].ownership.record(record)
+
+
+@hookimpl
+def on_stream_event(ctx: RequestContext, event: SSEEvent) -> None:
+    """A streamed conversation start or restart announces its id in its first event."""
+    mine = ctx.state.get(_STATE)
+    if not mine or ctx.identity is None or mine.get("recorded"):
+        return
+    if event.event != "conversation.response.started" or ctx.operation is None:
+        return
+    if CREATES.get(base_name(ctx.operation), ("",))[0] != CONVERSATION:
+        return
+    data = event.json()
+    conversation_id = data.get("conversation_id") if isinstance(data, dict) else None
+    if isinstance(conversation_id, str) and conversation_id:
+        mine["recorded"] = True
+        identity = ctx.identity
+        ctx.app[AUTH].ownership.remember(Ownership(
+            CONVERSATION, conversation_id, identity.org, identity.owner, identity.key_id))
+
+
+@hookimpl
+def on_complete(ctx: RequestContext) -> Any:
+    """Forget the owner of a resource that was just deleted."""
+    mine = ctx.state.get(_STATE)
+    status = ctx.response_status or 0
+    if not mine or not 200 <= status < 300:
+        return None
+    target = Tenancy.deleted(ctx)
+    if target is None:
+        return None
+    return ctx.app[AUTH].ownership.delete(target.kind, target.resource_id)

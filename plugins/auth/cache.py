@@ -1,0 +1,179 @@
+"""A small lookup cache in front of the database that rides out outages.
+
+Every entry is *fresh* for ``ttl`` seconds (``negative_ttl`` for "not found"), after which the
+next lookup asks the database again. An entry is kept as *last known good* for ``stale_ttl``
+seconds and used only when the database cannot answer, so a database outage does not turn
+callers that were just served into failures. Lookups for the same key share one query.
+
+Outages are remembered in :class:`StoreHealth` for ``retry_after`` seconds so that, during an
+outage, requests answer from the cache at once instead of each waiting for a timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Hashable, Iterable
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from plugins.store.db import DatabaseUnavailable
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+
+
+class StoreUnreachable(Exception):
+    """The database could not answer and the cache holds nothing usable."""
+
+
+class StoreHealth:
+    """Whether the database was recently found unreachable (shared by the caches)."""
+
+    def __init__(self, timeout: float, retry_after: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.timeout = timeout
+        self.retry_after = retry_after
+        self.clock = clock
+        self._down_until = 0.0
+        self.failures = 0
+
+    @property
+    def down(self) -> bool:
+        """True while a recent failure says not to try the database yet."""
+        return self.clock() < self._down_until
+
+    def failed(self) -> None:
+        """Record a failed query."""
+        self.failures += 1
+        self._down_until = self.clock() + self.retry_after
+
+    def succeeded(self) -> None:
+        """Record a successful query."""
+        self._down_until = 0.0
+
+    async def run(self, query: Awaitable[V]) -> V:
+        """Await ``query`` within the timeout; outages raise :class:`StoreUnreachable`."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                result = await query
+        except (DatabaseUnavailable, TimeoutError, OSError) as exc:
+            self.failed()
+            raise StoreUnreachable(type(exc).__name__) from None
+        self.succeeded()
+        return result
+
+
+@dataclass(slots=True)
+class _Entry(Generic[V]):
+    value: V | None
+    fetched: float
+
+
+class LookupCache(Generic[K, V]):
+    """TTL cache with a last-known-good fallback; ``None`` values mean "not found"."""
+
+    def __init__(self, health: StoreHealth, ttl: float, negative_ttl: float, stale_ttl: float,
+                 max_entries: int = 100_000, clock: Callable[[], float] = time.monotonic) -> None:
+        self.health = health
+        self.ttl = ttl
+        self.negative_ttl = negative_ttl
+        self.stale_ttl = stale_ttl
+        self.max_entries = max_entries
+        self.clock = clock
+        self._entries: OrderedDict[K, _Entry[V]] = OrderedDict()
+        self._inflight: dict[K, asyncio.Future[V | None]] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def _fresh(self, entry: _Entry[V], now: float) -> bool:
+        ttl = self.ttl if entry.value is not None else self.negative_ttl
+        return now - entry.fetched < ttl
+
+    def _stale_value(self, key: K, now: float) -> V | None:
+        """The last known good value, if young enough; raises when there is none."""
+        entry = self._entries.get(key)
+        if entry is not None and entry.value is not None and now - entry.fetched < self.stale_ttl:
+            return entry.value
+        raise StoreUnreachable("no cached entry")
+
+    def put(self, key: K, value: V | None) -> None:
+        """Store a value just read from (or written to) the database."""
+        self._entries[key] = _Entry(value, self.clock())
+        self._entries.move_to_end(key)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def forget(self, key: K) -> None:
+        """Drop an entry (after this process changed the row)."""
+        self._entries.pop(key, None)
+
+    def cached(self, key: K) -> tuple[bool, V | None]:
+        """``(True, value)`` if a fresh entry exists, else ``(False, None)``."""
+        entry = self._entries.get(key)
+        if entry is not None and self._fresh(entry, self.clock()):
+            return True, entry.value
+        return False, None
+
+    async def get(self, key: K, load: Callable[[K], Awaitable[V | None]]) -> V | None:
+        """The value for ``key``: fresh from cache, else from ``load``, else last known good.
+
+        Raises :class:`StoreUnreachable` when the database is down and nothing usable is
+        cached.
+        """
+        hit, value = self.cached(key)
+        if hit:
+            return value
+        if self.health.down:
+            return self._stale_value(key, self.clock())
+        pending = self._inflight.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[V | None] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        try:
+            try:
+                value = await self.health.run(load(key))
+            except StoreUnreachable:
+                value = self._stale_value(key, self.clock())
+            else:
+                self.put(key, value)
+            future.set_result(value)
+            return value
+        except BaseException as exc:
+            future.set_exception(exc)
+            # Nobody else may be waiting; mark the exception as retrieved.
+            future.exception()
+            raise
+        finally:
+            del self._inflight[key]
+
+    async def get_many(self, keys: Iterable[K],
+                       load: Callable[[list[K]], Awaitable[dict[K, V]]]) -> dict[K, V | None]:
+        """Values for several keys with one ``load`` call for all the misses."""
+        now = self.clock()
+        result: dict[K, V | None] = {}
+        missing: list[K] = []
+        for key in dict.fromkeys(keys):
+            entry = self._entries.get(key)
+            if entry is not None and self._fresh(entry, now):
+                result[key] = entry.value
+            else:
+                missing.append(key)
+        if not missing:
+            return result
+        if not self.health.down:
+            try:
+                found = await self.health.run(load(missing))
+            except StoreUnreachable:
+                pass
+            else:
+                for key in missing:
+                    result[key] = found.get(key)
+                    self.put(key, found.get(key))
+                return result
+        for key in missing:
+            result[key] = self._stale_value(key, now)
+        return result

@@ -1,0 +1,31 @@
+-- Authentication and ownership (plugins/auth). Times are Unix epoch seconds.
+
+-- Sidecar API keys. Only a hash of each key is stored; the key itself is shown once.
+CREATE TABLE auth_keys (
+    key_id      TEXT PRIMARY KEY,
+    secret_hash TEXT NOT NULL,
+    owner       TEXT NOT NULL,
+    org         TEXT NOT NULL DEFAULT 'default',
+    role        TEXT NOT NULL,
+    name        TEXT,
+    created_at  DOUBLE PRECISION NOT NULL,
+    expires_at  DOUBLE PRECISION,
+    revoked_at  DOUBLE PRECISION,
+    rotated_at  DOUBLE PRECISION
+);
+
+CREATE INDEX auth_keys_owner ON auth_keys (org, owner);
+
+-- Who owns each upstream resource created through the sidecar (or adopted later).
+-- kind: agent | conversation | file | batch_job.
+CREATE TABLE auth_ownership (
+    kind        TEXT NOT NULL,
+    resource_id TEXT NOT NULL,
+    org         TEXT NOT NULL,
+    owner       TEXT NOT NULL,
+    key_id      TEXT,
+    created_at  DOUBLE PRECISION NOT NULL,
+    PRIMARY KEY (kind, resource_id)
+);
+
+CREATE INDEX auth_ownership_org ON auth_ownership (kind, org, owner);
