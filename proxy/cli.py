@@ -101,12 +101,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from proxy.app import create_app
     from proxy.server import serve_until_signal
 
-    mock_key = "demo-upstream-key"
+    # The demo needs no keys: callers' own bearer tokens pass through to the mock, which
+    # accepts any, and the embedded store migrates itself.
     overrides = {
         "MISTRAL_BASE_URL": f"http://127.0.0.1:{args.mock_port}",
-        "MISTRAL_API_KEY": mock_key,
+        "MISTRAL_API_KEY": "demo-upstream-key",
         "SIDECAR_PORT": str(args.port),
+        "SIDECAR_AUTH_MODE": "passthrough",
+        "SIDECAR_MIGRATE_ON_START": "true",
     }
+    for name, value in overrides.items():
+        if name in ("SIDECAR_AUTH_MODE", "SIDECAR_MIGRATE_ON_START") and name in os.environ:
+            overrides[name] = os.environ[name]
     try:
         settings, chain = _load(args, overrides)
     except ConfigError as error:
@@ -117,7 +123,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         from aiohttp import web
 
         mock_app = mock_upstream.create_mock_app(
-            mock_upstream.MockConfig(api_keys=frozenset({mock_key}), token_interval_ms=50))
+            mock_upstream.MockConfig(api_keys=frozenset(), token_interval_ms=50))
         runner = web.AppRunner(mock_app, access_log=None)
         await runner.setup()
         await web.TCPSite(runner, "127.0.0.1", args.mock_port).start()
@@ -132,7 +138,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"\nmistral-sidecar demo: sidecar on http://127.0.0.1:{port}, mock Mistral API on "
               f"http://127.0.0.1:{args.mock_port}\nTry:\n  curl -s http://127.0.0.1:{port}"
               "/v1/chat/completions -H 'Content-Type: application/json' -H 'Authorization: "
-              "Bearer <your sidecar key>' -d '{\"model\":\"mistral-small-latest\",\"messages\":"
+              "Bearer any-key' -d '{\"model\":\"mistral-small-latest\",\"messages\":"
               "[{\"role\":\"user\",\"content\":\"hello\"}]}'\n", file=sys.stderr, flush=True)
 
     try:
