@@ -167,3 +167,35 @@ def test_port_in_use_is_a_clear_error() -> None:
     assert result.returncode == 1
     assert "cannot start" in result.stderr
     _ = free_port
+
+
+async def test_demo_command_serves_the_sdk_without_any_setup(tmp_path: Path) -> None:
+    from mistralai.client import Mistral
+
+    port, mock_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("SIDECAR_", "MISTRAL_", "DB_", "REDIS_"))}
+    env["SIDECAR_DATA_DIR"] = str(tmp_path / "demo-data")
+    log = tmp_path / "demo.log"
+    with log.open("wb") as handle:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "proxy.cli", "demo", "--port", str(port), "--mock-port",
+             str(mock_port)], env=env, stdout=handle, stderr=subprocess.STDOUT, cwd=REPO)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(200):
+            try:
+                async with aiohttp.ClientSession() as http, http.get(url + "/readyz") as resp:
+                    if resp.status == 200:
+                        break
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.05)
+        client = Mistral(api_key="any-key", server_url=url)
+        answer = await client.chat.complete_async(
+            model="mistral-small-latest", messages=[{"role": "user", "content": "hello demo"}])
+        assert answer.choices[0].message.content == "Echo: hello demo"
+        assert f"http://127.0.0.1:{port}" in log.read_text()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(proc.wait, 15) == 0, log.read_text()
