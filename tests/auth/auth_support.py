@@ -136,3 +136,17 @@ async def create_agent(base_url: str, key: str, name: str = "helper") -> str:
     assert reply.status == 200, reply.text
     agent_id: str = reply.body["id"]
     return agent_id
+
+
+async def upload_file(base_url: str, key: str, content: bytes = b'{"a": 1}\n') -> Reply:
+    """Upload a small batch input file (multipart, like the SDK)."""
+    form = aiohttp.FormData()
+    form.add_field("purpose", "batch")
+    form.add_field("file", content, filename="input.jsonl",
+                   content_type="application/octet-stream")
+    async with aiohttp.ClientSession() as session, session.post(
+        base_url + "/v1/files", data=form, headers={"Authorization": f"Bearer {key}"},
+    ) as resp:
+        text = await resp.text()
+        body = await resp.json(content_type=None) if text else None
+        return Reply(resp.status, resp.headers.copy(), body, text)
