@@ -26,7 +26,12 @@ def installed_plugins() -> dict[str, str]:
 def _import_plugin(name: str) -> object:
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         if ep.name == name:
-            return ep.load()
+            try:
+                return ep.load()
+            except ImportError as exc:
+                raise ConfigError(
+                    [f"plugins.chain (SIDECAR_PLUGINS): cannot import plugin {name!r} "
+                     f"({ep.value}): {exc}"]) from None
     module_name, _, attr = name.partition(":")
     try:
         module: ModuleType = importlib.import_module(module_name)

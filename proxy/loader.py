@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-from proxy.chain import PluginChain
+from proxy.chain import PluginChain, installed_plugins
 from proxy.settings import ConfigError, Settings, core_settings, load_yaml, resolve
 
 CONFIG_ENV = "SIDECAR_CONFIG"
@@ -17,6 +17,21 @@ def config_path(explicit: str | None, environ: Mapping[str, str] | None = None) 
     env = os.environ if environ is None else environ
     chosen = explicit or env.get(CONFIG_ENV) or None
     return Path(chosen) if chosen else None
+
+
+def _dormant_settings(chain: PluginChain) -> set[str]:
+    """Names of settings declared by installed plugins that are not in the chain."""
+    names: set[str] = set()
+    for name in installed_plugins():
+        if name in chain.names:
+            continue
+        try:
+            other = PluginChain([name])
+        except ConfigError:
+            continue
+        for _plugin, extra in other.call_all("sidecar_settings"):
+            names.update(setting.name for setting in extra or ())
+    return names
 
 
 def load(
@@ -36,7 +51,8 @@ def load(
     declared = list(core)
     for _name, extra in chain.call_all("sidecar_settings"):
         declared.extend(extra or ())
-    settings = resolve(declared, environ=environ, config_file=config_file, yaml_data=tree)
+    settings = resolve(declared, environ=environ, config_file=config_file, yaml_data=tree,
+                       dormant=_dormant_settings(chain) if tree else ())
     problems: list[str] = []
     for _name, found in chain.call_all("validate_settings", settings=settings):
         problems.extend(found or ())

@@ -197,6 +197,7 @@ def resolve(
     config_file: Path | None = None,
     yaml_data: Mapping[str, Any] | None = None,
     strict: bool = True,
+    dormant: Iterable[str] = (),
 ) -> Settings:
     """Resolve every declared setting from env, YAML and defaults.
 
@@ -243,9 +244,10 @@ def resolve(
         if problems:
             raise ConfigError(problems)
         return Settings(table, values, config_file, tree)
-    known_prefixes = {n.rsplit(".", i)[0] for n in table for i in range(n.count(".") + 1)}
+    known = set(table) | set(dormant)
+    known_prefixes = {n.rsplit(".", i)[0] for n in known for i in range(n.count(".") + 1)}
     for path in _yaml_leaf_paths(tree):
-        if path not in table and path not in known_prefixes:
+        if path not in known and path not in known_prefixes:
             if not any(path.startswith(n + ".") for n in table if table[n].kind == "data"):
                 problems.append(f"{path} in {config_file or 'config'}: unknown setting")
     if problems:
