@@ -1,0 +1,107 @@
+"""Network faults between the sidecar and upstream, injected with Toxiproxy's API.
+
+A real Toxiproxy is used when ``TOXIPROXY_URL`` is set, the in-process fault proxy otherwise.
+Where a fault must end between two attempts, the retrier's sleep is replaced by "remove the
+toxic": the order of events is then fixed instead of raced against a timer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import pytest
+from toxiproxy import Proxy, Toxiproxy
+
+from plugins.retry import RETRIER
+from tests.conftest import MockUpstream, Sidecar, SidecarFactory
+from tests.resilience.resilience_probe import events
+from tests.resilience.resilience_support import (
+    CHAT_PATH,
+    CHAT_STREAM,
+    PLUGINS,
+    send,
+    sleep_then,
+    upstream_proxy,
+)
+
+FIRST_BYTE_TIMEOUT = 0.25
+
+
+@pytest.fixture
+async def through_proxy(start_sidecar: SidecarFactory, mock_upstream: MockUpstream,
+                        toxiproxy_server: Toxiproxy) -> tuple[Sidecar, Proxy]:
+    """A sidecar whose upstream traffic passes through a Toxiproxy proxy."""
+    proxy, base_url = upstream_proxy(toxiproxy_server, mock_upstream.url)
+    sidecar = await start_sidecar(SIDECAR_PLUGINS=PLUGINS, MISTRAL_BASE_URL=base_url,
+                                  SIDECAR_FIRST_BYTE_TIMEOUT_SECONDS=str(FIRST_BYTE_TIMEOUT))
+    return sidecar, proxy
+
+
+def remove_toxic_on_retry(sidecar: Sidecar, proxy: Proxy, name: str) -> None:
+    """Make the retrier's backoff remove toxic ``name`` instead of waiting."""
+    sidecar.app[RETRIER].sleep = sleep_then(
+        lambda: asyncio.to_thread(proxy.destroy_toxic, name))
+
+
+async def test_latency_within_the_first_byte_timeout_is_survived(
+        through_proxy: tuple[Sidecar, Proxy]) -> None:
+    sidecar, proxy = through_proxy
+    proxy.add_toxic(name="slow", type="latency", stream="downstream",
+                    attributes={"latency": 100})
+    reply = await send(sidecar.url)
+    assert (reply.status, reply.attempts) == (200, 1)
+    assert reply.seconds >= 0.1
+
+
+async def test_latency_beyond_the_first_byte_timeout_is_a_504_then_a_retry(
+        through_proxy: tuple[Sidecar, Proxy], mock_upstream: MockUpstream) -> None:
+    sidecar, proxy = through_proxy
+    proxy.add_toxic(name="slow", type="latency", stream="downstream",
+                    attributes={"latency": 1000})
+    # Every attempt times out: the caller gets the gateway timeout, after every attempt.
+    reply = await send(sidecar.url)
+    assert (reply.status, reply.attempts) == (504, 3)
+    assert reply.body["code"] == "upstream_timeout"
+    assert reply.seconds < 3 * FIRST_BYTE_TIMEOUT + 0.5
+
+    remove_toxic_on_retry(sidecar, proxy, "slow")
+    reply = await send(sidecar.url)
+    assert (reply.status, reply.attempts) == (200, 2)
+    assert [e["reason"] for e in events(sidecar.app, "retry.attempt")][-1] == "timeout"
+
+
+async def test_reset_connections_are_retried_and_succeed_once_the_toxic_is_gone(
+        through_proxy: tuple[Sidecar, Proxy], mock_upstream: MockUpstream) -> None:
+    sidecar, proxy = through_proxy
+    proxy.add_toxic(name="reset", type="reset_peer", stream="upstream",
+                    attributes={"timeout": 0})
+    reply = await send(sidecar.url)
+    assert (reply.status, reply.attempts) == (502, 3)
+    assert reply.body["code"] == "upstream_reset"
+
+    remove_toxic_on_retry(sidecar, proxy, "reset")
+    reply = await send(sidecar.url)
+    assert (reply.status, reply.attempts) == (200, 2)
+    assert [e["reason"] for e in events(sidecar.app, "retry.attempt")][-1] == "reset"
+    assert [r["status"] for r in await mock_upstream.requests()][-1] == 200
+
+
+async def test_a_stream_cut_mid_way_is_broken_for_the_caller_not_retried(
+        through_proxy: tuple[Sidecar, Proxy], mock_upstream: MockUpstream) -> None:
+    sidecar, proxy = through_proxy
+    await mock_upstream.settings(token_interval_ms=5, stream_tokens=40)
+    # Enough for the status line, headers and a few frames; then the connection closes.
+    proxy.add_toxic(name="cut", type="limit_data", stream="downstream",
+                    attributes={"bytes": 1500})
+    received = b""
+    async with aiohttp.ClientSession() as session, session.post(
+            sidecar.url + CHAT_PATH, json=CHAT_STREAM) as response:
+        assert response.status == 200
+        assert response.headers["X-Sidecar-Attempts"] == "1"
+        with pytest.raises(aiohttp.ClientPayloadError):
+            async for chunk in response.content.iter_any():
+                received += chunk
+    assert b"data: " in received and b"[DONE]" not in received
+    assert len(await mock_upstream.requests()) == 1
+    assert events(sidecar.app, "retry.attempt") == []
