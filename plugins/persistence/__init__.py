@@ -1,0 +1,190 @@
+"""The persistence plugin: agents, conversations, every entry and a usage log, losing nothing.
+
+It records what passes through the sidecar into the store plugin's database (PostgreSQL, or
+the embedded SQLite file) and must come after ``store`` in the chain. Nothing is written on the
+request path: ``on_complete`` turns the finished request into records (:mod:`.capture`) and
+hands them to the write-behind pipeline (:mod:`.pipeline`), which spools them to disk at once
+and commits them in batches in the background. A database outage costs requests nothing; if
+the spool fills up, requests that would be recorded get 503 (``SIDECAR_SPOOL_FULL_POLICY``).
+
+Reading back: ``mistral-sidecar conversations show ID`` and ``mistral-sidecar usage``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+
+from plugins.persistence import commands
+from plugins.persistence.capture import (
+    RECORDED_OPERATIONS,
+    Exchange,
+    base_operation,
+    records_for,
+)
+from plugins.persistence.config import Options, declared, validate
+from plugins.persistence.pipeline import WriteBehind
+from plugins.persistence.retention import RetentionPurger
+from plugins.persistence.spool import Spool
+from plugins.store import DATABASE
+from proxy import hookimpl
+from proxy.app import SETTINGS
+from proxy.context import RequestContext
+from proxy.errors import SidecarError
+from proxy.events import emit
+from proxy.settings import Setting, Settings
+
+__all__ = ["PERSISTENCE", "Persistence"]
+
+
+@dataclass
+class Persistence:
+    """The plugin's state on the application."""
+
+    options: Options
+    pipeline: WriteBehind
+    purger: RetentionPurger | None
+
+
+PERSISTENCE = web.AppKey("persistence", Persistence)
+
+
+@hookimpl
+def sidecar_settings() -> list[Setting]:
+    """Queue, spool, content and retention settings."""
+    return declared()
+
+
+@hookimpl
+def validate_settings(settings: Settings) -> list[str]:
+    """Persistence needs the store earlier in the chain."""
+    return validate(settings)
+
+
+@hookimpl
+def register_commands(subparsers: argparse._SubParsersAction[Any]) -> None:
+    """``conversations show`` and ``usage``."""
+    commands.register(subparsers)
+
+
+@hookimpl
+def startup(app: web.Application) -> Any:
+    """Open the spool (replaying what an earlier process left) and start the writers."""
+
+    async def start() -> None:
+        options = Options.from_settings(app[SETTINGS])
+        db = app[DATABASE]
+
+        def report(name: str, **fields: Any) -> None:
+            emit(app, name, **fields)
+
+        pipeline = WriteBehind(db, Spool(options.spool_dir), options, report)
+        await pipeline.start()
+        purger = None
+        if options.retention_days > 0:
+            purger = RetentionPurger(db, options.retention_days, options.retention_interval)
+            purger.start()
+        app[PERSISTENCE] = Persistence(options, pipeline, purger)
+
+    return start()
+
+
+@hookimpl
+def shutdown(app: web.Application) -> Any:
+    """Flush to the database within the shutdown budget; the rest stays in the spool."""
+    state = app.get(PERSISTENCE)
+    if state is None:
+        return None
+
+    async def stop() -> None:
+        if state.purger is not None:
+            await state.purger.stop()
+        await state.pipeline.stop()
+
+    return stop()
+
+
+@hookimpl
+def on_request(ctx: RequestContext) -> None:
+    """Refuse requests that would be recorded while the spool is full (policy ``reject``)."""
+    state = ctx.app.get(PERSISTENCE)
+    if state is None or state.options.spool_full_policy != "reject":
+        return
+    if not state.pipeline.spool_full():
+        return
+    if base_operation(ctx.operation_name) not in RECORDED_OPERATIONS:
+        return
+    raise SidecarError(
+        503, "The sidecar cannot record this request right now (its database is unreachable "
+        "and its spool is full); try again later.", type="service_unavailable",
+        code="persistence_unavailable",
+        headers={"Retry-After": str(state.options.retry_after)})
+
+
+@hookimpl
+def on_complete(ctx: RequestContext) -> None:
+    """Turn the finished request into records and queue them (no I/O besides one write)."""
+    state = ctx.app.get(PERSISTENCE)
+    if state is None or base_operation(ctx.operation_name) not in RECORDED_OPERATIONS:
+        return
+    records = records_for(exchange_from(ctx), chat_content=state.options.chat_content)
+    state.pipeline.enqueue(records)
+
+
+def exchange_from(ctx: RequestContext, wall: float | None = None) -> Exchange:
+    """What capture needs from the request context."""
+    now_wall = time.time() if wall is None else wall
+    started = now_wall - (time.perf_counter() - ctx.timing.started)
+    duration = ctx.timing.duration()
+    usage = ctx.usage
+    return Exchange(
+        operation=ctx.operation_name,
+        record_id=uuid.uuid4().hex,
+        request_id=ctx.request_id,
+        owner=ctx.identity.owner if ctx.identity is not None else "anonymous",
+        status=ctx.response_status or 0,
+        streamed=ctx.is_stream,
+        started_at=started,
+        latency_ms=None if duration is None else duration * 1000,
+        path_params=dict(ctx.path_params),
+        request=ctx.json,
+        response=ctx.response_json,
+        usage=None if usage is None else (usage.prompt_tokens, usage.completion_tokens,
+                                          usage.total_tokens),
+    )
+
+
+@hookimpl
+def readiness(app: web.Application) -> dict[str, Any] | None:
+    """Queue and spool figures; unready only while requests are being refused."""
+    state = app.get(PERSISTENCE)
+    if state is None:
+        return None
+    stats = state.pipeline.stats()
+    full = state.pipeline.spool_full()
+    refusing = full and state.options.spool_full_policy == "reject"
+    return {"persistence": {"ok": not refusing, "spool_full": full, **stats}}
+
+
+@hookimpl
+def gauges(app: web.Application) -> list[tuple[str, dict[str, str], float]] | None:
+    """persistence_queue_depth, _spool_bytes, _lag_seconds, _write_failures_total and more."""
+    state = app.get(PERSISTENCE)
+    if state is None:
+        return None
+    s = state.pipeline.stats()
+    return [
+        ("persistence_queue_depth", {}, float(s["queue_depth"])),
+        ("persistence_memory_records", {}, float(s["memory_records"])),
+        ("persistence_spool_bytes", {}, float(s["spool_bytes"])),
+        ("persistence_lag_seconds", {}, float(s["lag_seconds"])),
+        ("persistence_database_writable", {}, 1.0 if s["database_writable"] else 0.0),
+        ("persistence_write_failures_total", {}, float(s["write_failures_total"])),
+        ("persistence_dropped_records_total", {}, float(s["dropped_records_total"])),
+        ("persistence_rejected_records_total", {}, float(s["rejected_records_total"])),
+    ]

@@ -1,0 +1,211 @@
+"""``mistral-sidecar conversations show ID`` and ``mistral-sidecar usage``: reading records back."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+from plugins.persistence.records import canonical_time
+from plugins.store import DatabaseUnavailable, open_database
+from plugins.store.db import Database, Row
+from proxy.settings import Settings
+
+
+def register(subparsers: argparse._SubParsersAction[Any]) -> None:
+    """Add the ``conversations`` and ``usage`` commands."""
+    conversations = subparsers.add_parser(
+        "conversations", help="read stored conversations",
+        description="Read conversations recorded by the persistence plugin.")
+    actions = conversations.add_subparsers(dest="action", metavar="ACTION")
+    actions.required = True
+    show = actions.add_parser("show", help="print a conversation and its entries",
+                              description="Print a stored conversation and every entry of it, "
+                              "oldest first.")
+    show.add_argument("conversation_id", metavar="ID")
+    show.add_argument("--json", action="store_true", help="print JSON instead of text")
+    show.add_argument("--config", metavar="FILE", help="YAML configuration file")
+    show.set_defaults(handler=cmd_conversations_show)
+
+    usage = subparsers.add_parser(
+        "usage", help="print tokens and requests per owner and model",
+        description="Sum the usage log (chat, FIM, embeddings, agent completions and "
+        "conversations) per owner and model.")
+    usage.add_argument("--since", metavar="DATE",
+                       help="only requests at or after DATE (YYYY-MM-DD or ISO-8601, UTC "
+                       "unless it names a zone)")
+    usage.add_argument("--owner", help="only this owner")
+    usage.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    usage.add_argument("--config", metavar="FILE", help="YAML configuration file")
+    usage.set_defaults(handler=cmd_usage)
+
+
+def _run(settings: Settings, work: Any) -> int:
+    async def main() -> int:
+        try:
+            db = await open_database(settings)
+        except DatabaseUnavailable as exc:
+            print(f"mistral-sidecar: {exc}", file=sys.stderr)
+            return 1
+        try:
+            return int(await work(db))
+        except Exception as exc:
+            if "no such table" in str(exc) or "does not exist" in str(exc):
+                print("mistral-sidecar: the database has no persistence tables; run "
+                      "`mistral-sidecar migrate`", file=sys.stderr)
+                return 1
+            raise
+        finally:
+            await db.close()
+
+    return asyncio.run(main())
+
+
+# --- conversations show ----------------------------------------------------------------------
+
+
+def cmd_conversations_show(args: argparse.Namespace, settings: Settings) -> int:
+    """Print one conversation with its entries."""
+
+    async def work(db: Database) -> int:
+        conversation = await db.fetchone("SELECT * FROM conversations WHERE id = ?",
+                                         (args.conversation_id,))
+        if conversation is None:
+            print(f"mistral-sidecar: conversation {args.conversation_id} is not in the store",
+                  file=sys.stderr)
+            return 1
+        entries = await db.fetchall(
+            "SELECT * FROM conversation_entries WHERE conversation_id = ? ORDER BY seq",
+            (args.conversation_id,))
+        conversation, entries = _plain(conversation), [_plain(e) for e in entries]
+        if args.json:
+            print(json.dumps({"conversation": conversation, "entries": entries},
+                             ensure_ascii=False, indent=2))
+        else:
+            sys.stdout.write(format_conversation(conversation, entries))
+        return 0
+
+    return _run(settings, work)
+
+
+def format_conversation(conversation: Row, entries: list[Row]) -> str:
+    """A conversation and its entries as readable text."""
+    c = conversation
+    lines = [f"conversation {c['id']}  status {c['status']}  owner {c['owner_id']}"]
+    who = [f"agent {c['agent_id']}" if c.get("agent_id") else "",
+           f"model {c['model']}" if c.get("model") else "",
+           f"name {c['name']!r}" if c.get("name") else ""]
+    if any(who):
+        lines.append("  ".join(w for w in who if w))
+    lines.append(f"created {c['created_at']}  updated {c['updated_at']}")
+    if c.get("description"):
+        lines.append(f"description: {c['description']}")
+    if c.get("metadata"):
+        lines.append(f"metadata: {json.dumps(c['metadata'], ensure_ascii=False)}")
+    if c.get("restarted_from_conversation_id"):
+        lines.append(f"restarted from {c['restarted_from_conversation_id']} at entry "
+                     f"{c.get('restarted_from_entry_id') or '?'}")
+    lines.append(f"{len(entries)} entries")
+    for e in entries:
+        detail = [f"[{e['seq']}]", e["created_at"] or "", e["type"]]
+        for label, key in (("role", "role"), ("model", "model"), ("agent", "agent_id"),
+                           ("tool", "tool_name"), ("call", "tool_call_id")):
+            if e.get(key):
+                detail.append(f"{label}={e[key]}")
+        detail.append(f"tokens={e['prompt_tokens']}/{e['completion_tokens']}")
+        detail.append(f"id={e['id']}")
+        lines.append("")
+        lines.append("  ".join(detail))
+        text = e.get("content_text")
+        if text is None and e.get("content_json") is not None:
+            text = json.dumps(e["content_json"], ensure_ascii=False)
+        for line in (text or "").splitlines() or [""]:
+            lines.append(f"    {line}")
+    return "\n".join(lines) + "\n"
+
+
+# --- usage -----------------------------------------------------------------------------------
+
+
+def cmd_usage(args: argparse.Namespace, settings: Settings) -> int:
+    """Print tokens and requests per owner and model."""
+    since = None
+    if args.since:
+        since = parse_since(args.since)
+        if since is None:
+            print(f"mistral-sidecar: --since {args.since!r}: expected a date such as "
+                  "2025-01-31 or an ISO-8601 time", file=sys.stderr)
+            return 2
+
+    async def work(db: Database) -> int:
+        where, params = [], []
+        if since is not None:
+            where.append("created_at >= ?")
+            params.append(since)
+        if args.owner:
+            where.append("owner_id = ?")
+            params.append(args.owner)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        rows = await db.fetchall(
+            "SELECT owner_id, model, COUNT(*) AS requests, "
+            "SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END) AS errors, "
+            "SUM(prompt_tokens) AS prompt_tokens, SUM(completion_tokens) AS completion_tokens, "
+            f"SUM(total_tokens) AS total_tokens FROM usage_log {clause} "
+            "GROUP BY owner_id, model ORDER BY owner_id, model", params)
+        summary = [{k: (int(v) if k not in ("owner_id", "model") and v is not None else v)
+                    for k, v in row.items()} for row in rows]
+        if args.json:
+            print(json.dumps(summary, indent=2))
+        else:
+            sys.stdout.write(format_usage(summary))
+        return 0
+
+    return _run(settings, work)
+
+
+def parse_since(text: str) -> str | None:
+    """``--since`` as canonical timestamp text; ``None`` if it is not a date."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return canonical_time(moment)
+
+
+def format_usage(rows: list[dict[str, Any]]) -> str:
+    """The usage summary as an aligned table with a total line."""
+    header = ("owner", "model", "requests", "errors", "prompt", "completion", "total")
+    table = [[str(r["owner_id"]), str(r["model"] or "-"), str(r["requests"]), str(r["errors"]),
+              str(r["prompt_tokens"]), str(r["completion_tokens"]), str(r["total_tokens"])]
+             for r in rows]
+    totals = [sum(int(r[k]) for r in rows) for k in ("requests", "errors", "prompt_tokens",
+                                                      "completion_tokens", "total_tokens")]
+    table.append(["TOTAL", "", *(str(t) for t in totals)])
+    widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(header)]
+    out = []
+    for row in [list(header), *table]:
+        cells = [row[i].ljust(widths[i]) if i < 2 else row[i].rjust(widths[i])
+                 for i in range(len(header))]
+        out.append("  ".join(cells).rstrip())
+    return "\n".join(out) + "\n"
+
+
+def _plain(row: Row) -> dict[str, Any]:
+    """A row with canonical timestamps and parsed JSON, the same from both databases."""
+    out: dict[str, Any] = {}
+    for key, value in row.items():
+        if key.endswith("_at"):
+            value = canonical_time(value, None if value is None else str(value))
+        elif key in ("content_json", "metadata", "tools", "completion_args",
+                     "content") and isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except ValueError:
+                pass
+        out[key] = value
+    return out

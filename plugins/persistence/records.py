@@ -1,0 +1,72 @@
+"""What the persistence plugin writes: one :class:`Record` per row change, as JSON lines.
+
+A record is self-contained and idempotent to apply (every write is an upsert keyed by the
+row's id), so the same record may be written twice (a replayed spool, a commit whose
+acknowledgement was lost) without changing the result.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+#: Record kinds, one per kind of row change (see :mod:`plugins.persistence.writer`).
+AGENT = "agent"
+AGENT_DELETED = "agent_deleted"
+CONVERSATION = "conversation"
+ENTRY = "entry"
+USAGE = "usage"
+KINDS = frozenset({AGENT, AGENT_DELETED, CONVERSATION, ENTRY, USAGE})
+
+_TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+@dataclass(slots=True)
+class Record:
+    """One row change: its ``kind``, its column values (``data``) and when it was made (``at``,
+    Unix seconds, used for the lag gauge)."""
+
+    kind: str
+    data: dict[str, Any]
+    at: float
+
+    def to_line(self) -> bytes:
+        """The record as one JSON line (the spool format)."""
+        return json.dumps({"kind": self.kind, "at": self.at, "data": self.data},
+                          ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+
+    @classmethod
+    def from_line(cls, line: bytes) -> Record:
+        """Parse a spool line; raises ``ValueError`` if it is not a record."""
+        obj = json.loads(line)
+        if not isinstance(obj, dict) or obj.get("kind") not in KINDS or not isinstance(
+                obj.get("data"), dict):
+            raise ValueError("not a persistence record")
+        return cls(obj["kind"], obj["data"], float(obj.get("at") or 0.0))
+
+
+def iso_from_unix(seconds: float) -> str:
+    """Unix seconds as the canonical timestamp text (UTC, microseconds, ``Z``)."""
+    return datetime.fromtimestamp(seconds, UTC).strftime(_TS_FORMAT)
+
+
+def canonical_time(value: Any, fallback: str | None = None) -> str | None:
+    """Any ISO-8601 timestamp (or datetime) as canonical UTC text; ``fallback`` if unusable.
+
+    One format everywhere keeps SQLite's text comparisons chronological and lets PostgreSQL
+    parse the same strings into ``TIMESTAMPTZ``.
+    """
+    if isinstance(value, datetime):
+        moment = value
+    elif isinstance(value, str) and value:
+        try:
+            moment = datetime.fromisoformat(value)
+        except ValueError:
+            return fallback
+    else:
+        return fallback
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime(_TS_FORMAT)

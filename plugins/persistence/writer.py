@@ -1,0 +1,238 @@
+"""Applying records to the database: idempotent upserts, one batch per transaction.
+
+Every statement is valid in PostgreSQL and SQLite. Applying a record twice changes nothing
+(``ON CONFLICT`` on the row's id), which is what makes spool replay exactly-once. Records are
+applied in order; consecutive records of one kind share one ``executemany``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from plugins.persistence.records import (
+    AGENT,
+    AGENT_DELETED,
+    ENTRY,
+    USAGE,
+    Record,
+)
+from plugins.store.db import Executor
+
+_LATER = "CASE WHEN excluded.{c} > conversations.{c} THEN excluded.{c} ELSE conversations.{c} END"
+_EARLIER = ("CASE WHEN excluded.{c} < conversations.{c} THEN excluded.{c} "
+            "ELSE conversations.{c} END")
+
+_AGENT_SQL = """
+INSERT INTO agents (id, name, description, model, instructions, version, tools,
+                    completion_args, owner_id, status, created_at, updated_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'active', ?, ?)
+ON CONFLICT (id) DO UPDATE SET
+    name = excluded.name, description = excluded.description, model = excluded.model,
+    instructions = excluded.instructions, version = excluded.version, tools = excluded.tools,
+    completion_args = excluded.completion_args, status = excluded.status,
+    updated_at = excluded.updated_at
+"""
+
+_AGENT_DELETED_SQL = """
+INSERT INTO agents (id, owner_id, status, created_at, updated_at)
+VALUES (?, ?, 'deleted', ?, ?)
+ON CONFLICT (id) DO UPDATE SET status = 'deleted', updated_at = excluded.updated_at
+"""
+
+_CONVERSATION_SQL = {
+    "start": f"""
+INSERT INTO conversations (id, agent_id, model, owner_id, name, description, metadata, status,
+                           created_at, updated_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, 'active', ?, ?)
+ON CONFLICT (id) DO UPDATE SET
+    agent_id = COALESCE(excluded.agent_id, conversations.agent_id),
+    model = COALESCE(excluded.model, conversations.model),
+    name = COALESCE(excluded.name, conversations.name),
+    description = COALESCE(excluded.description, conversations.description),
+    metadata = COALESCE(excluded.metadata, conversations.metadata),
+    created_at = {_EARLIER.format(c="created_at")}
+""",
+    "touch": f"""
+INSERT INTO conversations (id, agent_id, model, owner_id, status, created_at, updated_at)
+VALUES (?, ?, ?, ?, 'active', ?, ?)
+ON CONFLICT (id) DO UPDATE SET
+    agent_id = COALESCE(conversations.agent_id, excluded.agent_id),
+    model = COALESCE(conversations.model, excluded.model),
+    updated_at = {_LATER.format(c="updated_at")}
+""",
+    "restart": """
+INSERT INTO conversations (id, agent_id, model, owner_id, name, description, metadata, status,
+                           created_at, updated_at, restarted_from_conversation_id,
+                           restarted_from_entry_id)
+VALUES (?,
+        COALESCE(?, (SELECT s.agent_id FROM conversations s WHERE s.id = ?)),
+        COALESCE(?, (SELECT s.model FROM conversations s WHERE s.id = ?)),
+        ?,
+        (SELECT s.name FROM conversations s WHERE s.id = ?),
+        (SELECT s.description FROM conversations s WHERE s.id = ?),
+        COALESCE(?, (SELECT s.metadata FROM conversations s WHERE s.id = ?)),
+        'active', ?, ?, ?, ?)
+ON CONFLICT (id) DO NOTHING
+""",
+    "delete": f"""
+INSERT INTO conversations (id, owner_id, status, created_at, updated_at)
+VALUES (?, ?, 'deleted', ?, ?)
+ON CONFLICT (id) DO UPDATE SET
+    status = 'deleted', updated_at = {_LATER.format(c="updated_at")}
+""",
+}
+
+_ENTRY_SQL = """
+INSERT INTO conversation_entries (id, conversation_id, seq, type, role, content_text,
+                                  content_json, prompt_tokens, completion_tokens, total_tokens,
+                                  model, agent_id, tool_name, tool_call_id, parent_entry_id,
+                                  request_id, created_at, completed_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (id) DO NOTHING
+"""
+
+_USAGE_SQL = """
+INSERT INTO usage_log (id, request_id, owner_id, operation, model, agent_id, conversation_id,
+                       status, streamed, prompt_tokens, completion_tokens, total_tokens,
+                       latency_ms, created_at, content)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (id) DO NOTHING
+"""
+
+_IN_CHUNK = 500
+
+
+async def write_batch(tx: Executor, records: Sequence[Record]) -> None:
+    """Apply ``records`` in order on ``tx`` (the caller owns the transaction)."""
+    start = 0
+    while start < len(records):
+        key = _group_key(records[start])
+        end = start + 1
+        while end < len(records) and _group_key(records[end]) == key:
+            end += 1
+        group = records[start:end]
+        if key[0] == ENTRY:
+            await _write_entries(tx, group)
+        else:
+            sql, params = _statement(*key)
+            await tx.executemany(sql, [params(r.data) for r in group])
+        start = end
+
+
+def _group_key(record: Record) -> tuple[str, str]:
+    return record.kind, str(record.data.get("mode", ""))
+
+
+def _agent_params(d: dict[str, Any]) -> tuple[Any, ...]:
+    return (d["id"], _t(d.get("name")), _t(d.get("description")), _t(d.get("model")),
+            _t(d.get("instructions")), d.get("version"), _j(d.get("tools")),
+            _j(d.get("completion_args")), d["owner_id"], d["created_at"], d["updated_at"])
+
+
+def _agent_deleted_params(d: dict[str, Any]) -> tuple[Any, ...]:
+    return d["id"], d["owner_id"], d["created_at"], d["updated_at"]
+
+
+def _conversation_params(mode: str, d: dict[str, Any]) -> tuple[Any, ...]:
+    if mode == "start":
+        return (d["id"], d.get("agent_id"), d.get("model"), d["owner_id"], _t(d.get("name")),
+                _t(d.get("description")), _j(d.get("metadata")), d["created_at"],
+                d["updated_at"])
+    if mode == "touch":
+        return (d["id"], d.get("agent_id"), d.get("model"), d["owner_id"], d["created_at"],
+                d["updated_at"])
+    if mode == "restart":
+        source = d.get("source_id")
+        return (d["id"], d.get("agent_id"), source, d.get("model"), source, d["owner_id"],
+                source, source, _j(d.get("metadata")), source, d["created_at"],
+                d["updated_at"], source, d.get("from_entry_id"))
+    return d["id"], d["owner_id"], d["created_at"], d["updated_at"]
+
+
+def _usage_params(d: dict[str, Any]) -> tuple[Any, ...]:
+    return (d["id"], d["request_id"], d["owner_id"], d["operation"], d.get("model"),
+            d.get("agent_id"), d.get("conversation_id"), int(d["status"]),
+            bool(d.get("streamed")), int(d.get("prompt_tokens") or 0),
+            int(d.get("completion_tokens") or 0), int(d.get("total_tokens") or 0),
+            d.get("latency_ms"), d["created_at"], _j(d.get("content")))
+
+
+def _statement(kind: str, mode: str) -> tuple[str, Callable[[dict[str, Any]], tuple[Any, ...]]]:
+    if kind == AGENT:
+        return _AGENT_SQL, _agent_params
+    if kind == AGENT_DELETED:
+        return _AGENT_DELETED_SQL, _agent_deleted_params
+    if kind == USAGE:
+        return _USAGE_SQL, _usage_params
+    chosen = mode if mode in _CONVERSATION_SQL else "touch"
+    return _CONVERSATION_SQL[chosen], lambda d: _conversation_params(chosen, d)
+
+
+async def _write_entries(tx: Executor, records: Sequence[Record]) -> None:
+    """Insert new entries with their position (``seq``) and parent in their conversation.
+
+    Entries already stored (a replay) are skipped before positions are handed out, so a
+    replay neither duplicates an entry nor leaves a gap in its conversation's sequence.
+    """
+    ids = [r.data["id"] for r in records]
+    existing: set[str] = set()
+    for start in range(0, len(ids), _IN_CHUNK):
+        chunk = ids[start:start + _IN_CHUNK]
+        marks = ", ".join("?" * len(chunk))
+        rows = await tx.fetchall(
+            f"SELECT id FROM conversation_entries WHERE id IN ({marks})", chunk)
+        existing.update(str(row["id"]) for row in rows)
+    last: dict[str, tuple[str | None, int]] = {}
+    rows_out = []
+    for record in records:
+        d = record.data
+        if d["id"] in existing:
+            continue
+        existing.add(d["id"])
+        conversation_id = d["conversation_id"]
+        if conversation_id not in last:
+            row = await tx.fetchone(
+                "SELECT id, seq FROM conversation_entries WHERE conversation_id = ? "
+                "ORDER BY seq DESC LIMIT 1", (conversation_id,))
+            last[conversation_id] = (str(row["id"]), int(row["seq"])) if row else (None, 0)
+        previous_id, previous_seq = last[conversation_id]
+        parent = previous_id if d.get("parent_is_previous") else d.get("parent_entry_id")
+        seq = previous_seq + 1
+        last[conversation_id] = (d["id"], seq)
+        rows_out.append((
+            d["id"], conversation_id, seq, d["type"], d.get("role"), _t(d.get("content_text")),
+            _j(d.get("content_json")), int(d.get("prompt_tokens") or 0),
+            int(d.get("completion_tokens") or 0), int(d.get("total_tokens") or 0),
+            d.get("model"), d.get("agent_id"), _t(d.get("tool_name")), d.get("tool_call_id"),
+            parent, d.get("request_id"), d["created_at"], d.get("completed_at"),
+        ))
+    if rows_out:
+        await tx.executemany(_ENTRY_SQL, rows_out)
+
+
+def _t(value: Any) -> Any:
+    # PostgreSQL text cannot hold NUL; keep the row rather than poison the batch.
+    if isinstance(value, str) and "\x00" in value:
+        return value.replace("\x00", "\ufffd")
+    return value
+
+
+def _j(value: Any) -> str | None:
+    if value is None:
+        return None
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    if "\\u0000" in text:
+        text = json.dumps(_scrub(value), ensure_ascii=False, separators=(",", ":"))
+    return text
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, list):
+        return [_scrub(v) for v in value]
+    if isinstance(value, dict):
+        return {_scrub(k): _scrub(v) for k, v in value.items()}
+    return value
