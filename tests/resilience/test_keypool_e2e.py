@@ -69,6 +69,9 @@ async def test_a_refused_key_is_skipped_while_it_cools_down(
         reply = await send(sidecar.url)
         assert (reply.status, reply.attempts) == (200, 1)
     assert upstream_keys(await mock_upstream.requests())[2:] == ["key-a"] * 3
+    ready = await send(sidecar.url, "/readyz", method="GET")
+    assert ready.status == 200
+    assert ready.body["checks"]["keypool"] == {"ok": True, "keys": 2, "cooling": 1}
 
     clock.now += 60
     await send(sidecar.url)

@@ -13,6 +13,8 @@ from multidict import CIMultiDict
 from plugins.backoff import full_jitter_delay, parse_retry_after, retry_after_header
 from plugins.retry import Retrier, RetryBudget, RetryPolicy, creates_state
 from proxy.errors import UpstreamError
+from proxy.loader import load
+from proxy.settings import ConfigError
 
 NOW = 1_800_000_000.0  # an arbitrary wall-clock instant
 
@@ -292,3 +294,27 @@ async def test_cancelled_backoff_gives_its_budget_slot_back() -> None:
         await task
     assert (machine.budget.retries, machine.budget.active) == (0, 0)
     assert given[0].released
+
+
+# --- settings -----------------------------------------------------------------------------------
+
+
+def test_policy_from_settings_defaults_the_backoff_cap_to_ten_times_base() -> None:
+    settings, _ = load(None, {"SIDECAR_PLUGINS": "retry",
+                              "SIDECAR_RETRY_BASE_INTERVAL_SECONDS": "0.1",
+                              "SIDECAR_RETRY_ON_STATUSES": "500,503"})
+    policy = RetryPolicy.from_settings(settings)
+    assert policy.max_interval == pytest.approx(1.0)
+    assert policy.retry_statuses == frozenset({500, 503})
+    assert (policy.max_attempts, policy.deadline, policy.non_idempotent) == (3, 30.0, False)
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("SIDECAR_RETRY_MAX_ATTEMPTS", "0"),
+    ("SIDECAR_RETRY_ON_STATUSES", "200"),
+    ("SIDECAR_RETRY_MAX_INTERVAL_SECONDS", "0.001"),
+])
+def test_nonsense_settings_are_refused_naming_the_variable(name: str, value: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        load(None, {"SIDECAR_PLUGINS": "retry", name: value})
+    assert name in str(refused.value)
