@@ -125,10 +125,10 @@ def _pieces(text: str) -> list[tuple[int, int]]:
 def _char_map(text: str, start: int, end: int, expected: str) -> list[tuple[int, int]] | None:
     """For each character of ``normalise(text[start:end])``, the original span it came from.
 
-    Characters are grouped into clusters (a starter and the combining marks after it, with
-    removed characters in between belonging to the cluster they sit in); each cluster is
-    normalised alone and all its output characters map to the whole cluster. ``None`` when
-    that does not reproduce ``expected``.
+    Characters are grouped into clusters (a starter and the combining marks after it; removed
+    characters between them fall inside the cluster's span); each cluster is normalised alone
+    and all its output characters map to the whole cluster. ``None`` when that does not
+    reproduce ``expected``.
     """
     out: list[str] = []
     spans: list[tuple[int, int]] = []
@@ -153,7 +153,6 @@ def _char_map(text: str, start: int, end: int, expected: str) -> list[tuple[int,
     for index in range(start, end):
         mapped = _TABLE.get(ord(text[index]), text[index])
         if mapped is None:
-            cluster_end = index + 1 if cluster else cluster_end
             continue
         if cluster and unicodedata.combining(mapped) == 0:
             flush()
