@@ -191,7 +191,8 @@ def readiness(app: web.Application) -> dict[str, Any] | None:
     return {"auth": {
         "ok": True,
         "mode": state.mode,
-        "store": "unreachable, serving cached keys" if state.health.down else "reachable",
+        "store": ("unreachable, serving cached keys" if state.health.last_ok is False
+                  else "reachable"),
         "cached_keys": len(state.authenticator.cache),
         "pending_ownership": len(state.ownership.pending),
     }}

@@ -38,6 +38,8 @@ class StoreHealth:
         self.clock = clock
         self._down_until = 0.0
         self.failures = 0
+        #: Outcome of the latest query (``None`` before the first).
+        self.last_ok: bool | None = None
 
     @property
     def down(self) -> bool:
@@ -47,10 +49,12 @@ class StoreHealth:
     def failed(self) -> None:
         """Record a failed query."""
         self.failures += 1
+        self.last_ok = False
         self._down_until = self.clock() + self.retry_after
 
     def succeeded(self) -> None:
         """Record a successful query."""
+        self.last_ok = True
         self._down_until = 0.0
 
     async def run(self, query: Awaitable[V]) -> V:

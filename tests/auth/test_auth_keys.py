@@ -129,7 +129,8 @@ async def _stored_text(env: dict[str, str]) -> str:
             cur = await conn.execute("SELECT * FROM auth_keys")
             return repr(await cur.fetchall())
     data = Path(env["SIDECAR_DATA_DIR"])
-    return "".join(p.read_bytes().decode("latin-1") for p in data.glob("sidecar.db*"))
+    files = await asyncio.to_thread(lambda: [p.read_bytes() for p in data.glob("sidecar.db*")])
+    return "".join(f.decode("latin-1") for f in files)
 
 
 async def test_keys_cli_lists_without_secrets_and_stores_only_hashes(
