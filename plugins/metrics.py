@@ -1,0 +1,681 @@
+"""The metrics plugin: Prometheus metrics on ``/metrics``.
+
+Everything is named ``mistral_sidecar_<what>_<unit>`` and labelled only with bounded values:
+operation names (``"unknown"`` for paths outside the API spec), methods, statuses, models,
+event names. Never ids or raw paths. Every family lives in a :class:`CollectorRegistry` kept on
+the application (two sidecars in one process never share counters), built at start-up with
+the label children of the hot path cached, so a request costs a few dictionary look-ups and
+lock-protected additions.
+
+Sources:
+
+- each request, once, from ``on_complete`` or ``on_error``: requests, durations, upstream
+  time, attempts, tokens, time to first token and tokens/s of streams, conversations;
+- ``on_event``: every event in ``mistral_sidecar_events_total{event}`` and the listed ones
+  in their own families (rate-limit decisions, retries, breaker transitions ...);
+- the ``gauges`` hook of the other plugins, read at scrape time: each entry becomes
+  ``mistral_sidecar_<name>``;
+- the ``readiness`` hook, read at scrape time: ``mistral_sidecar_dependency_up{dependency}``.
+
+Several worker processes: start every worker with ``PROMETHEUS_MULTIPROC_DIR`` pointing at
+one empty directory shared by them (wiped before start). prometheus-client then keeps the
+values in memory-mapped files there and ``/metrics`` of any worker reports the sum over all
+of them (gauges: see ``multiprocess_mode`` below). Gauges from other plugins' ``gauges`` hook
+and dependency health describe the worker that answered the scrape.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics_core import Metric
+
+from proxy import __version__, hookimpl
+from proxy.app import PLUGINS, SETTINGS
+from proxy.chain import await_me_maybe
+from proxy.context import RequestContext
+from proxy.errors import SidecarError
+from proxy.settings import Setting
+from proxy.sse import SSEEvent
+
+__all__ = [
+    "LATENCY_BUCKETS",
+    "METRICS",
+    "PREFIX",
+    "MetricsState",
+    "first_token",
+]
+
+logger = logging.getLogger("mistral_sidecar.metrics")
+
+PREFIX = "mistral_sidecar_"
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+#: Seconds; from a cached embedding (a few ms) to a long agent run with tools (minutes).
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0,
+                   60.0, 120.0)
+TOKENS_PER_SECOND_BUCKETS = (1.0, 5.0, 10.0, 20.0, 30.0, 50.0, 75.0, 100.0, 150.0, 200.0,
+                             300.0, 500.0, 1000.0)
+ENTRY_BUCKETS = (1.0, 2.0, 3.0, 4.0, 5.0, 8.0, 12.0, 16.0, 24.0, 32.0, 64.0)
+QUEUE_WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                      30.0)
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+_CONVERSATION_OPS = frozenset({
+    "conversations.start", "conversations.start_stream",
+    "conversations.append", "conversations.append_stream",
+    "conversations.restart", "conversations.restart_stream",
+})
+_START_OPS = frozenset({"conversations.start", "conversations.start_stream"})
+#: Conversation stream events that carry model output (the first one is the first token).
+_TOKEN_EVENTS = frozenset({"message.output.delta", "function.call.delta"})
+_NAME_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+_LABEL_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+#: Status label of a request whose caller left before any status was decided (nginx's 499).
+CLIENT_CLOSED = "499"
+
+_STATE_DONE = "metrics.done"
+_STATE_INFLIGHT = "metrics.inflight"
+_STATE_FIRST_TOKEN = "metrics.first_token"
+
+
+def first_token(ctx: RequestContext) -> float | None:
+    """``time.perf_counter()`` when the first output token of a stream was forwarded."""
+    value: float | None = ctx.state.get(_STATE_FIRST_TOKEN)
+    return value
+
+
+class BoundedValues:
+    """Keeps a label's distinct values bounded: past ``limit`` new values become ``"other"``.
+
+    Values come from upstream or plugins (model names, event fields); a misbehaving source
+    must not be able to create unbounded series.
+    """
+
+    __slots__ = ("limit", "seen")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.seen: set[str] = set()
+
+    def __call__(self, value: Any) -> str:
+        """The label value to use for ``value``."""
+        text = value if isinstance(value, str) else str(value)
+        if text in self.seen:
+            return text
+        if len(self.seen) >= self.limit or len(text) > 100:
+            return "other"
+        self.seen.add(text)
+        return text
+
+
+@dataclass
+class Health:
+    """The latest readiness report, refreshed before each scrape."""
+
+    checks: dict[str, Any] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+class PluginGaugeCollector:
+    """Exports every entry of the ``gauges`` hook as gauge ``mistral_sidecar_<name>``."""
+
+    def __init__(self, app: web.Application, reserved: set[str]) -> None:
+        self.app = app
+        self.reserved = reserved
+        self.warned: set[str] = set()
+
+    def describe(self) -> list[Metric]:
+        """Nothing up front: the names are only known at scrape time."""
+        return []
+
+    def _warn_once(self, key: str, message: str, *args: Any) -> None:
+        if key not in self.warned:
+            self.warned.add(key)
+            logger.warning(message, *args)
+
+    def collect(self) -> Iterable[Metric]:
+        """Call every plugin's ``gauges`` hook and group the values by name."""
+        families: dict[str, Metric] = {}
+        for plugin, result in self.app[PLUGINS].call_all("gauges", app=self.app):
+            for entry in result or ():
+                try:
+                    name, labels, value = entry
+                    full = PREFIX + str(name)
+                    if not _NAME_RE.match(full) or full in self.reserved:
+                        self._warn_once(f"name:{plugin}:{name}", "plugin %s reports gauge %r, "
+                                        "which is not a valid or free metric name", plugin, name)
+                        continue
+                    clean = {str(k): str(v) for k, v in (labels or {}).items()}
+                    if not all(_LABEL_RE.match(k) and not k.startswith("__") for k in clean):
+                        self._warn_once(f"labels:{plugin}:{name}", "plugin %s reports gauge %r "
+                                        "with invalid label names", plugin, name)
+                        continue
+                    family = families.get(full)
+                    if family is None:
+                        family = families[full] = Metric(
+                            full, f"Reported by the {plugin} plugin.", "gauge")
+                    family.add_sample(full, clean, float(value))
+                except (TypeError, ValueError):
+                    self._warn_once(f"entry:{plugin}", "plugin %s reports a malformed gauge "
+                                    "entry %r", plugin, entry)
+        return list(families.values())
+
+
+class HealthCollector:
+    """``mistral_sidecar_dependency_up`` and latency from the last readiness report."""
+
+    def __init__(self, health: Health) -> None:
+        self.health = health
+
+    def describe(self) -> list[Metric]:
+        """Names are fixed, but values appear only after the first refresh."""
+        return []
+
+    def collect(self) -> Iterable[Metric]:
+        """One sample per dependency the readiness hooks reported."""
+        up = Metric(PREFIX + "dependency_up",
+                    "1 when the dependency answered its last readiness check, else 0.", "gauge")
+        latency = Metric(PREFIX + "dependency_latency_seconds",
+                         "Duration of the dependency's last readiness check.", "gauge")
+        ready = True
+        for name, check in self.health.checks.items():
+            if isinstance(check, dict):
+                ok = bool(check.get("ok", True))
+                up.add_sample(up.name, {"dependency": name}, 1.0 if ok else 0.0)
+                ms = check.get("latency_ms")
+                if isinstance(ms, int | float) and not isinstance(ms, bool):
+                    latency.add_sample(latency.name, {"dependency": name}, float(ms) / 1000)
+                ready = ready and ok
+        for name in self.health.errors:
+            up.add_sample(up.name, {"dependency": name}, 0.0)
+            ready = False
+        overall = Metric(PREFIX + "ready", "1 when /readyz would answer 200, else 0.", "gauge")
+        overall.add_sample(overall.name, {}, 1.0 if ready else 0.0)
+        return [up, latency, overall]
+
+
+class MetricsState:
+    """Every metric family of one application and the cached label children."""
+
+    def __init__(self, *, owner_label: bool, readiness: bool,
+                 readiness_timeout: float, multiproc_dir: str | None) -> None:
+        self.owner_label = owner_label
+        self.readiness = readiness
+        self.readiness_timeout = readiness_timeout
+        self.multiproc_dir = multiproc_dir
+        self.registry = CollectorRegistry()
+        self.health = Health()
+        r = self.registry
+        op = ("operation",)
+
+        self.requests = Counter(
+            PREFIX + "requests", "Requests answered, by operation, method and status.",
+            ("operation", "method", "status"), registry=r)
+        self.request_duration = Histogram(
+            PREFIX + "request_duration_seconds",
+            "Time from the request's arrival to the end of its response.",
+            op, buckets=LATENCY_BUCKETS, registry=r)
+        self.upstream_duration = Histogram(
+            PREFIX + "upstream_duration_seconds",
+            "Time from the first upstream attempt to the end of the response (retries and "
+            "backoff included).", op, buckets=LATENCY_BUCKETS, registry=r)
+        self.ttft = Histogram(
+            PREFIX + "time_to_first_token_seconds",
+            "Streams: time from the request's arrival to its first output token.",
+            ("operation", "model"), buckets=LATENCY_BUCKETS, registry=r)
+        self.tokens_per_second = Histogram(
+            PREFIX + "stream_output_tokens_per_second",
+            "Streams: completion tokens per second after the first token.",
+            ("operation", "model"), buckets=TOKENS_PER_SECOND_BUCKETS, registry=r)
+        token_labels = ("model", "kind", "owner") if owner_label else ("model", "kind")
+        self.tokens = Counter(
+            PREFIX + "tokens", "Tokens reported in upstream usage, by model and kind "
+            "(prompt, completion).", token_labels, registry=r)
+        self.errors = Counter(
+            PREFIX + "errors", "Errors the sidecar answered itself (or streams that broke), "
+            "by operation and error code.", ("operation", "code"), registry=r)
+        self.attempts = Counter(
+            PREFIX + "upstream_attempts", "Requests sent upstream, retries included.",
+            op, registry=r)
+        self.inflight = Gauge(
+            PREFIX + "requests_in_flight", "Requests received and not yet answered.",
+            registry=r, multiprocess_mode="livesum")
+        self.conversations_started = Counter(
+            PREFIX + "conversations_started", "Conversations started successfully, by whether "
+            "an agent or a model answers them.", ("target",), registry=r)
+        self.conversation_entries = Histogram(
+            PREFIX + "conversation_entries", "Output entries per conversation response "
+            "(entry_count).", op, buckets=ENTRY_BUCKETS, registry=r)
+        self.conversation_duration = Histogram(
+            PREFIX + "conversation_duration_seconds", "Duration of conversation requests "
+            "(start, append, restart), streamed or not.", op, buckets=LATENCY_BUCKETS,
+            registry=r)
+        self.queue_wait = Histogram(
+            PREFIX + "queue_wait_seconds", "Time requests waited for a concurrency slot, by "
+            "outcome (admitted, rejected).", ("outcome",), buckets=QUEUE_WAIT_BUCKETS,
+            registry=r)
+        # Families fed by events.
+        self.events = Counter(PREFIX + "events", "Plugin events, by name.", ("event",),
+                              registry=r)
+        self.ratelimit = Counter(
+            PREFIX + "ratelimit_decisions", "Rate-limit decisions, by limit (requests, "
+            "tokens), decision (allowed, rejected) and scope.", ("limit", "decision", "scope"),
+            registry=r)
+        self.fallback_active = Gauge(
+            PREFIX + "ratelimit_fallback_active", "1 while the in-process limiter stands in "
+            "for an unusable Redis.", registry=r, multiprocess_mode="livemax")
+        self.fallbacks = Counter(
+            PREFIX + "ratelimit_fallbacks", "Times the limiter fell back to in-process "
+            "limiting.", registry=r)
+        self.retries = Counter(PREFIX + "retries", "Retries, by reason.", ("reason",),
+                               registry=r)
+        self.breaker_transitions = Counter(
+            PREFIX + "breaker_transitions", "Circuit-breaker state changes.",
+            ("from_state", "to_state"), registry=r)
+        self.breaker_rejections = Counter(
+            PREFIX + "breaker_rejections", "Calls the circuit breaker refused, by state.",
+            ("state",), registry=r)
+        self.concurrency_rejections = Counter(
+            PREFIX + "concurrency_rejections", "Requests refused for lack of a concurrency "
+            "slot, by scope.", ("scope",), registry=r)
+        self.keypool_cooldowns = Counter(
+            PREFIX + "keypool_cooldowns", "Upstream keys put in cool-down, by key index and "
+            "status.", ("key_index", "status"), registry=r)
+        self.guard_detections = Counter(
+            PREFIX + "guard_detections", "Input-guard detections, by rule and mode.",
+            ("rule", "mode"), registry=r)
+        self.auth_denials = Counter(
+            PREFIX + "auth_denials", "Requests denied by authentication or authorisation.",
+            ("status", "reason"), registry=r)
+        self.spooled = Counter(
+            PREFIX + "persistence_spooled_records", "Records written to the spool file while "
+            "the database was unusable.", registry=r)
+        self.replayed = Counter(
+            PREFIX + "persistence_replayed_records", "Spooled records replayed into the "
+            "database.", registry=r)
+        self.write_failures = Counter(
+            PREFIX + "persistence_write_failures", "Failed database writes.", registry=r)
+        self.build_info = Gauge(
+            PREFIX + "build_info", "Always 1; the version label says what runs.", ("version",),
+            registry=r, multiprocess_mode="max")
+        self.build_info.labels(__version__).set(1)
+
+        # Label guards for values that come from upstream or other plugins.
+        self.models = BoundedValues(100)
+        self.owners = BoundedValues(1000)
+        self._guards: dict[Any, BoundedValues] = {}
+        self._children: dict[Any, dict[tuple[Any, ...], Any]] = {}
+
+        # Cached children of the per-request families.
+        self._requests: dict[tuple[str, str, int], Any] = {}
+        self._per_op: dict[str, tuple[Any, Any, Any]] = {}
+        self._tokens: dict[tuple[str, ...], tuple[Any, Any]] = {}
+        self._stream: dict[tuple[str, str], tuple[Any, Any]] = {}
+        self._handlers: dict[str, Callable[[dict[str, Any]], None]] = {
+            "ratelimit.decision": self._on_ratelimit,
+            "ratelimit.fallback": self._on_fallback,
+            "concurrency.rejected": self._on_concurrency,
+            "retry.attempt": self._on_retry,
+            "breaker.transition": self._on_breaker_transition,
+            "breaker.rejected": self._on_breaker_rejected,
+            "keypool.cooldown": self._on_keypool,
+            "guard.detection": self._on_guard,
+            "auth.denied": self._on_auth,
+            "persistence.spooled": self._on_spooled,
+            "persistence.replayed": self._on_replayed,
+            "persistence.write_failed": self._on_write_failed,
+        }
+        self.own_names = _sample_names(self.registry)
+        self.own_names.update(PREFIX + n for n in ("dependency_up", "dependency_latency_seconds",
+                                                   "ready"))
+        self.exposed = self.registry
+
+    # --- per request --------------------------------------------------------------------
+
+    def request_started(self, ctx: RequestContext) -> None:
+        """Count the request as in flight until it is finished."""
+        ctx.state[_STATE_INFLIGHT] = True
+        self.inflight.inc()
+
+    def request_finished(self, ctx: RequestContext) -> None:
+        """Record a finished request exactly once, whichever hook reports it."""
+        state = ctx.state
+        if _STATE_DONE in state:
+            return
+        state[_STATE_DONE] = True
+        if state.pop(_STATE_INFLIGHT, False):
+            self.inflight.dec()
+        operation = ctx.operation_name
+        status = ctx.response_status
+        key = (operation, ctx.method, status or 0)
+        child = self._requests.get(key)
+        if child is None:
+            method = ctx.method if ctx.method in _METHODS else "other"
+            child = self._requests[key] = self.requests.labels(
+                operation, method, str(status) if status else CLIENT_CLOSED)
+        child.inc()
+
+        per_op = self._per_op.get(operation)
+        if per_op is None:
+            per_op = self._per_op[operation] = (
+                self.request_duration.labels(operation),
+                self.upstream_duration.labels(operation),
+                self.attempts.labels(operation))
+        duration_child, upstream_child, attempts_child = per_op
+        timing = ctx.timing
+        finished = timing.finished
+        if finished is None:
+            finished = timing.finished = time.perf_counter()
+        duration = finished - timing.started
+        duration_child.observe(duration)
+        if timing.upstream_started is not None:
+            upstream_child.observe(finished - timing.upstream_started)
+        if ctx.attempts:
+            attempts_child.inc(ctx.attempts)
+
+        wait_ms = ctx.log.get("queue_wait_ms")
+        if isinstance(wait_ms, int | float):
+            self.queue_wait.labels("admitted").observe(wait_ms / 1000)
+
+        if status is None or not 200 <= status < 300:
+            return
+        usage = ctx.usage
+        body = ctx.response_json
+        model: str | None = None
+        if usage is not None or ctx.is_stream or operation in _CONVERSATION_OPS:
+            model = self._model(ctx, body)
+        if usage is not None:
+            self._count_tokens(ctx, model or "unknown", usage.prompt_tokens,
+                               usage.completion_tokens)
+        first = state.get(_STATE_FIRST_TOKEN)
+        if first is not None:
+            ttft_child, tps_child = self._stream_children(operation, model or "unknown")
+            ttft_child.observe(first - timing.started)
+            generating = finished - first
+            if usage is not None and usage.completion_tokens > 1 and generating > 0:
+                tps_child.observe((usage.completion_tokens - 1) / generating)
+        if operation in _CONVERSATION_OPS:
+            self._count_conversation(ctx, operation, body, duration)
+
+    def _model(self, ctx: RequestContext, body: Any) -> str | None:
+        model = body.get("model") if isinstance(body, dict) else None
+        if not isinstance(model, str) or not model:
+            model = ctx.resource_ids.get("model")
+        if not model and isinstance(body, dict):
+            for entry in body.get("outputs") or ():
+                if isinstance(entry, dict) and isinstance(entry.get("model"), str):
+                    model = entry["model"]
+                    break
+        return self.models(model) if model else None
+
+    def _count_tokens(self, ctx: RequestContext, model: str, prompt: int,
+                      completion: int) -> None:
+        if self.owner_label:
+            owner = ctx.identity.owner if ctx.identity is not None else "anonymous"
+            key: tuple[str, ...] = (model, self.owners(owner))
+        else:
+            key = (model,)
+        children = self._tokens.get(key)
+        if children is None:
+            children = self._tokens[key] = (
+                self.tokens.labels(key[0], "prompt", *key[1:]),
+                self.tokens.labels(key[0], "completion", *key[1:]))
+        if prompt:
+            children[0].inc(prompt)
+        if completion:
+            children[1].inc(completion)
+
+    def _stream_children(self, operation: str, model: str) -> tuple[Any, Any]:
+        key = (operation, model)
+        children = self._stream.get(key)
+        if children is None:
+            children = self._stream[key] = (self.ttft.labels(operation, model),
+                                            self.tokens_per_second.labels(operation, model))
+        return children
+
+    def _count_conversation(self, ctx: RequestContext, operation: str, body: Any,
+                            duration: float) -> None:
+        self.conversation_duration.labels(operation).observe(duration)
+        if isinstance(body, dict) and isinstance(body.get("outputs"), list):
+            self.conversation_entries.labels(operation).observe(len(body["outputs"]))
+        if operation in _START_OPS:
+            target = "agent" if ctx.resource_ids.get("agent_id") else "model"
+            self.conversations_started.labels(target).inc()
+
+    def request_failed(self, ctx: RequestContext, error: SidecarError) -> None:
+        """Count an error answer (or broken stream)."""
+        self._inc(self.errors, (ctx.operation_name, error.code))
+        # A stream that broke after it started still reaches on_complete, which counts it.
+        if ctx.log.get("outcome") != "upstream_broken":
+            self.request_finished(ctx)
+
+    # --- events -------------------------------------------------------------------------
+
+    def _inc(self, family: Counter, values: tuple[Any, ...], amount: float = 1.0) -> None:
+        """Add to the child of ``family`` for ``values``, cached, labels kept bounded."""
+        cache = self._children.get(family)
+        if cache is None:
+            cache = self._children[family] = {}
+        try:
+            child = cache.get(values)
+        except TypeError:
+            values = tuple(str(v) for v in values)
+            child = cache.get(values)
+        if child is None:
+            guard = self._guards.setdefault(family, BoundedValues(50))
+            child = family.labels(*(guard("none" if v is None else v) for v in values))
+            if len(cache) < 1000:
+                cache[values] = child
+        child.inc(amount)
+
+    def event(self, name: str, fields: dict[str, Any]) -> None:
+        """Count one plugin event, generically and in its own family when it has one."""
+        self._inc(self.events, (name,))
+        handler = self._handlers.get(name)
+        if handler is not None:
+            handler(fields)
+
+    def _on_ratelimit(self, f: dict[str, Any]) -> None:
+        self._inc(self.ratelimit, (f.get("limit", "requests"),
+                                   "allowed" if f.get("allowed") else "rejected",
+                                   f.get("scope")))
+
+    def _on_fallback(self, f: dict[str, Any]) -> None:
+        active = bool(f.get("active"))
+        self.fallback_active.set(1 if active else 0)
+        if active:
+            self.fallbacks.inc()
+
+    def _on_concurrency(self, f: dict[str, Any]) -> None:
+        self._inc(self.concurrency_rejections, (f.get("scope"),))
+        waited = f.get("waited_s")
+        if isinstance(waited, int | float):
+            self.queue_wait.labels("rejected").observe(waited)
+
+    def _on_retry(self, f: dict[str, Any]) -> None:
+        self._inc(self.retries, (f.get("reason"),))
+
+    def _on_breaker_transition(self, f: dict[str, Any]) -> None:
+        self._inc(self.breaker_transitions, (f.get("from_state"), f.get("to_state")))
+
+    def _on_breaker_rejected(self, f: dict[str, Any]) -> None:
+        self._inc(self.breaker_rejections, (f.get("state"),))
+
+    def _on_keypool(self, f: dict[str, Any]) -> None:
+        self._inc(self.keypool_cooldowns, (f.get("key_index"), f.get("status")))
+
+    def _on_guard(self, f: dict[str, Any]) -> None:
+        self._inc(self.guard_detections, (f.get("rule"), f.get("mode")))
+
+    def _on_auth(self, f: dict[str, Any]) -> None:
+        self._inc(self.auth_denials, (f.get("status"), f.get("reason")))
+
+    def _on_spooled(self, f: dict[str, Any]) -> None:
+        self.spooled.inc(_count(f.get("records")))
+
+    def _on_replayed(self, f: dict[str, Any]) -> None:
+        self.replayed.inc(_count(f.get("records")))
+
+    def _on_write_failed(self, f: dict[str, Any]) -> None:
+        self.write_failures.inc()
+
+    # --- scrape -------------------------------------------------------------------------
+
+    async def refresh_health(self, app: web.Application) -> None:
+        """Ask every plugin's ``readiness`` hook, each within the configured timeout."""
+        checks: dict[str, Any] = {}
+        errors: dict[str, str] = {}
+        for name, result in app[PLUGINS].call_all("readiness", app=app):
+            try:
+                async with asyncio.timeout(self.readiness_timeout):
+                    report = await await_me_maybe(result)
+            except Exception as exc:
+                errors[name] = type(exc).__name__
+                continue
+            if isinstance(report, dict):
+                checks.update(report)
+        self.health.checks = checks
+        self.health.errors = errors
+
+    def exposition(self) -> bytes:
+        """The text exposition of this application's metrics (all workers' in multi-process
+        mode)."""
+        return generate_latest(self.exposed)
+
+
+def _sample_names(registry: CollectorRegistry) -> set[str]:
+    """Every sample name the families in ``registry`` may expose."""
+    names: set[str] = set()
+    for family in registry.collect():
+        names.add(family.name)
+        names.update(family.name + suffix for suffix in
+                     ("_total", "_created", "_bucket", "_count", "_sum", "_info", "_gcount",
+                      "_gsum"))
+    return names
+
+
+def _count(value: Any) -> float:
+    return float(value) if isinstance(value, int | float) and value > 0 else 1.0
+
+
+METRICS = web.AppKey("metrics_state", MetricsState)
+
+
+@hookimpl
+def sidecar_settings() -> list[Setting]:
+    """Metrics settings."""
+    return [
+        Setting("metrics.owner_label", "bool", False,
+                "Also label token counts by owner (one series per owner and model: enable "
+                "only with a bounded number of owners).", env="SIDECAR_METRICS_OWNER_LABEL"),
+        Setting("metrics.readiness", "bool", True,
+                "Run the readiness checks on each scrape and export dependency health.",
+                env="SIDECAR_METRICS_READINESS"),
+        Setting("metrics.readiness_timeout_seconds", "float", 2.0,
+                "Longest wait for each readiness check during a scrape.",
+                env="SIDECAR_METRICS_READINESS_TIMEOUT_SECONDS", minimum=0.01),
+    ]
+
+
+@hookimpl
+def startup(app: web.Application) -> None:
+    """Build the registry, its families and (in multi-process mode) the aggregating view."""
+    settings = app[SETTINGS]
+    multiproc_dir = os.environ.get(MULTIPROC_ENV) or None
+    state = MetricsState(
+        owner_label=bool(settings["metrics.owner_label"]),
+        readiness=bool(settings["metrics.readiness"]),
+        readiness_timeout=float(settings["metrics.readiness_timeout_seconds"]),
+        multiproc_dir=multiproc_dir,
+    )
+    plugin_gauges = PluginGaugeCollector(app, state.own_names)
+    health = HealthCollector(state.health)
+    if multiproc_dir is not None:
+        from prometheus_client import multiprocess
+
+        exposed = CollectorRegistry()
+        multiprocess.MultiProcessCollector(exposed, path=multiproc_dir)
+        state.exposed = exposed
+    state.exposed.register(plugin_gauges)
+    state.exposed.register(health)
+    app[METRICS] = state
+
+
+@hookimpl
+def shutdown(app: web.Application) -> None:
+    """In multi-process mode, drop this worker's live gauges from the shared directory."""
+    state = app.get(METRICS)
+    if state is not None and state.multiproc_dir is not None:
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(os.getpid(), state.multiproc_dir)
+
+
+@hookimpl
+def on_request(ctx: RequestContext) -> None:
+    """The request is in flight from here on."""
+    ctx.app[METRICS].request_started(ctx)
+
+
+@hookimpl
+def on_stream_event(ctx: RequestContext, event: SSEEvent) -> None:
+    """Note when the first output token went to the caller."""
+    state = ctx.state
+    if _STATE_FIRST_TOKEN in state:
+        return
+    name = event.event
+    if name is None:
+        data = event.data
+        if data == "[DONE]" or (('"content":""' in data or '"content": ""' in data)
+                                and '"tool_calls"' not in data):
+            return
+    elif name not in _TOKEN_EVENTS:
+        return
+    now = time.perf_counter()
+    state[_STATE_FIRST_TOKEN] = now
+    ctx.log["ttft_ms"] = round((now - ctx.timing.started) * 1000, 2)
+
+
+@hookimpl
+def on_complete(ctx: RequestContext) -> None:
+    """Record the finished request."""
+    ctx.app[METRICS].request_finished(ctx)
+
+
+@hookimpl
+def on_error(ctx: RequestContext, error: SidecarError) -> None:
+    """Record an error answer."""
+    ctx.app[METRICS].request_failed(ctx, error)
+
+
+@hookimpl
+def on_event(app: web.Application, ctx: RequestContext | None, name: str,
+             fields: dict[str, Any]) -> None:
+    """Count a plugin event."""
+    state = app.get(METRICS)
+    if state is not None:
+        state.event(name, fields)
+
+
+@hookimpl
+def metrics_exposition(app: web.Application) -> Any:
+    """This plugin's part of ``/metrics`` (refreshing dependency health first)."""
+    state = app[METRICS]
+    if not state.readiness:
+        return state.exposition()
+
+    async def expose() -> bytes:
+        await state.refresh_health(app)
+        return state.exposition()
+
+    return expose()

@@ -1,0 +1,88 @@
+"""A test plugin standing in for the plugins observability watches (auth, persistence, rate
+limiting, concurrency, key pool, guard) without needing them.
+
+Request headers drive it:
+
+- ``X-Test-Owner`` / ``X-Test-Role``: ``ctx.identity`` (what the auth plugin sets from a key);
+  without them the caller is owner ``team-a``, role ``user``.
+- ``X-Test-Emit``: a JSON list of ``[name, fields]`` or ``[name, fields, "background"]``
+  events to emit (background ones without the request).
+- ``X-Test-Reject``: reject with a 429 of the sidecar's own, as a rate limiter does.
+- ``X-Test-Answer``: answer 200 directly, without going upstream.
+- ``X-Test-Leak``: log secrets (upstream key, DB password, a bearer token, a URL password)
+  to prove they are redacted.
+
+Every request also logs one line from this module (logger ``tests.obs_fakes``), to check that
+lines of other modules carry the request id. ``gauges`` reports persistence values and
+``readiness`` an unreachable Redis.
+
+Enable with ``SIDECAR_PLUGINS="...,tests.observability.obs_fakes"``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from aiohttp import web
+
+from proxy import hookimpl
+from proxy.app import SETTINGS
+from proxy.context import Identity, RequestContext
+from proxy.errors import SidecarError
+from proxy.events import emit
+
+PLUGIN = "tests.observability.obs_fakes"
+log = logging.getLogger("tests.obs_fakes")
+
+GAUGES: list[tuple[str, dict[str, str], float]] = [
+    ("persistence_queue_depth", {}, 3.0),
+    ("persistence_spool_bytes", {}, 2048.0),
+    ("persistence_lag_seconds", {}, 1.5),
+    ("concurrency_queue_depth", {"scope": "global"}, 2.0),
+]
+
+
+@hookimpl
+def on_request(ctx: RequestContext) -> web.StreamResponse | None:
+    """Identify, emit, leak, reject or answer as the headers ask."""
+    headers = ctx.request.headers
+    ctx.identity = Identity(key_id="key_test_1", owner=headers.get("X-Test-Owner", "team-a"),
+                            role=headers.get("X-Test-Role", "user"))
+    log.info("fake plugin saw %s", ctx.operation_name)
+    spec = headers.get("X-Test-Emit")
+    if spec:
+        for item in json.loads(spec):
+            name, fields = item[0], item[1]
+            background = len(item) > 2 and item[2] == "background"
+            emit(ctx.app, name, None if background else ctx, **fields)
+    if headers.get("X-Test-Leak"):
+        settings = ctx.app[SETTINGS]
+        log.warning("upstream key %s, db password %s", ctx.upstream_api_key,
+                    settings["db.password"])
+        log.warning("header was Authorization: Bearer abcdefghijklmnop.qrstuv",
+                    extra={"url": "postgresql://sidecar:s3cret-url-pw@db:5432/x",
+                           "nested": {"key": str(ctx.upstream_api_key)}})
+        try:
+            raise RuntimeError(f"failed with key {ctx.upstream_api_key}")
+        except RuntimeError:
+            log.exception("an exception mentioning the key")
+    if headers.get("X-Test-Reject"):
+        log.warning("rejecting for the test")
+        raise SidecarError(429, "Test rate limit.", headers={"Retry-After": "1"})
+    if headers.get("X-Test-Answer"):
+        return web.json_response({"answered": True})
+    return None
+
+
+@hookimpl
+def gauges(app: web.Application) -> list[tuple[str, dict[str, str], float]]:
+    """Persistence and concurrency values as those plugins would report them."""
+    return list(GAUGES)
+
+
+@hookimpl
+def readiness(app: web.Application) -> dict[str, Any]:
+    """A Redis that does not answer."""
+    return {"redis": {"ok": False, "latency_ms": 2.0, "error": "ConnectionError"}}
