@@ -11,6 +11,7 @@ import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import cache
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from typing import Any
 import yaml
 
 from proxy.chain import ENTRY_POINT_GROUP, PluginChain
-from proxy.settings import Setting, core_settings
+from proxy.settings import Setting, core_settings, resolve
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKER = REPO / "docker"
@@ -51,6 +52,7 @@ class Declared:
         return {s.env for s in self.settings if s.env}
 
 
+@cache
 def declared_settings() -> Declared:
     """Core settings plus each installed plugin's ``sidecar_settings``.
 
@@ -75,6 +77,23 @@ def declared_settings() -> Declared:
     for _name, extra in chain.call_all("sidecar_settings"):
         declared.extend(extra or ())
     return Declared(declared, missing)
+
+
+def resolved(env: dict[str, str | None]) -> dict[str, Any]:
+    """Every setting's value for a container's environment (references left at defaults)."""
+    given = {k: v for k, v in env.items() if v is not None}
+    settings = resolve(declared_settings().settings, environ=given, strict=False)
+    return {name: settings[name] for name in settings.declared}
+
+
+def shutdown_seconds(env: dict[str, str | None]) -> float:
+    """Longest a sidecar with this environment takes from SIGTERM to exit, before margins:
+    the request drain, then the persistence plugin's final database flush (if in the chain)."""
+    values = resolved(env)
+    total = float(values["server.shutdown_grace_seconds"])
+    if "persistence" in values["plugins.chain"]:
+        total += float(values["persistence.shutdown_flush_seconds"])
+    return total
 
 
 # --- Dockerfile ------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from tests.deploy.deploy_helpers import (
     ecs_container_env,
     ecs_task_definitions,
     healthcheck_command,
+    shutdown_seconds,
 )
 
 TASKS = ecs_task_definitions()
@@ -91,10 +92,10 @@ def test_sidecar_health_check_is_the_images_healthcheck() -> None:
     assert sidecar["healthCheck"]["command"] == ["CMD", *healthcheck_command()]
 
 
-def test_stop_timeout_covers_the_drain() -> None:
+def test_stop_timeout_covers_the_drain_and_the_final_flush() -> None:
     sidecar, _app = _containers()
-    grace = float(str(ecs_container_env(sidecar)["SIDECAR_SHUTDOWN_GRACE_SECONDS"]))
-    assert grace + 5 <= sidecar["stopTimeout"] <= 120  # Fargate's maximum
+    budget = shutdown_seconds(ecs_container_env(sidecar))
+    assert budget + 5 <= sidecar["stopTimeout"] <= 120  # Fargate's maximum
 
 
 def test_sidecar_points_at_rds_and_elasticache_with_secrets_from_secrets_manager() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 
+from proxy.chain import PluginChain
 from proxy.settings import ConfigError, resolve
 from tests.deploy.deploy_helpers import (
     OTHER_PROGRAMS,
@@ -15,6 +16,7 @@ from tests.deploy.deploy_helpers import (
     ContainerEnv,
     all_container_envs,
     declared_settings,
+    resolved,
 )
 
 CONTAINERS = list(all_container_envs())
@@ -49,6 +51,24 @@ def test_sidecar_values_in_the_files_are_valid_settings(container: ContainerEnv)
         resolve(declared.settings, environ=given, strict=False)
     except ConfigError as error:
         pytest.fail(f"{container.label()}: " + "; ".join(error.problems))
+
+
+@pytest.mark.parametrize("container", [c for c in CONTAINERS if c.runs == SIDECAR],
+                         ids=ContainerEnv.label)
+def test_plugin_chain_names_installed_plugins(container: ContainerEnv) -> None:
+    chain = resolved(container.env)["plugins.chain"]
+    try:
+        PluginChain(list(chain))
+    except ConfigError as error:
+        pytest.fail(f"{container.label()}: " + "; ".join(error.problems))
+
+
+def test_every_serving_sidecar_runs_the_same_chain() -> None:
+    """Compose, Kubernetes, ECS and Cloud Run differ in plumbing, not in what the sidecar does."""
+    chains = {c.label(): tuple(resolved(c.env)["plugins.chain"])
+              for c in CONTAINERS if c.runs == SIDECAR and "migrate" not in c.container}
+    assert len(set(chains.values())) == 1, chains
+    assert {"auth", "ratelimit", "persistence"} <= set(next(iter(chains.values())))
 
 
 @pytest.mark.parametrize("container", [c for c in CONTAINERS if c.runs != SIDECAR],

@@ -25,6 +25,7 @@ from tests.deploy.deploy_helpers import (
     cloud_run_containers,
     cloud_run_documents,
     healthcheck_command,
+    shutdown_seconds,
 )
 
 DOCUMENTS = cloud_run_documents()
@@ -151,10 +152,9 @@ def test_sidecar_probes_healthz_on_its_port() -> None:
     assert "/healthz" in healthcheck_command()[-1]
 
 
-def test_drain_fits_cloud_runs_shutdown_window() -> None:
+def test_drain_and_final_flush_fit_cloud_runs_shutdown_window() -> None:
     sidecar, _app = _by_role()
-    grace = float(str(cloud_run_container_env(sidecar)["SIDECAR_SHUTDOWN_GRACE_SECONDS"]))
-    assert grace <= CLOUD_RUN_SHUTDOWN_SECONDS - 1
+    assert shutdown_seconds(cloud_run_container_env(sidecar)) <= CLOUD_RUN_SHUTDOWN_SECONDS - 1
 
 
 def test_cloud_sql_and_memorystore_over_the_vpc_with_secrets_from_secret_manager() -> None:

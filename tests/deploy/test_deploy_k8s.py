@@ -13,6 +13,7 @@ from tests.deploy.deploy_helpers import (
     k8s_documents,
     k8s_find,
     pod_spec,
+    shutdown_seconds,
 )
 
 # 1.29: the first release with native sidecar containers on by default; and the newest bundled.
@@ -77,10 +78,9 @@ def test_resources_are_requested_and_limited() -> None:
         assert "memory" in resources["limits"], container["name"]
 
 
-def test_termination_grace_covers_the_drain_plus_a_margin() -> None:
-    env = k8s_container_env(_sidecar())
-    grace = float(str(env["SIDECAR_SHUTDOWN_GRACE_SECONDS"]))
-    margin = POD["terminationGracePeriodSeconds"] - grace
+def test_termination_grace_covers_the_drain_and_final_flush_plus_a_margin() -> None:
+    budget = shutdown_seconds(k8s_container_env(_sidecar()))
+    margin = POD["terminationGracePeriodSeconds"] - budget
     assert 5 <= margin <= 30, f"terminationGracePeriodSeconds leaves {margin}s over the drain"
 
 
