@@ -25,6 +25,7 @@ from tests.deploy.deploy_helpers import (
     cloud_run_containers,
     cloud_run_documents,
     healthcheck_command,
+    resolved,
     shutdown_seconds,
 )
 
@@ -176,3 +177,14 @@ def test_migration_job_uses_the_services_database() -> None:
     mine, theirs = cloud_run_container_env(container), cloud_run_container_env(sidecar)
     for name in ("DB_HOST", "DB_PORT", "DB_NAME", "DB_USER"):
         assert mine[name] == theirs[name], name
+
+
+def test_in_memory_spool_stays_under_the_volume_limit() -> None:
+    sidecar, _app = _by_role()
+    env = cloud_run_container_env(sidecar)
+    (mount,) = [m for m in sidecar["volumeMounts"] if m["mountPath"] == env["SIDECAR_DATA_DIR"]]
+    (volume,) = [v for v in SERVICE["spec"]["template"]["spec"]["volumes"]
+                 if v["name"] == mount["name"]]
+    limit = volume["emptyDir"]["sizeLimit"]
+    assert limit.endswith("Mi")
+    assert resolved(env)["persistence.spool_max_bytes"] <= int(limit[:-2]) * 1024**2 * 0.75

@@ -13,6 +13,7 @@ from tests.deploy.deploy_helpers import (
     k8s_documents,
     k8s_find,
     pod_spec,
+    resolved,
     shutdown_seconds,
 )
 
@@ -115,3 +116,21 @@ def test_replicas_do_not_race_on_migrations() -> None:
     (container,) = pod_spec(job)["containers"]
     assert container["args"] == ["migrate"]
     assert k8s_container_env(container).keys() >= {"DB_HOST", "DB_PASSWORD"}
+
+
+def _bytes(quantity: str) -> int:
+    units = {"Ki": 1024, "Mi": 1024**2, "Gi": 1024**3, "K": 1000, "M": 1000**2, "G": 1000**3}
+    for suffix in ("Ki", "Mi", "Gi", "K", "M", "G"):
+        if quantity.endswith(suffix):
+            return int(quantity[: -len(suffix)]) * units[suffix]
+    return int(quantity)
+
+
+def test_full_spool_stays_under_the_data_volume_limit() -> None:
+    """An emptyDir past its sizeLimit gets the pod evicted; the spool-full policy must act first."""
+    sidecar = _sidecar()
+    data_dir = str(k8s_container_env(sidecar)["SIDECAR_DATA_DIR"])
+    (mount,) = [m for m in sidecar["volumeMounts"] if m["mountPath"] == data_dir]
+    (volume,) = [v for v in POD["volumes"] if v["name"] == mount["name"]]
+    spool = resolved(k8s_container_env(sidecar))["persistence.spool_max_bytes"]
+    assert spool <= _bytes(volume["emptyDir"]["sizeLimit"]) * 0.75
