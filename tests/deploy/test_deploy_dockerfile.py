@@ -7,6 +7,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -126,3 +127,21 @@ def test_everything_the_build_copies_is_in_the_context() -> None:
         assert not _ignored(source, patterns), f"COPY {source}: excluded by {DOCKERIGNORE.name}"
     assert _ignored(".venv", patterns) and _ignored("tests", patterns)
     assert _ignored("proxy/__pycache__", patterns)
+
+
+def test_package_data_files_ship_in_the_wheel_the_image_installs() -> None:
+    """The image has the built wheel, not the source tree: non-Python files must be declared."""
+    config = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    package_data: dict[str, list[str]] = config.get("package-data", {})
+    missing = []
+    for package in ("proxy", "plugins", "schema"):
+        root = REPO / package
+        for path in root.rglob("*"):
+            if (not path.is_file() or path.suffix in (".py", ".pyc")
+                    or "__pycache__" in path.parts):
+                continue
+            relative = path.relative_to(root).as_posix()
+            globs = package_data.get(package, [])
+            if not any(fnmatch.fnmatchcase(relative, glob) for glob in globs):
+                missing.append(f"{package}/{relative}")
+    assert not missing, f"not in [tool.setuptools.package-data]: {missing}"
