@@ -340,12 +340,15 @@ def on_stream_event(ctx: RequestContext, event: SSEEvent) -> None:
     mine = ctx.state.get(_STATE)
     if not mine or ctx.identity is None or mine.get("recorded"):
         return
-    if event.event != "conversation.response.started" or ctx.operation is None:
+    if event.event not in (None, "conversation.response.started") or ctx.operation is None:
         return
     if CREATES.get(base_name(ctx.operation), ("",))[0] != CONVERSATION:
         return
     data = event.json()
-    conversation_id = data.get("conversation_id") if isinstance(data, dict) else None
+    if not isinstance(data, dict) or data.get("type", event.event) != \
+            "conversation.response.started":
+        return
+    conversation_id = data.get("conversation_id")
     if isinstance(conversation_id, str) and conversation_id:
         mine["recorded"] = True
         identity = ctx.identity

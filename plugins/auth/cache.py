@@ -12,6 +12,7 @@ outage, requests answer from the cache at once instead of each waiting for a tim
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable, Iterable
@@ -87,7 +88,7 @@ class LookupCache(Generic[K, V]):
         self.max_entries = max_entries
         self.clock = clock
         self._entries: OrderedDict[K, _Entry[V]] = OrderedDict()
-        self._inflight: dict[K, asyncio.Future[V | None]] = {}
+        self._inflight: dict[K, asyncio.Task[V | None]] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -132,27 +133,28 @@ class LookupCache(Generic[K, V]):
             return value
         if self.health.down:
             return self._stale_value(key, self.clock())
-        pending = self._inflight.get(key)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[V | None] = asyncio.get_running_loop().create_future()
-        self._inflight[key] = future
-        try:
-            try:
-                value = await self.health.run(load(key))
-            except StoreUnreachable:
-                value = self._stale_value(key, self.clock())
-            else:
-                self.put(key, value)
-            future.set_result(value)
-            return value
-        except BaseException as exc:
-            future.set_exception(exc)
-            # Nobody else may be waiting; mark the exception as retrieved.
-            future.exception()
-            raise
-        finally:
+        task = self._inflight.get(key)
+        if task is None:
+            # A task of its own, so that a caller who goes away does not cancel the lookup
+            # the other callers of the same key are waiting for.
+            task = asyncio.get_running_loop().create_task(self._refresh(key, load))
+            self._inflight[key] = task
+            task.add_done_callback(functools.partial(self._settled, key))
+        return await asyncio.shield(task)
+
+    def _settled(self, key: K, task: asyncio.Task[V | None]) -> None:
+        if self._inflight.get(key) is task:
             del self._inflight[key]
+        if not task.cancelled():
+            task.exception()  # retrieved: every waiter may have gone
+
+    async def _refresh(self, key: K, load: Callable[[K], Awaitable[V | None]]) -> V | None:
+        try:
+            value = await self.health.run(load(key))
+        except StoreUnreachable:
+            return self._stale_value(key, self.clock())
+        self.put(key, value)
+        return value
 
     async def get_many(self, keys: Iterable[K],
                        load: Callable[[list[K]], Awaitable[dict[K, V]]]) -> dict[K, V | None]:

@@ -166,9 +166,12 @@ class _Scanner:
             raise SidecarError(502, f"Upstream answered a list with status {response.status}.",
                                type="upstream_error", code="upstream_bad_list")
         encoding = response.headers.get("Content-Encoding", "identity").lower()
-        if encoding != "identity":
-            raise SidecarError(502, "Upstream compressed a list the sidecar must filter.",
-                               type="upstream_error", code="upstream_encoding")
+        content_type = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if encoding != "identity" or not content_type.endswith("json"):
+            # The core relays only uncompressed JSON through rewrite_response; anything else
+            # would reach the caller unfiltered.
+            raise SidecarError(502, "Upstream answered a list the sidecar cannot filter.",
+                               type="upstream_error", code="upstream_bad_list")
         try:
             body = json.loads(await response.read())
         except (ValueError, UnicodeDecodeError):

@@ -145,7 +145,7 @@ class OwnershipStore:
         self._ensure_flusher()
         self._wake.set()
 
-    async def record(self, record: Ownership) -> bool:
+    async def record(self, record: Ownership, *, retrying: bool = False) -> bool:
         """Persist a record now; on an outage keep it pending and retry later.
 
         Returns whether it reached the database.
@@ -155,8 +155,9 @@ class OwnershipStore:
         try:
             await self.health.run(self._write(record))
         except StoreUnreachable:
-            logger.warning("ownership of %s %s not yet saved (database unreachable); retrying",
-                           record.kind, record.resource_id)
+            if not retrying:
+                logger.warning("ownership of %s %s not yet saved (database unreachable); "
+                               "retrying in the background", record.kind, record.resource_id)
             self._ensure_flusher()
             return False
         if self.pending.get(key) is record:
@@ -176,7 +177,7 @@ class OwnershipStore:
     async def flush(self) -> None:
         """Try to persist every pending record once."""
         for record in list(self.pending.values()):
-            await self.record(record)
+            await self.record(record, retrying=True)
 
     def _ensure_flusher(self) -> None:
         if self._flusher is None or self._flusher.done():
