@@ -133,7 +133,7 @@ async def test_rules_from_a_yaml_file_replace_the_defaults(
 
 
 async def test_rules_from_the_environment_as_json(start_sidecar: SidecarFactory) -> None:
-    rules = [{"name": "codeword", "pattern": "open sesame"}]
+    rules = [{"name": "codeword", "pattern": r"Open\s+Sesame"}]  # upper case: still matches
     sidecar = await start_sidecar(SIDECAR_PLUGINS="validate,guard",
                                   SIDECAR_GUARD_RULES=json.dumps(rules),
                                   SIDECAR_GUARD_MODE="block")

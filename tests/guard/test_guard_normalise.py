@@ -83,13 +83,18 @@ def test_random_obfuscations_never_survive_redaction() -> None:
         assert redacted.startswith(before) and redacted.endswith(after)
 
 
-def test_a_detection_in_a_large_field_costs_little() -> None:
+def test_a_detection_in_a_large_field_costs_little_more_than_the_scan() -> None:
+    # Mapping back walks character by character only near the match: redacting costs little
+    # more than the scan itself, where walking the whole field would cost several times more.
     text = ("Quarterly numbers, caf\u00e9 \u6f22\u5b57. " * 80_000) + INJECTION
     started = time.perf_counter()
+    scan(text, RULES)
+    scanned = time.perf_counter() - started
+    started = time.perf_counter()
     redacted = redact_all(text)
-    elapsed = time.perf_counter() - started
+    redacting = time.perf_counter() - started
     assert redacted.endswith(R) and len(text) > 2_000_000
-    assert elapsed < 2.0
+    assert redacting < 3 * scanned + 0.05, (redacting, scanned)
 
 
 async def test_a_two_megabyte_message_is_redacted_end_to_end(
