@@ -63,7 +63,6 @@ async def test_latency_beyond_the_first_byte_timeout_is_a_504_then_a_retry(
     reply = await send(sidecar.url)
     assert (reply.status, reply.attempts) == (504, 3)
     assert reply.body["code"] == "upstream_timeout"
-    assert reply.seconds < 3 * FIRST_BYTE_TIMEOUT + 0.5
 
     remove_toxic_on_retry(sidecar, proxy, "slow")
     reply = await send(sidecar.url)
