@@ -248,13 +248,13 @@ class Retrier:
                         budget.release()
                         holding = False
                 if error is not None:
-                    reason: str | None = error.reason
+                    reason = error.reason
                 else:
                     assert answer is not None
-                    reason = _failure_reason(answer.status, self.policy.retry_statuses)
-                    if reason is None:
+                    status_reason = _failure_reason(answer.status, self.policy.retry_statuses)
+                    if status_reason is None:
                         return answer
-                assert reason is not None
+                    reason = status_reason
                 decision = self._decide(reason, answer, attempt, started, stateful, replayable)
                 if isinstance(decision, _Stop):
                     if on_stop is not None:
