@@ -37,9 +37,7 @@ class StoreReader:
         if self.postgres:
             import psycopg
 
-            info = (f"host={self.env['DB_HOST']} port={self.env.get('DB_PORT', '5432')} "
-                    f"dbname={self.env['DB_NAME']} user={self.env.get('DB_USER', 'postgres')}")
-            with psycopg.connect(info, autocommit=True) as conn:
+            with psycopg.connect(self._conninfo(), autocommit=True) as conn:
                 cur = conn.execute(sql.replace("?", "%s"), params)
                 names = [c.name for c in cur.description or ()]
                 raw = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
@@ -56,6 +54,21 @@ class StoreReader:
                 names = [d[0] for d in cur.description or ()]
                 raw = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
         return [_normalise(r) for r in raw]
+
+    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> None:
+        """Run one statement (used to plant rows the sidecar did not write)."""
+        if self.postgres:
+            import psycopg
+
+            with psycopg.connect(self._conninfo(), autocommit=True) as conn:
+                conn.execute(sql.replace("?", "%s"), params)
+        else:
+            with sqlite3.connect(self.sqlite_path) as conn:
+                conn.execute(sql, params)
+
+    def _conninfo(self) -> str:
+        return (f"host={self.env['DB_HOST']} port={self.env.get('DB_PORT', '5432')} "
+                f"dbname={self.env['DB_NAME']} user={self.env.get('DB_USER', 'postgres')}")
 
     def count(self, sql: str, params: tuple[Any, ...] = ()) -> int:
         """The single number a ``SELECT COUNT(*) AS n ...`` returns."""
