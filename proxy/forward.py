@@ -109,6 +109,7 @@ class Forwarder:
         operation, params = self.operations.classify(request.method, path)
         ctx = RequestContext(request, request.app, request_id, operation, params)
         ctx.upstream_api_key = self.default_api_key
+        answer: web.StreamResponse | None = None
         try:
             await self._read_body(ctx)
             # Parsing JSON is the costliest thing a pass-through does; only look when the
@@ -125,18 +126,27 @@ class Forwarder:
             for hook in self.on_request_hooks:
                 answer = await await_me_maybe(hook(ctx=ctx))
                 if answer is not None:
-                    ctx.response_status = answer.status
-                    return answer
-
-            call = self._compose(ctx)
-            upstream = await call(ctx)
+                    break
+            else:
+                call = self._compose(ctx)
+                upstream = await call(ctx)
         except SidecarError as error:
             return await self._error(ctx, error)
         except asyncio.CancelledError:
             ctx.log["outcome"] = "client_disconnected"
             self._complete_later(ctx)
             raise
+        if answer is not None:
+            return await self._answered(ctx, answer)
         return await self._relay(ctx, upstream)
+
+    async def _answered(self, ctx: RequestContext, answer: web.StreamResponse
+                        ) -> web.StreamResponse:
+        """A plugin answered in ``on_request``; observers (logs, metrics) still see it."""
+        ctx.response_status = answer.status
+        ctx.log.setdefault("outcome", "answered_by_plugin")
+        await self._complete(ctx)
+        return answer
 
     # --- request side ---------------------------------------------------------------------
 

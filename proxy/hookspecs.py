@@ -126,7 +126,9 @@ def on_request(ctx: RequestContext) -> Awaitable[web.StreamResponse | None] | No
 
     To reject, raise :class:`proxy.errors.SidecarError`. To answer without going upstream,
     return (or resolve to) an ``aiohttp.web.StreamResponse``. Either stops the chain: later
-    plugins' ``on_request`` are not called.
+    plugins' ``on_request`` are not called. Observers still hear of it: ``on_error`` for a
+    rejection, ``on_complete`` for an answer (``ctx.upstream_status`` is then ``None`` and
+    ``ctx.log["outcome"]`` is ``"answered_by_plugin"``).
     """
 
 
