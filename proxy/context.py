@@ -216,7 +216,7 @@ class RequestContext:
             if self.body:
                 try:
                     self._json = json.loads(self.body)
-                except (ValueError, UnicodeDecodeError):
+                except (ValueError, UnicodeDecodeError, RecursionError):
                     self._json = None
         return self._json
 
@@ -240,7 +240,7 @@ class RequestContext:
             if self.response_body:
                 try:
                     self._response_json = json.loads(self.response_body)
-                except (ValueError, UnicodeDecodeError):
+                except (ValueError, UnicodeDecodeError, RecursionError):
                     self._response_json = None
         return self._response_json
 
