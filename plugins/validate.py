@@ -122,12 +122,7 @@ def _check_json(ctx: RequestContext, config: ValidateConfig) -> None:
     body = ctx.body
     if not body:
         return
-    try:
-        parsed = ctx.json
-    except RecursionError:
-        # RequestContext.json lets RecursionError through; it has already recorded "no JSON".
-        parsed = None
-    if parsed is not None and not config.reject_duplicate_keys:
+    if ctx.json is not None and not config.reject_duplicate_keys:
         return
     # The core already parsed the body once; a second strict parse is needed only to tell
     # a literal ``null`` from garbage, or to find repeated keys.

@@ -261,3 +261,15 @@ async def test_upload_just_under_the_limit_goes_through_chunked(
 def _host_port(url: str) -> tuple[str, int]:
     host, port = url.removeprefix("http://").rsplit(":", 1)
     return host, int(port)
+
+
+async def test_deeply_nested_json_asking_for_a_stream_is_400_not_a_crash(
+    sidecar: Sidecar, mock_upstream: MockUpstream
+) -> None:
+    # The core parses bodies that mention "stream" itself; nesting deeper than Python's
+    # recursion limit must read as "not JSON" there too.
+    raw = b'{"stream": true, "x": ' + b"[" * 1500 + b"]" * 1500 + b"}"
+    status, body = await _post(sidecar.url + "/v1/chat/completions", raw)
+    assert status == 400
+    assert _is_mistral_error(body, "invalid_json")
+    assert await mock_upstream.requests() == []
