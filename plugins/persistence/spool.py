@@ -1,10 +1,12 @@
 """The spool: append-only JSON-lines segment files that hold records until the database has them.
 
-Files are ``<data_dir>/spool/persistence/<number>.jsonl``, numbered in write order. One process
-owns the directory at a time (an exclusive ``flock`` on ``.lock``, released by the kernel even
-on ``kill -9``). A record's line reaches the kernel with one ``write`` before anything else
-happens to it, so a killed process loses nothing that was spooled; ``fsync`` (for power loss)
-is the caller's choice of moment.
+Files are ``<data_dir>/spool/persistence/slot-<n>/<number>.jsonl``, numbered in write order.
+Each process owns one slot (an exclusive ``flock`` on its ``.lock``, released by the kernel
+even on ``kill -9``), so replicas may share a data directory; at start a process takes the
+first free slot with what a dead predecessor left there, and adopts the files of every other
+slot no live process holds. A record's line reaches the kernel with one ``write`` before
+anything else happens to it, so a killed process loses nothing that was spooled; ``fsync``
+(for power loss) is the caller's choice of moment.
 """
 
 from __future__ import annotations
@@ -26,10 +28,6 @@ logger = logging.getLogger("mistral_sidecar.persistence")
 # "<number>.jsonl", or "<number>_<k>.jsonl" for records written at shutdown that belong right
 # after segment <number> (names sort in write order).
 _SEGMENT = re.compile(r"^(\d{12})(?:_(\d+))?\.jsonl$")
-
-
-class SpoolLocked(RuntimeError):
-    """Another process owns the spool directory."""
 
 
 @dataclass(eq=False)
@@ -62,31 +60,30 @@ class Segment:
 
 
 class Spool:
-    """The segment files of one spool directory."""
+    """The segment files of this process's slot under one spool root."""
 
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.directory = root
         self._lock_fd: int | None = None
         self._next_number = 1
 
     def open(self) -> list[Segment]:
-        """Take ownership of the directory; return the segments earlier processes left."""
-        self.directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.directory / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(fd)
-            raise SpoolLocked(
-                f"spool directory {self.directory} is used by another sidecar process; give "
-                "each replica its own SIDECAR_DATA_DIR") from None
-        self._lock_fd = fd
+        """Take a slot; return the segments earlier processes left, oldest first."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        for slot in range(_MAX_SLOTS):
+            fd = _try_lock(self.root / f"slot-{slot}")
+            if fd is not None:
+                break
+        else:
+            raise RuntimeError(f"no free spool slot under {self.root}")
+        self.directory, self._lock_fd = self.root / f"slot-{slot}", fd
+        own = self._segment_files(self.directory)
+        if own:
+            self._next_number = _number(own[-1]) + 1
+        self._adopt_orphans()
         leftovers = []
-        for path in sorted(self.directory.iterdir()):
-            match = _SEGMENT.match(path.name)
-            if not match:
-                continue
-            self._next_number = max(self._next_number, int(match.group(1)) + 1)
+        for path in self._segment_files(self.directory):
             count, oldest = 0, None
             for record in self.iter_records(path):
                 count += 1
@@ -98,6 +95,25 @@ class Spool:
             leftovers.append(Segment(path, size=path.stat().st_size, count=count, pending=None,
                                      oldest_at=oldest))
         return leftovers
+
+    def _adopt_orphans(self) -> None:
+        """Move the files of slots no live process holds into ours, after our own."""
+        for other in sorted(self.root.glob("slot-*")):
+            if other == self.directory or not other.is_dir():
+                continue
+            fd = _try_lock(other)
+            if fd is None:
+                continue
+            try:
+                for path in self._segment_files(other):
+                    path.rename(self.directory / f"{self._next_number:012d}.jsonl")
+                    self._next_number += 1
+            finally:
+                _unlock(fd)
+
+    @staticmethod
+    def _segment_files(directory: Path) -> list[Path]:
+        return sorted(p for p in directory.iterdir() if _SEGMENT.match(p.name))
 
     def new_segment(self) -> Segment:
         """Create the next segment file, open for appending."""
@@ -167,22 +183,23 @@ class Spool:
             segment.path.unlink(missing_ok=True)
 
     def sync(self, segments: list[Segment]) -> None:
-        """``fsync`` the dirty segments and the directory (blocking: run it in a thread)."""
+        """``fsync`` the dirty segments and the directory (blocking: run it in a thread).
+
+        Each file is opened anew: the appending descriptor may be closed meanwhile by the
+        event loop, and an ``fsync`` through any descriptor flushes the file.
+        """
         for segment in segments:
             if segment.path is None or not segment.dirty:
                 continue
             segment.dirty = False
             try:
-                if segment.fd is not None:
-                    os.fsync(segment.fd)
-                else:
-                    fd = os.open(segment.path, os.O_RDONLY)
-                    try:
-                        os.fsync(fd)
-                    finally:
-                        os.close(fd)
+                fd = os.open(segment.path, os.O_RDONLY)
             except FileNotFoundError:
                 continue
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
         fd = os.open(self.directory, os.O_RDONLY)
         try:
             os.fsync(fd)
@@ -205,9 +222,33 @@ class Spool:
                     logger.warning("skipping unreadable line %d of spool file %s", number, path)
 
     def close(self) -> None:
-        """Give up ownership of the directory."""
+        """Give up the slot."""
         if self._lock_fd is not None:
-            with contextlib.suppress(OSError):
-                fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-            os.close(self._lock_fd)
+            _unlock(self._lock_fd)
             self._lock_fd = None
+
+
+_MAX_SLOTS = 1024
+
+
+def _number(path: Path) -> int:
+    match = _SEGMENT.match(path.name)
+    return int(match.group(1)) if match else 0
+
+
+def _try_lock(directory: Path) -> int | None:
+    """Lock a slot directory (created if need be); ``None`` if a live process holds it."""
+    directory.mkdir(exist_ok=True)
+    fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _unlock(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)

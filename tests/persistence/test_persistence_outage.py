@@ -106,7 +106,7 @@ def spooled_records(data_dir: str) -> int:
     """Records currently in the spool files of a data directory."""
     folder = Path(data_dir) / "spool" / "persistence"
     return sum(len([line for line in path.read_bytes().splitlines() if line.strip()])
-               for path in folder.glob("*.jsonl"))
+               for path in folder.rglob("*.jsonl"))
 
 
 async def readiness(url: str) -> dict[str, Any]:
