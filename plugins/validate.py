@@ -122,10 +122,8 @@ def _check_json(ctx: RequestContext, config: ValidateConfig) -> None:
     body = ctx.body
     if not body:
         return
-    if ctx.json is not None and not config.reject_duplicate_keys:
-        return
-    # The core already parsed the body once; a second strict parse is needed only to tell
-    # a literal ``null`` from garbage, or to find repeated keys.
+    # A parse of our own rather than ``ctx.json``: it must tell a literal ``null`` from
+    # garbage and see repeated keys, which the lenient parse hides.
     try:
         json.loads(body, object_pairs_hook=_unique_pairs if config.reject_duplicate_keys
                    else None)
