@@ -67,10 +67,20 @@ class Authenticator:
     """Checks sidecar keys against the key store, through a cache."""
 
     def __init__(self, keystore: KeyStore, cache: LookupCache[str, KeyRecord],
-                 wall: Callable[[], float] = time.time) -> None:
+                 wall: Callable[[], float] = time.time, recheck_after: float = 0.2) -> None:
         self.keystore = keystore
         self.cache = cache
         self.wall = wall
+        #: A cached key whose secret does not match is re-read from the database if the
+        #: entry is at least this old (so a just-rotated key works at once, while wrong
+        #: secrets cost at most a few queries per second).
+        self.recheck_after = recheck_after
+
+    async def _lookup(self, key_id: str, max_age: float | None = None) -> KeyRecord | None:
+        try:
+            return await self.cache.get(key_id, self.keystore.get, max_age)
+        except StoreUnreachable:
+            raise AuthFailure(503, "store_unavailable", _UNAVAILABLE) from None
 
     async def identify(self, authorization: str | None) -> Identity:
         """The identity behind a sidecar key, or :class:`AuthFailure`."""
@@ -81,14 +91,18 @@ class Authenticator:
         presented = parse_key(token)
         if presented is None:
             raise AuthFailure(401, "malformed", _INVALID)
-        try:
-            record = await self.cache.get(presented.key_id, self.keystore.get)
-        except StoreUnreachable:
-            raise AuthFailure(503, "store_unavailable", _UNAVAILABLE) from None
+        record = await self._lookup(presented.key_id)
         if record is None:
             raise AuthFailure(401, "unknown_key", _INVALID)
         if not secret_matches(presented.key_id, presented.secret, record.secret_hash):
-            raise AuthFailure(401, "wrong_secret", _INVALID)
+            # The cached hash may predate a rotation: re-read it unless it is brand new.
+            record = await self._lookup(presented.key_id, max_age=self.recheck_after)
+            if record is None:
+                raise AuthFailure(401, "unknown_key", _INVALID)
+            if not secret_matches(presented.key_id, presented.secret, record.secret_hash):
+                if self.cache.health.down:
+                    raise AuthFailure(503, "store_unavailable", _UNAVAILABLE)
+                raise AuthFailure(401, "wrong_secret", _INVALID)
         status = record.status(self.wall())
         if status == "revoked":
             raise AuthFailure(401, "revoked", "This API key has been revoked.")

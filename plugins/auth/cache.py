@@ -115,20 +115,26 @@ class LookupCache(Generic[K, V]):
         """Drop an entry (after this process changed the row)."""
         self._entries.pop(key, None)
 
-    def cached(self, key: K) -> tuple[bool, V | None]:
-        """``(True, value)`` if a fresh entry exists, else ``(False, None)``."""
-        entry = self._entries.get(key)
-        if entry is not None and self._fresh(entry, self.clock()):
-            return True, entry.value
-        return False, None
+    def cached(self, key: K, max_age: float | None = None) -> tuple[bool, V | None]:
+        """``(True, value)`` if a fresh entry exists, else ``(False, None)``.
 
-    async def get(self, key: K, load: Callable[[K], Awaitable[V | None]]) -> V | None:
+        ``max_age`` shortens what counts as fresh for this one lookup.
+        """
+        entry = self._entries.get(key)
+        if entry is None or not self._fresh(entry, self.clock()):
+            return False, None
+        if max_age is not None and self.clock() - entry.fetched >= max_age:
+            return False, None
+        return True, entry.value
+
+    async def get(self, key: K, load: Callable[[K], Awaitable[V | None]],
+                  max_age: float | None = None) -> V | None:
         """The value for ``key``: fresh from cache, else from ``load``, else last known good.
 
         Raises :class:`StoreUnreachable` when the database is down and nothing usable is
-        cached.
+        cached. ``max_age`` asks for an entry at most that old (to re-check a doubtful hit).
         """
-        hit, value = self.cached(key)
+        hit, value = self.cached(key, max_age)
         if hit:
             return value
         if self.health.down:

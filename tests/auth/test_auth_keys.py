@@ -87,6 +87,8 @@ async def test_revoked_and_rotated_keys_stop_working(
         return reply.status == 401 and "revoked" in reply.body["message"]
 
     await wait_for(refused, timeout=5)
+    assert (await call(sidecar.url, "GET", "/v1/models", revoked.key)).headers[
+        "WWW-Authenticate"].startswith("Bearer")
 
     result = await run_cli(sidecar.env, "keys", "rotate", rotated.key_id)
     assert result.code == 0, result.err
@@ -115,6 +117,7 @@ async def test_expired_key_gets_401(
         return reply.status == 401 and "expired" in reply.body["message"]
 
     await wait_for(expired, timeout=5, interval=0.1)
+    _assert_401(await call(sidecar.url, "GET", "/v1/models", key.key), key.key)
     past = await run_cli(sidecar.env, "keys", "create", "--owner", "x", "--role", "user",
                          "--expires", "2001-01-01")
     assert past.code == 2 and "not in the future" in past.err
@@ -161,3 +164,24 @@ async def test_keys_cli_lists_without_secrets_and_stores_only_hashes(
 
     bad_role = await run_cli(env, "keys", "create", "--owner", "x", "--role", "superuser")
     assert bad_role.code == 2 and "unknown role" in bad_role.err
+
+
+async def test_rotated_key_works_at_once_even_where_the_old_one_is_cached(
+    start_sidecar: SidecarFactory, store_env: dict[str, str]
+) -> None:
+    sidecar = await start_sidecar(**auth_env(store_env))  # default cache TTL
+    key = await create_key(sidecar.env, "alice", "user")
+    assert (await call(sidecar.url, "GET", "/v1/models", key.key)).status == 200
+    rotated = await run_cli(sidecar.env, "keys", "rotate", key.key_id)
+    assert rotated.code == 0
+
+    async def new_accepted() -> bool:
+        return (await call(sidecar.url, "GET", "/v1/models", rotated.last_line)).status == 200
+
+    # Well before the 2 s cache TTL: a mismatching cached hash is re-read (after 0.2 s).
+    await wait_for(new_accepted, timeout=1.2, interval=0.05)
+
+    async def old_refused() -> bool:
+        return (await call(sidecar.url, "GET", "/v1/models", key.key)).status == 401
+
+    await wait_for(old_refused, timeout=5, interval=0.1)
