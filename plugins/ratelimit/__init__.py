@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Awaitable
-from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -21,6 +20,7 @@ from aiohttp import web
 from plugins.ratelimit.caller import caller_id
 from plugins.ratelimit.gcra import Decision, Limit, whole_seconds
 from plugins.ratelimit.headers import HEADER_NAMES, rate_limit_headers, reset_seconds
+from plugins.ratelimit.plan import REQUESTS, Plan, PlanCache
 from plugins.ratelimit.policy import Policy, PolicyTable, check_overrides
 from plugins.ratelimit.redis_limiter import RedisLimiter
 from plugins.ratelimit.service import LimiterUnavailable, RateLimiter
@@ -40,16 +40,10 @@ POLICIES = web.AppKey("ratelimit_policies", PolicyTable)
 ENFORCE = web.AppKey("ratelimit_enforce", bool)
 """False in log-only (dark launch) mode."""
 
-REQUESTS, TOKENS = "default", "tokens"
-TOKEN_WINDOW = 60
+PLANS = web.AppKey("ratelimit_plans", PlanCache)
+"""Each recent caller's limits, ready to evaluate."""
+
 _STATE = "ratelimit"
-
-
-@dataclass(frozen=True, slots=True)
-class _Admitted:
-    """What on_complete needs to debit tokens for an admitted request."""
-
-    token_limit: Limit | None
 
 
 @hookimpl
@@ -95,25 +89,18 @@ def sidecar_settings() -> list[Setting]:
     ]
 
 
+@hookimpl
+def validate_settings(settings: Settings) -> list[str]:
+    """Limits must stay within what the limiter counts exactly."""
+    return [f"RATE_LIMIT_REQUESTS / ratelimit.overrides: {problem}"
+            for problem in _policies(settings).problems()]
+
+
 def _policies(settings: Settings) -> PolicyTable:
     default = Policy(int(settings["ratelimit.requests"]),
                      int(settings["ratelimit.window_seconds"]),
                      int(settings["ratelimit.tokens_per_minute"]))
     return PolicyTable(default, settings["ratelimit.overrides"])
-
-
-def _redis_client(settings: Settings) -> Any:
-    from redis.asyncio import Redis
-    from redis.asyncio.retry import Retry
-    from redis.backoff import NoBackoff
-
-    timeout = int(settings["redis.timeout_ms"]) / 1000
-    # No client-side retries: the plugin's own timeout and fallback decide what a failure
-    # means, and a retry loop inside the client would only stretch the wait.
-    return Redis(host=settings["redis.host"], port=int(settings["redis.port"]),
-                 db=int(settings["redis.db"]), password=settings["redis.password"] or None,
-                 socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0),
-                 health_check_interval=0)
 
 
 @hookimpl
@@ -125,12 +112,18 @@ def startup(app: web.Application) -> Awaitable[None]:
         settings = app[SETTINGS]
         app[POLICIES] = _policies(settings)
         app[ENFORCE] = bool(settings["ratelimit.enforce"])
+        app[PLANS] = PlanCache()
+        timeout = int(settings["redis.timeout_ms"]) / 1000
         redis = None
         if settings["redis.host"]:
-            redis = RedisLimiter(_redis_client(settings), str(settings["redis.prefix"]))
+            redis = RedisLimiter(
+                str(settings["redis.host"]), int(settings["redis.port"]),
+                str(settings["redis.prefix"]), timeout=timeout,
+                password=str(settings["redis.password"]), db=int(settings["redis.db"]),
+                connect_timeout=max(timeout, 1.0))
         limiter = RateLimiter(
             redis,
-            timeout=int(settings["redis.timeout_ms"]) / 1000,
+            timeout=timeout,
             failure_mode=str(settings["ratelimit.failure_mode"]),
             probe_interval=float(settings["ratelimit.probe_interval_seconds"]),
             emit=lambda name, **fields: emit(app, name, **fields),
@@ -144,12 +137,11 @@ def startup(app: web.Application) -> Awaitable[None]:
 
 @hookimpl
 def shutdown(app: web.Application) -> Awaitable[None] | None:
-    """Close the Redis client."""
+    """Close the Redis connections."""
     limiter = app.get(LIMITER)
     if limiter is None or limiter.redis is None:
         return None
-    result: Awaitable[None] = limiter.redis.client.aclose()
-    return result
+    return limiter.redis.close()
 
 
 @hookimpl
@@ -193,17 +185,9 @@ def on_request(ctx: RequestContext) -> Awaitable[None] | None:
 async def _admit(ctx: RequestContext, policy: Policy) -> None:
     app = ctx.app
     limiter = app[LIMITER]
-    bucket = "{" + caller_id(ctx) + "}"  # a hash tag: both keys land on one Cluster slot
-    named: list[tuple[str, Limit]] = []
-    if policy.requests > 0:
-        named.append((REQUESTS, Limit(f"rl:{bucket}:req", policy.requests, policy.window)))
-    token_limit = None
-    if policy.tokens_per_minute > 0:
-        token_limit = Limit(f"rl:{bucket}:tok", policy.tokens_per_minute, TOKEN_WINDOW,
-                            check=1, consume=0)
-        named.append((TOKENS, token_limit))
+    plan = app[PLANS].get(caller_id(ctx), policy)
     try:
-        decision = await limiter.evaluate([limit for _, limit in named])
+        decision = await limiter.evaluate(plan.limits)
     except LimiterUnavailable:
         retry = max(1, math.ceil(limiter.switch.probe_interval))
         ctx.log["ratelimit"] = "unavailable"
@@ -211,34 +195,32 @@ async def _admit(ctx: RequestContext, policy: Policy) -> None:
                            type="service_unavailable", code="rate_limiter_unavailable",
                            headers={"Retry-After": str(retry)}) from None
     enforce = app[ENFORCE]
-    refused: list[tuple[str, Limit, int]] = []
-    for (name, limit), state in zip(named, decision.states, strict=True):
+    refused: list[tuple[str, int]] = []
+    for name, limit, state in zip(plan.names, plan.limits, decision.states, strict=True):
         passed = decision.allowed or state.remaining >= limit.check
         emit(app, "ratelimit.decision", ctx, limit="requests" if name == REQUESTS else "tokens",
              allowed=passed, remaining=max(0, state.remaining), scope=policy.scope,
              enforced=enforce)
         if not passed:
-            refused.append((name, limit, reset_seconds(limit, state)))
+            refused.append((name, reset_seconds(limit, state)))
     if not decision.allowed and not enforce:
         ctx.log["ratelimit"] = "would_limit"
-        ctx.state[_STATE] = _Admitted(token_limit)
+        ctx.state[_STATE] = plan
         return
-    headers = rate_limit_headers(
-        [(name, limit, state) for (name, limit), state in zip(named, decision.states,
-                                                               strict=True)])
     if enforce:
-        ctx.response_headers.update(headers)
+        ctx.response_headers.update(rate_limit_headers(plan.names, plan.limits,
+                                                       decision.states))
     if decision.allowed:
-        ctx.state[_STATE] = _Admitted(token_limit)
+        ctx.state[_STATE] = plan
         return
     _refuse(ctx, policy, decision, refused)
 
 
 def _refuse(ctx: RequestContext, policy: Policy, decision: Decision,
-            refused: list[tuple[str, Limit, int]]) -> None:
-    retry = max([1, whole_seconds(decision.retry_after), *(t for _, _, t in refused)])
+            refused: list[tuple[str, int]]) -> None:
+    retry = max([1, whole_seconds(decision.retry_after), *(t for _, t in refused)])
     ctx.log["ratelimit"] = "limited"
-    if any(name == REQUESTS for name, _, _ in refused):
+    if any(name == REQUESTS for name, _ in refused):
         message = (f"Rate limit exceeded: {policy.requests} requests per {policy.window} "
                    f"seconds. Retry after {retry} seconds.")
         code = "rate_limited"
@@ -264,13 +246,13 @@ def on_response(ctx: RequestContext, response: UpstreamResponse) -> None:
 @hookimpl
 def on_complete(ctx: RequestContext) -> Awaitable[None] | None:
     """Debit the tokens the response used (streamed ones too) from the caller's budget."""
-    admitted = ctx.state.get(_STATE)
-    if admitted is None or admitted.token_limit is None:
+    plan: Plan | None = ctx.state.get(_STATE)
+    if plan is None or plan.token_limit is None:
         return None
     usage = ctx.usage
     if usage is None or usage.total_tokens <= 0:
         return None
-    limit = admitted.token_limit
+    limit = plan.token_limit
     debit = Limit(limit.key, limit.quota, limit.window, check=0, consume=usage.total_tokens)
     return _debit(ctx, debit)
 

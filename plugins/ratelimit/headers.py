@@ -22,14 +22,15 @@ def reset_seconds(limit: Limit, state: LimitState) -> int:
     return whole_seconds(seconds_until_available(limit, state))
 
 
-def rate_limit_headers(entries: Sequence[tuple[str, Limit, LimitState]]) -> dict[str, str]:
-    """Headers describing each ``(policy name, limit, state after the decision)``."""
-    if not entries:
+def rate_limit_headers(names: Sequence[str], limits: Sequence[Limit],
+                       states: Sequence[LimitState]) -> dict[str, str]:
+    """Headers describing each policy (``names[i]`` is ``limits[i]``, now in ``states[i]``)."""
+    if not limits:
         return {}
     policies: list[str] = []
     values: list[str] = []
     legacy: tuple[int, int, int] | None = None
-    for name, limit, state in entries:
+    for name, limit, state in zip(names, limits, states, strict=True):
         remaining = min(limit.quota, max(0, state.remaining))
         reset = reset_seconds(limit, state)
         policies.append(f'"{name}";q={limit.quota};w={limit.window}')

@@ -24,6 +24,8 @@ from typing import Any
 from proxy.context import Identity
 
 FIELDS = {"requests": 0, "window": 1, "tokens_per_minute": 0}
+#: Units per second beyond which the limiter's microsecond arithmetic loses precision.
+MAX_RATE_PER_SECOND = 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +75,22 @@ class PolicyTable:
         self.keys: dict[str, Mapping[str, int]] = {
             str(key): entry for key, entry in (overrides.get("keys") or {}).items()
         }
+
+    def problems(self) -> list[str]:
+        """Policies whose rate is too high to count exactly, one line each."""
+        found = []
+        named = [("default", self.default)]
+        named += [(f"roles.{role}", policy) for role, policy in self.roles.items()]
+        named += [(f"keys.{key}", _merge(self.default, entry, "key"))
+                  for key, entry in self.keys.items()]
+        for name, policy in named:
+            if policy.requests / policy.window > MAX_RATE_PER_SECOND:
+                found.append(f"{name}: {policy.requests} requests per {policy.window} s is "
+                             f"more than {MAX_RATE_PER_SECOND} per second")
+            if policy.tokens_per_minute / 60 > MAX_RATE_PER_SECOND:
+                found.append(f"{name}: {policy.tokens_per_minute} tokens per minute is more "
+                             f"than {MAX_RATE_PER_SECOND} per second")
+        return found
 
     def for_identity(self, identity: Identity | None) -> Policy:
         """The policy for ``identity`` (``None``: an unauthenticated caller gets the default)."""

@@ -20,6 +20,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from plugins.ratelimit.gcra import Decision, Limit, LocalLimiter
 from plugins.ratelimit.redis_limiter import RedisLimiter
+from plugins.ratelimit.resp import RespError
 
 EventSink = Callable[..., None]
 
@@ -138,9 +139,8 @@ class RateLimiter:
         attempt = self.switch.begin()
         if attempt is not Attempt.SKIP:
             try:
-                async with asyncio.timeout(self.timeout):
-                    decision = await self.redis.evaluate(limits)
-            except (TimeoutError, RedisError, OSError) as exc:
+                decision = await self.redis.evaluate(limits)
+            except (TimeoutError, RespError, RedisError, OSError) as exc:
                 self._failed(attempt, _reason(exc))
             except BaseException:
                 self.switch.abandon(attempt)
@@ -160,10 +160,14 @@ class RateLimiter:
                       failure_mode=self.failure_mode)
 
     async def verify(self) -> None:
-        """Check Redis once (at start-up) and enter the failure mode if it does not answer."""
-        health = await self.check_redis()
-        if not health["ok"]:
-            self._failed(self.switch.begin(), str(health.get("error", "error")))
+        """Load the script once (at start-up); enter the failure mode if Redis does not answer."""
+        if self.redis is None:
+            return
+        try:
+            async with asyncio.timeout(max(self.timeout, 1.0)):
+                await self.redis.load_script()
+        except (TimeoutError, RedisError, OSError) as exc:
+            self._failed(self.switch.begin(), _reason(exc))
 
     async def check_redis(self) -> dict[str, Any]:
         """Ping Redis within the timeout (for readiness and start-up); never raises."""

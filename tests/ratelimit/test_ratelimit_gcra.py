@@ -270,8 +270,8 @@ def test_override_validation_names_the_problem(value: object, problem: str | Non
 
 def test_headers_describe_every_policy_and_the_legacy_names_the_first() -> None:
     req, tok = requests(quota=100, window=60), tokens(5000)
-    headers = rate_limit_headers([("default", req, LimitState(42, 17.2)),
-                                  ("tokens", tok, LimitState(-30, 0.3))])
+    headers = rate_limit_headers(["default", "tokens"], [req, tok],
+                                 [LimitState(42, 17.2), LimitState(-30, 0.3)])
     assert headers == {
         "RateLimit-Policy": '"default";q=100;w=60, "tokens";q=5000;w=60',
         # A budget in debt shows 0 left and the time until one token is back (31 * 12 ms).

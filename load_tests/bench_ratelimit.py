@@ -1,0 +1,234 @@
+"""Rate-limit benchmark: what the limiter costs in throughput at 32 connections.
+
+Starts the mock upstream and sidecars with the chain ``via`` (no limiter), ``ratelimit,via``
+with the shared Redis limiter and ``ratelimit,via`` with the in-process limiter, each with a
+limit generous enough that nothing is refused. Drives each with 32 concurrent connections
+(aiohttp by default, or wrk), in alternating rounds, and prints the median requests/s and its
+ratio against the sidecar without a limiter (target: the Redis limiter costs at most 10%).
+
+On a small machine shared with other work, throughput swings from run to run; the sidecar's
+own CPU time per request (from /proc) is the steadier measure of what the limiter adds, so it
+is reported too, with Redis's CPU per request beside it.
+
+    .venv/bin/python load_tests/bench_ratelimit.py [--seconds 5] [--rounds 3] [--driver wrk]
+
+Needs a Redis on 127.0.0.1:6379 (``--redis-host``/``--redis-port``); keys go under a fresh
+prefix and are deleted afterwards. Everything runs on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from load_tests.harness import (
+    CHAT_BODY,
+    MOCK_KEY,
+    PYTHON,
+    free_port,
+    mock_upstream,
+    process,
+    wrk,
+)
+
+RESULTS = Path(__file__).resolve().parent / "results"
+CALLER = "bench-caller-key"
+
+
+async def _drive(url: str, connections: int, seconds: float) -> tuple[float, float, float, int]:
+    """``connections`` workers posting chat completions for ``seconds``: req/s, p50, p99 (ms),
+    and the number of non-200 answers."""
+    body = CHAT_BODY.encode()
+    headers = {"Authorization": f"Bearer {CALLER}", "Content-Type": "application/json"}
+    latencies: list[float] = []
+    failures = 0
+    connector = aiohttp.TCPConnector(limit=connections)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        deadline = time.perf_counter() + seconds
+
+        async def worker() -> None:
+            nonlocal failures
+            while time.perf_counter() < deadline:
+                started = time.perf_counter()
+                async with http.post(url + "/v1/chat/completions", data=body,
+                                     headers=headers) as response:
+                    await response.read()
+                    if response.status != 200:
+                        failures += 1
+                latencies.append(time.perf_counter() - started)
+
+        began = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(connections)))
+        elapsed = time.perf_counter() - began
+    latencies.sort()
+    p50 = latencies[len(latencies) // 2] * 1000
+    p99 = latencies[int(len(latencies) * 0.99)] * 1000
+    return len(latencies) / elapsed, p50, p99, failures
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def redis_cpu_seconds(host: str, port: int) -> float:
+    """User + system CPU time of the Redis server so far."""
+    import redis
+
+    client = redis.Redis(host=host, port=port)
+    try:
+        info = client.info("cpu")
+    finally:
+        client.close()
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+@dataclass
+class Run:
+    """One measured run against one sidecar."""
+
+    rps: float
+    p99_ms: float
+    errors: int
+    cpu_us: float
+    redis_cpu_us: float
+
+
+def measure(url: str, pid: int, driver: str, connections: int, seconds: int,
+            redis_at: tuple[str, int]) -> Run:
+    """One run: requests/s, p99, errors, and CPU microseconds per request."""
+    cpu0, redis0 = cpu_seconds(pid), redis_cpu_seconds(*redis_at)
+    if driver == "wrk":
+        result = wrk(url, connections, seconds, api_key=CALLER)
+        rps, p99, errors = result.requests_per_s, result.p99_ms, result.errors
+        count = rps * seconds
+    else:
+        rps, _p50, p99, errors = asyncio.run(_drive(url, connections, seconds))
+        count = rps * seconds
+    cpu = cpu_seconds(pid) - cpu0
+    redis_cpu = redis_cpu_seconds(*redis_at) - redis0
+    return Run(rps, p99, errors, cpu / count * 1e6, redis_cpu / count * 1e6)
+
+
+@contextlib.contextmanager
+def sidecar(upstream: str, env: dict[str, str]) -> Iterator[tuple[str, int]]:
+    """A sidecar process; yields its URL and pid."""
+    port = free_port()
+    data_dir = tempfile.mkdtemp(prefix="bench-ratelimit-")
+    full = {"MISTRAL_BASE_URL": upstream, "MISTRAL_API_KEY": MOCK_KEY, "SIDECAR_PORT": str(port),
+            "SIDECAR_DATA_DIR": data_dir, "LOG_LEVEL": "WARNING", **env}
+    url = f"http://127.0.0.1:{port}"
+    try:
+        with process([PYTHON, "-m", "proxy.cli", "serve"], url + "/healthz", full) as proc:
+            yield url, proc.pid
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _clear_prefix(host: str, port: int, prefix: str) -> None:
+    import redis
+
+    client = redis.Redis(host=host, port=port)
+    try:
+        for key in client.scan_iter(match=prefix + "*"):
+            client.delete(key)
+    finally:
+        client.close()
+
+
+def main() -> int:
+    """Run the benchmark and print the report."""
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--driver", choices=("aiohttp", "wrk"), default="aiohttp")
+    parser.add_argument("--redis-host", default=os.environ.get("TEST_REDIS_HOST", "127.0.0.1"))
+    parser.add_argument("--redis-port", type=int,
+                        default=int(os.environ.get("TEST_REDIS_PORT", "6379")))
+    args = parser.parse_args()
+
+    prefix = f"bench-ratelimit:{uuid.uuid4().hex[:8]}:"
+    generous = {"RATE_LIMIT_REQUESTS": "60000000", "RATE_LIMIT_WINDOW": "60"}
+    configs = {
+        "no limiter": {"SIDECAR_PLUGINS": "via"},
+        "redis limiter": {"SIDECAR_PLUGINS": "ratelimit,via", **generous,
+                          "REDIS_HOST": args.redis_host, "REDIS_PORT": str(args.redis_port),
+                          "SIDECAR_REDIS_PREFIX": prefix},
+        "in-process limiter": {"SIDECAR_PLUGINS": "ratelimit,via", **generous},
+    }
+    redis_at = (args.redis_host, args.redis_port)
+    runs: dict[str, list[Run]] = {name: [] for name in configs}
+    try:
+        with ExitStack() as stack:
+            upstream = stack.enter_context(mock_upstream())
+            targets = {name: stack.enter_context(sidecar(upstream, env))
+                       for name, env in configs.items()}
+            for url, pid in targets.values():
+                measure(url, pid, args.driver, args.connections, 1, redis_at)  # warm-up
+            for round_no in range(args.rounds):
+                for name, (url, pid) in targets.items():
+                    run = measure(url, pid, args.driver, args.connections, args.seconds,
+                                  redis_at)
+                    runs[name].append(run)
+                    print(f"round {round_no + 1} {name:<20} {run.rps:>8.0f} req/s "
+                          f"p99 {run.p99_ms:6.2f} ms  sidecar CPU {run.cpu_us:6.1f} us/req  "
+                          f"Redis CPU {run.redis_cpu_us:5.1f} us/req  errors {run.errors}",
+                          flush=True)
+    finally:
+        _clear_prefix(args.redis_host, args.redis_port, prefix)
+
+    base_rps = statistics.median(r.rps for r in runs["no limiter"])
+    base_cpu = statistics.median(r.cpu_us for r in runs["no limiter"])
+    lines = [f"Rate-limit benchmark: {args.connections} connections ({args.driver}), "
+             f"{args.rounds} rounds of {args.seconds} s, {os.cpu_count()} cores shared by "
+             "client, mock, sidecar and Redis (medians).", "",
+             "| sidecar | req/s | throughput vs no limiter | sidecar CPU us/req | "
+             "CPU vs no limiter | Redis CPU us/req | errors |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    summary: dict[str, dict[str, float]] = {}
+    for name, results in runs.items():
+        rps = statistics.median(r.rps for r in results)
+        cpu = statistics.median(r.cpu_us for r in results)
+        redis_cpu = statistics.median(r.redis_cpu_us for r in results)
+        errors = sum(r.errors for r in results)
+        summary[name] = {"rps": rps, "throughput_ratio": rps / base_rps, "cpu_us": cpu,
+                         "cpu_ratio": cpu / base_cpu, "redis_cpu_us": redis_cpu,
+                         "errors": errors}
+        lines.append(f"| {name} | {rps:.0f} | {rps / base_rps:.1%} | {cpu:.1f} | "
+                     f"{cpu / base_cpu - 1:+.1%} | {redis_cpu:.1f} | {errors} |")
+    cost = 1 - summary["redis limiter"]["throughput_ratio"]
+    cpu_cost = summary["redis limiter"]["cpu_ratio"] - 1
+    lines += ["", f"Redis limiter: throughput cost {cost:.1%}, sidecar CPU per request "
+              f"{cpu_cost:+.1%} (target <= 10%): "
+              f"{'met' if max(cost, cpu_cost) <= 0.10 else 'NOT met'}."]
+    report = "\n".join(lines) + "\n"
+    print()
+    print(report)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"ratelimit-{args.driver}.md").write_text(report)
+    (RESULTS / f"ratelimit-{args.driver}.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
