@@ -77,7 +77,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             settings["server.shutdown_grace_seconds"], on_ready=announce))
     except ConfigError as error:
         return _fail_config(error)
-    except OSError as error:
+    except Exception as error:
+        # A plugin's start-up failed (database down, schema not migrated, port taken ...):
+        # one line that says why, not a traceback.
         print(f"mistral-sidecar: cannot start: {error}", file=sys.stderr)
         return 1
     return 0

@@ -17,6 +17,7 @@ Row = dict[str, Any]
 Params = Sequence[Any]
 
 _PLACEHOLDER = re.compile(r"\?")
+_MIGRATION_LOCK_KEY = 0x6D73_6964  # "msid": constant per application, any int8 works
 
 
 class Executor(Protocol):
@@ -48,6 +49,9 @@ class Database(Executor, Protocol):
 
     async def ping(self) -> bool:
         """Whether the database answers right now."""
+
+    def migration_lock(self) -> Any:
+        """``async with db.migration_lock():`` — one migrating process at a time."""
 
     async def close(self) -> None:
         """Close every connection."""
@@ -148,6 +152,17 @@ class PostgresDatabase:
         async with self._connection() as conn, conn.transaction():
             await conn.execute(script)
 
+    @asynccontextmanager
+    async def migration_lock(self) -> AsyncIterator[None]:
+        # A session-level advisory lock, held on one pooled connection for the whole run, so
+        # replicas started together apply each migration exactly once.
+        async with self._connection() as conn:
+            await conn.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK_KEY,))
+            try:
+                yield
+            finally:
+                await conn.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK_KEY,))
+
     async def ping(self) -> bool:
         try:
             async with asyncio.timeout(self._timeout):
@@ -241,6 +256,11 @@ class SqliteDatabase:
 
     async def ping(self) -> bool:
         return self._conn is not None
+
+    @asynccontextmanager
+    async def migration_lock(self) -> AsyncIterator[None]:
+        # One process owns a data directory; each migration runs under BEGIN IMMEDIATE.
+        yield
 
     async def close(self) -> None:
         if self._conn is not None:

@@ -55,13 +55,18 @@ async def pending(db: Database) -> list[Migration]:
 
 
 async def migrate(db: Database) -> list[Migration]:
-    """Apply every pending migration, each in its own transaction; return what was applied."""
+    """Apply every pending migration, each in its own transaction; return what was applied.
+
+    Runs under the database's migration lock, and decides what is pending only once it holds
+    it, so concurrent starts with SIDECAR_MIGRATE_ON_START do not race.
+    """
     applied = []
-    for migration in await pending(db):
-        record = (
-            f"INSERT INTO schema_migrations (version, name) VALUES "
-            f"({migration.version}, '{migration.name}');"
-        )
-        await db.executescript(migration.sql + "\n" + record)
-        applied.append(migration)
+    async with db.migration_lock():
+        for migration in await pending(db):
+            record = (
+                f"INSERT INTO schema_migrations (version, name) VALUES "
+                f"({migration.version}, '{migration.name}');"
+            )
+            await db.executescript(migration.sql + "\n" + record)
+            applied.append(migration)
     return applied
