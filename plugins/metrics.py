@@ -127,7 +127,11 @@ class Health:
 
 
 class PluginGaugeCollector:
-    """Exports every entry of the ``gauges`` hook as gauge ``mistral_sidecar_<name>``."""
+    """Exports every entry of the ``gauges`` hook as gauge ``mistral_sidecar_<name>``.
+
+    Names ending in ``_total`` (running totals) become counters. Names that are not valid,
+    or that this plugin's own families use, are dropped with one warning each.
+    """
 
     def __init__(self, app: web.Application, reserved: set[str]) -> None:
         self.app = app
@@ -151,7 +155,8 @@ class PluginGaugeCollector:
                 try:
                     name, labels, value = entry
                     full = PREFIX + str(name)
-                    if not _NAME_RE.match(full) or full in self.reserved:
+                    if (not _NAME_RE.match(full) or full in self.reserved
+                            or full.removesuffix("_total") in self.reserved):
                         self._warn_once(f"name:{plugin}:{name}", "plugin %s reports gauge %r, "
                                         "which is not a valid or free metric name", plugin, name)
                         continue
@@ -160,10 +165,13 @@ class PluginGaugeCollector:
                         self._warn_once(f"labels:{plugin}:{name}", "plugin %s reports gauge %r "
                                         "with invalid label names", plugin, name)
                         continue
-                    family = families.get(full)
+                    # A running total reported as a value is exposed as the counter it is.
+                    base, kind = ((full[:-6], "counter") if full.endswith("_total")
+                                  else (full, "gauge"))
+                    family = families.get(base)
                     if family is None:
-                        family = families[full] = Metric(
-                            full, f"Reported by the {plugin} plugin.", "gauge")
+                        family = families[base] = Metric(
+                            base, f"Reported by the {plugin} plugin.", kind)
                     family.add_sample(full, clean, float(value))
                 except (TypeError, ValueError):
                     self._warn_once(f"entry:{plugin}", "plugin %s reports a malformed gauge "
@@ -223,8 +231,9 @@ class MetricsState:
             ("operation", "method", "status"), registry=r)
         self.request_duration = Histogram(
             PREFIX + "request_duration_seconds",
-            "Time from the request's arrival to the end of its response.",
-            op, buckets=LATENCY_BUCKETS, registry=r)
+            "Time from the request's arrival to the end of its response, by operation and "
+            "whether it was streamed.", ("operation", "stream"), buckets=LATENCY_BUCKETS,
+            registry=r)
         self.upstream_duration = Histogram(
             PREFIX + "upstream_duration_seconds",
             "Time from the first upstream attempt to the end of the response (retries and "
@@ -271,9 +280,6 @@ class MetricsState:
             PREFIX + "ratelimit_decisions", "Rate-limit decisions, by limit (requests, "
             "tokens), decision (allowed, rejected) and scope.", ("limit", "decision", "scope"),
             registry=r)
-        self.fallback_active = Gauge(
-            PREFIX + "ratelimit_fallback_active", "1 while the in-process limiter stands in "
-            "for an unusable Redis.", registry=r, multiprocess_mode="livemax")
         self.fallbacks = Counter(
             PREFIX + "ratelimit_fallbacks", "Times the limiter fell back to in-process "
             "limiting.", registry=r)
@@ -303,8 +309,6 @@ class MetricsState:
         self.replayed = Counter(
             PREFIX + "persistence_replayed_records", "Spooled records replayed into the "
             "database.", registry=r)
-        self.write_failures = Counter(
-            PREFIX + "persistence_write_failures", "Failed database writes.", registry=r)
         self.build_info = Gauge(
             PREFIX + "build_info", "Always 1; the version label says what runs.", ("version",),
             registry=r, multiprocess_mode="max")
@@ -318,7 +322,7 @@ class MetricsState:
 
         # Cached children of the per-request families.
         self._requests: dict[tuple[str, str, int], Any] = {}
-        self._per_op: dict[str, tuple[Any, Any, Any]] = {}
+        self._per_op: dict[tuple[str, bool], tuple[Any, Any, Any]] = {}
         self._tokens: dict[tuple[str, ...], tuple[Any, Any]] = {}
         self._stream: dict[tuple[str, str], tuple[Any, Any]] = {}
         self._handlers: dict[str, Callable[[dict[str, Any]], None]] = {
@@ -333,7 +337,6 @@ class MetricsState:
             "auth.denied": self._on_auth,
             "persistence.spooled": self._on_spooled,
             "persistence.replayed": self._on_replayed,
-            "persistence.write_failed": self._on_write_failed,
         }
         self.own_names = _sample_names(self.registry)
         self.own_names.update(PREFIX + n for n in ("dependency_up", "dependency_latency_seconds",
@@ -365,10 +368,10 @@ class MetricsState:
                 operation, method, str(status) if status else CLIENT_CLOSED)
         child.inc()
 
-        per_op = self._per_op.get(operation)
+        per_op = self._per_op.get((operation, ctx.is_stream))
         if per_op is None:
-            per_op = self._per_op[operation] = (
-                self.request_duration.labels(operation),
+            per_op = self._per_op[(operation, ctx.is_stream)] = (
+                self.request_duration.labels(operation, "true" if ctx.is_stream else "false"),
                 self.upstream_duration.labels(operation),
                 self.attempts.labels(operation))
         duration_child, upstream_child, attempts_child = per_op
@@ -491,9 +494,8 @@ class MetricsState:
                                    f.get("scope")))
 
     def _on_fallback(self, f: dict[str, Any]) -> None:
-        active = bool(f.get("active"))
-        self.fallback_active.set(1 if active else 0)
-        if active:
+        # Whether the fallback is active now is the rate-limit plugin's own gauge.
+        if f.get("active"):
             self.fallbacks.inc()
 
     def _on_concurrency(self, f: dict[str, Any]) -> None:
@@ -525,9 +527,6 @@ class MetricsState:
 
     def _on_replayed(self, f: dict[str, Any]) -> None:
         self.replayed.inc(_count(f.get("records")))
-
-    def _on_write_failed(self, f: dict[str, Any]) -> None:
-        self.write_failures.inc()
 
     # --- scrape -------------------------------------------------------------------------
 

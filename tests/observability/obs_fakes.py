@@ -14,7 +14,7 @@ Request headers drive it:
 
 Every request also logs one line from this module (logger ``tests.obs_fakes``), to check that
 lines of other modules carry the request id. ``gauges`` reports persistence values and
-``readiness`` an unreachable Redis.
+``readiness`` an unreachable Redis, unless the real persistence plugin is in the chain.
 
 Enable with ``SIDECAR_PLUGINS="...,tests.observability.obs_fakes"``.
 """
@@ -28,7 +28,7 @@ from typing import Any
 from aiohttp import web
 
 from proxy import hookimpl
-from proxy.app import SETTINGS
+from proxy.app import PLUGINS, SETTINGS
 from proxy.context import Identity, RequestContext
 from proxy.errors import SidecarError
 from proxy.events import emit
@@ -41,6 +41,11 @@ GAUGES: list[tuple[str, dict[str, str], float]] = [
     ("persistence_spool_bytes", {}, 2048.0),
     ("persistence_lag_seconds", {}, 1.5),
     ("concurrency_queue_depth", {"scope": "global"}, 2.0),
+    ("persistence_write_failures_total", {}, 2.0),
+    # dropped: the metrics plugin's own name, an invalid name, an invalid label name
+    ("requests_total", {}, 1000.0),
+    ("bad-name", {}, 1.0),
+    ("with_bad_label", {"bad-label": "x"}, 1.0),
 ]
 
 
@@ -48,8 +53,10 @@ GAUGES: list[tuple[str, dict[str, str], float]] = [
 def on_request(ctx: RequestContext) -> web.StreamResponse | None:
     """Identify, emit, leak, reject or answer as the headers ask."""
     headers = ctx.request.headers
-    ctx.identity = Identity(key_id="key_test_1", owner=headers.get("X-Test-Owner", "team-a"),
-                            role=headers.get("X-Test-Role", "user"))
+    if ctx.identity is None:
+        ctx.identity = Identity(key_id="key_test_1",
+                                owner=headers.get("X-Test-Owner", "team-a"),
+                                role=headers.get("X-Test-Role", "user"))
     log.info("fake plugin saw %s", ctx.operation_name)
     spec = headers.get("X-Test-Emit")
     if spec:
@@ -76,13 +83,20 @@ def on_request(ctx: RequestContext) -> web.StreamResponse | None:
     return None
 
 
+def _standing_in(app: web.Application) -> bool:
+    """Whether the real persistence plugin is absent (then this one reports in its place)."""
+    return "persistence" not in app[PLUGINS].names
+
+
 @hookimpl
 def gauges(app: web.Application) -> list[tuple[str, dict[str, str], float]]:
     """Persistence and concurrency values as those plugins would report them."""
-    return list(GAUGES)
+    return list(GAUGES) if _standing_in(app) else []
 
 
 @hookimpl
 def readiness(app: web.Application) -> dict[str, Any]:
     """A Redis that does not answer."""
+    if not _standing_in(app):
+        return {}
     return {"redis": {"ok": False, "latency_ms": 2.0, "error": "ConnectionError"}}

@@ -54,9 +54,11 @@ async def test_requests_durations_and_attempts(after_traffic: tuple[Sidecar, Tra
     assert m.value("mistral_sidecar_requests_total", operation="models.list", method="GET",
                    status="200") == 1
     assert m.value("mistral_sidecar_request_duration_seconds_count",
-                   operation="chat.complete") == 7
+                   operation="chat.complete", stream="false") == 6
+    assert m.value("mistral_sidecar_request_duration_seconds_count",
+                   operation="chat.complete", stream="true") == 1
     assert m.value("mistral_sidecar_request_duration_seconds_bucket",
-                   operation="chat.complete", le="+Inf") == 7
+                   operation="chat.complete", stream="false", le="+Inf") == 6
     # the rejected and the answered request never went upstream
     assert m.value("mistral_sidecar_upstream_duration_seconds_count",
                    operation="chat.complete") == 5
@@ -109,7 +111,6 @@ async def test_plugin_events_are_counted(after_traffic: tuple[Sidecar, Traffic, 
                    decision="allowed", scope="key") == 1
     assert m.value("mistral_sidecar_ratelimit_decisions_total", limit="tokens",
                    decision="rejected", scope="key") == 1
-    assert m.value("mistral_sidecar_ratelimit_fallback_active") == 1
     assert m.value("mistral_sidecar_ratelimit_fallbacks_total") == 1
     assert m.value("mistral_sidecar_concurrency_rejections_total", scope="global") == 1
     assert m.value("mistral_sidecar_queue_wait_seconds_count", outcome="rejected") == 1
@@ -122,7 +123,7 @@ async def test_plugin_events_are_counted(after_traffic: tuple[Sidecar, Traffic, 
                    reason="unknown_key") == 1
     assert m.value("mistral_sidecar_persistence_spooled_records_total") == 4
     assert m.value("mistral_sidecar_persistence_replayed_records_total") == 3
-    assert m.value("mistral_sidecar_persistence_write_failures_total") == 1
+    assert m.value("mistral_sidecar_events_total", event="persistence.write_failed") == 1
 
 
 async def test_plugin_gauges_and_dependency_health(
@@ -133,6 +134,11 @@ async def test_plugin_gauges_and_dependency_health(
     assert m.value("mistral_sidecar_persistence_lag_seconds") == 1.5
     assert m.value("mistral_sidecar_concurrency_queue_depth", scope="global") == 2
     assert m.types["mistral_sidecar_persistence_queue_depth"] == "gauge"
+    # a running total is exposed as a counter; entries that would clash or are invalid are not
+    assert m.value("mistral_sidecar_persistence_write_failures_total") == 2
+    assert m.types["mistral_sidecar_persistence_write_failures"] == "counter"
+    assert m.total("mistral_sidecar_requests_total") < 1000
+    assert not [n for n in m.names if "bad" in n]
     # the real breaker and retry plugins' gauges
     assert m.value("mistral_sidecar_breaker_state", state="closed") == 1
     assert m.value("mistral_sidecar_breaker_state", state="open") == 0
@@ -148,7 +154,7 @@ async def test_labels_stay_bounded(after_traffic: tuple[Sidecar, Traffic, Metric
     _, traffic, m = after_traffic
     allowed = {"operation", "method", "status", "model", "kind", "code", "event", "limit",
                "decision", "scope", "reason", "from_state", "to_state", "state", "key_index",
-               "rule", "mode", "target", "outcome", "dependency", "version", "le"}
+               "rule", "mode", "target", "outcome", "dependency", "version", "le", "stream"}
     assert len(traffic.resource_ids) == 3
     forbidden = traffic.resource_ids | set(traffic.request_ids)
     id_like = re.compile(r"^/|[0-9a-f]{16,}")
