@@ -606,7 +606,8 @@ def startup(app: web.Application) -> None:
         multiprocess.MultiProcessCollector(exposed, path=multiproc_dir)
         state.exposed = exposed
     state.exposed.register(plugin_gauges)
-    state.exposed.register(health)
+    if state.readiness:
+        state.exposed.register(health)
     app[METRICS] = state
 
 

@@ -1,0 +1,50 @@
+"""Several worker processes sharing PROMETHEUS_MULTIPROC_DIR: any worker's /metrics reports
+the sum over all of them."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+import aiohttp
+
+from tests.conftest import MockUpstream, SidecarProcess
+from tests.observability.obs_support import MODEL, scrape
+
+
+async def _chat(url: str, n: int) -> None:
+    async with aiohttp.ClientSession() as http:
+        for _ in range(n):
+            async with http.post(url + "/v1/chat/completions", json={
+                    "model": MODEL, "messages": [{"role": "user", "content": "hi"}]}) as resp:
+                assert resp.status == 200
+
+
+async def test_workers_are_summed(spawn_sidecar: Callable[..., SidecarProcess],
+                                  mock_upstream: MockUpstream, tmp_path: Path) -> None:
+    shared = tmp_path / "prometheus-multiproc"
+    shared.mkdir()
+    env = {"SIDECAR_PLUGINS": "metrics", "MISTRAL_BASE_URL": mock_upstream.url,
+           "PROMETHEUS_MULTIPROC_DIR": str(shared)}
+    first, second = spawn_sidecar(**env), spawn_sidecar(**env)
+    await _chat(first.url, 3)
+    await _chat(second.url, 2)
+
+    for worker in (first, second):
+        m = await scrape(worker.url)
+        assert m.value("mistral_sidecar_requests_total", operation="chat.complete",
+                       method="POST", status="200") == 5
+        assert m.value("mistral_sidecar_request_duration_seconds_count",
+                       operation="chat.complete", stream="false") == 5
+        assert m.total("mistral_sidecar_tokens_total", kind="completion") > 0
+        assert m.value("mistral_sidecar_requests_in_flight") == 0
+        assert m.value("mistral_sidecar_ready") == 1
+
+    # a worker that stops keeps its counts but leaves the live gauges
+    second.signal(signal.SIGTERM)
+    assert second.proc.wait(timeout=20) == 0
+    m = await scrape(first.url)
+    assert m.value("mistral_sidecar_requests_total", operation="chat.complete",
+                   method="POST", status="200") == 5
+    assert len(m.find("mistral_sidecar_requests_in_flight")) == 1
