@@ -13,8 +13,8 @@ Reading back: ``mistral-sidecar conversations show ID`` and ``mistral-sidecar us
 from __future__ import annotations
 
 import argparse
+import os
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -136,23 +136,22 @@ def on_complete(ctx: RequestContext) -> None:
     state.pipeline.enqueue(records)
 
 
-def exchange_from(ctx: RequestContext, wall: float | None = None) -> Exchange:
-    """What capture needs from the request context."""
-    now_wall = time.time() if wall is None else wall
-    started = now_wall - (time.perf_counter() - ctx.timing.started)
+def exchange_from(ctx: RequestContext) -> Exchange:
+    """What capture needs from the request context (the request body is parsed lazily)."""
+    started = time.time() - (time.perf_counter() - ctx.timing.started)
     duration = ctx.timing.duration()
     usage = ctx.usage
     return Exchange(
         operation=ctx.operation_name,
-        record_id=uuid.uuid4().hex,
+        record_id=os.urandom(16).hex(),
         request_id=ctx.request_id,
         owner=ctx.identity.owner if ctx.identity is not None else "anonymous",
         status=ctx.response_status or 0,
         streamed=ctx.is_stream,
         started_at=started,
         latency_ms=None if duration is None else duration * 1000,
-        path_params=dict(ctx.path_params),
-        request=ctx.json,
+        path_params=ctx.path_params,
+        request=lambda: ctx.json,
         response=ctx.response_json,
         usage=None if usage is None else (usage.prompt_tokens, usage.completion_tokens,
                                           usage.total_tokens),

@@ -24,6 +24,7 @@ entry is its prompt plus completion tokens.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,7 +63,11 @@ def base_operation(name: str) -> str:
 
 @dataclass(slots=True)
 class Exchange:
-    """What capture needs to know about one finished request."""
+    """What capture needs to know about one finished request.
+
+    ``request`` is the parsed request body, or a function returning it: parsing is only paid
+    for when a record needs something from the body.
+    """
 
     operation: str
     record_id: str
@@ -72,10 +77,16 @@ class Exchange:
     streamed: bool
     started_at: float
     latency_ms: float | None
-    path_params: dict[str, str]
+    path_params: Mapping[str, str]
     request: Any
     response: Any
     usage: tuple[int, int, int] | None
+
+    def request_body(self) -> dict[str, Any]:
+        """The request body as a dict (empty if it was not a JSON object)."""
+        if callable(self.request):
+            self.request = self.request()
+        return self.request if isinstance(self.request, dict) else {}
 
 
 def records_for(ex: Exchange, *, chat_content: bool = False) -> list[Record]:
@@ -145,7 +156,7 @@ def _conversation_deleted(ex: Exchange) -> list[Record]:
 
 def _conversation_run(ex: Exchange, op: str) -> list[Record]:
     response = ex.response if isinstance(ex.response, dict) else {}
-    request = ex.request if isinstance(ex.request, dict) else {}
+    request = ex.request_body()
     conversation_id = response.get("conversation_id")
     if op == "conversations.append":
         conversation_id = conversation_id or ex.path_params.get("conversation_id")
@@ -301,18 +312,21 @@ def _attribute_tokens(inputs: list[dict[str, Any]], outputs: list[dict[str, Any]
 
 
 def _usage(ex: Exchange, op: str, chat_content: bool) -> Record:
-    request = ex.request if isinstance(ex.request, dict) else {}
     response = ex.response if isinstance(ex.response, dict) else {}
     prompt, completion, total = ex.usage or (0, 0, 0)
-    outputs = response.get("outputs")
-    if not isinstance(outputs, list):
-        outputs = []
-    answered_by = next((o for o in outputs if isinstance(o, dict) and o.get("model")), {})
-    model = (_str(response.get("model")) or _str(answered_by.get("model"))
-             or _str(request.get("model")))
-    conversation_id = (_str(response.get("conversation_id"))
-                       or ex.path_params.get("conversation_id"))
+    model = _str(response.get("model"))
+    conversation_id = None
+    if op.startswith("conversations."):
+        outputs = response.get("outputs")
+        answered_by = next((o for o in outputs if isinstance(o, dict) and o.get("model")),
+                           {}) if isinstance(outputs, list) else {}
+        model = model or _str(answered_by.get("model"))
+        conversation_id = (_str(response.get("conversation_id"))
+                           or ex.path_params.get("conversation_id"))
     content = None
+    wants_request = chat_content or not model or op == "agents.complete"
+    request = ex.request_body() if wants_request else {}
+    model = model or _str(request.get("model"))
     if chat_content and op in _CONTENT_OPERATIONS:
         content = {"request": request or None, "response": response or None}
     data = {
@@ -322,7 +336,7 @@ def _usage(ex: Exchange, op: str, chat_content: bool) -> Record:
         "operation": op,
         "model": model,
         "agent_id": _str(request.get("agent_id")),
-        "conversation_id": conversation_id if op.startswith("conversations.") else None,
+        "conversation_id": conversation_id,
         "status": ex.status,
         "streamed": ex.streamed,
         "prompt_tokens": prompt,

@@ -147,7 +147,7 @@ class WriteBehind:
         """
         if not records:
             return
-        data = b"".join(r.to_line() for r in records)
+        data = b"".join([r.to_line() for r in records])
         if self._closed:
             self._spool_late(data)
             return
@@ -279,8 +279,11 @@ class WriteBehind:
             self._wake.clear()
             try:
                 async with self._lock:
+                    # Full batches go at once; a partial one waits for the next tick, so a
+                    # steady trickle is written in few, large transactions.
                     while self.depth and await self._flush_once():
-                        pass
+                        if self.depth < self.options.batch_size:
+                            break
                     if self.outage_since is not None:
                         await self._sync()
             except Exception:
@@ -312,7 +315,7 @@ class WriteBehind:
     async def _write(self, batch: Sequence[Record]) -> None:
         async with asyncio.timeout(self.options.write_timeout):
             async with self.db.transaction() as tx:
-                await write_batch(tx, batch)
+                await write_batch(tx, batch, self.db.dialect)
 
     async def _write_one_by_one(self, batch: Sequence[Record], first: Exception) -> None:
         logger.warning("batch refused by the database (%s); writing records one by one",

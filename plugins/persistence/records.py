@@ -8,7 +8,7 @@ acknowledgement was lost) without changing the result.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -20,22 +20,31 @@ ENTRY = "entry"
 USAGE = "usage"
 KINDS = frozenset({AGENT, AGENT_DELETED, CONVERSATION, ENTRY, USAGE})
 
-_TS_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+#: One compact encoder for every spool line and JSON column (cheaper than ``json.dumps``
+#: with options, which builds an encoder per call).
+JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
 @dataclass(slots=True)
 class Record:
-    """One row change: its ``kind``, its column values (``data``) and when it was made (``at``,
-    Unix seconds, used for the lag gauge)."""
+    """One row change: its ``kind``, its column values (``data``, not changed once the record
+    exists) and when it was made (``at``, Unix seconds, used for the lag gauge)."""
 
     kind: str
     data: dict[str, Any]
     at: float
+    _json: str | None = field(default=None, repr=False, compare=False)
+
+    def data_json(self) -> str:
+        """``data`` as JSON, encoded once: the spool line and the database write share it."""
+        if self._json is None:
+            self._json = JSON.encode(self.data)
+        return self._json
 
     def to_line(self) -> bytes:
         """The record as one JSON line (the spool format)."""
-        return json.dumps({"kind": self.kind, "at": self.at, "data": self.data},
-                          ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+        return (f'{{"kind":"{self.kind}","at":{self.at!r},"data":{self.data_json()}}}\n'
+                .encode())
 
     @classmethod
     def from_line(cls, line: bytes) -> Record:
@@ -49,7 +58,7 @@ class Record:
 
 def iso_from_unix(seconds: float) -> str:
     """Unix seconds as the canonical timestamp text (UTC, microseconds, ``Z``)."""
-    return datetime.fromtimestamp(seconds, UTC).strftime(_TS_FORMAT)
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="microseconds")[:-6] + "Z"
 
 
 def canonical_time(value: Any, fallback: str | None = None) -> str | None:
@@ -69,4 +78,4 @@ def canonical_time(value: Any, fallback: str | None = None) -> str | None:
         return fallback
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).strftime(_TS_FORMAT)
+    return moment.astimezone(UTC).isoformat(timespec="microseconds")[:-6] + "Z"

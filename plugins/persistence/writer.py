@@ -7,7 +7,6 @@ applied in order; consecutive records of one kind share one ``executemany``.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -15,6 +14,7 @@ from plugins.persistence.records import (
     AGENT,
     AGENT_DELETED,
     ENTRY,
+    JSON,
     USAGE,
     Record,
 )
@@ -84,28 +84,59 @@ ON CONFLICT (id) DO UPDATE SET
 """,
 }
 
-_ENTRY_SQL = """
+_ENTRY_INSERT = """
 INSERT INTO conversation_entries (id, conversation_id, seq, type, role, content_text,
                                   content_json, prompt_tokens, completion_tokens, total_tokens,
                                   model, agent_id, tool_name, tool_call_id, parent_entry_id,
                                   request_id, created_at, completed_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (id) DO NOTHING
 """
 
-_USAGE_SQL = """
+_USAGE_INSERT = """
 INSERT INTO usage_log (id, request_id, owner_id, operation, model, agent_id, conversation_id,
                        status, streamed, prompt_tokens, completion_tokens, total_tokens,
                        latency_ms, created_at, content)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (id) DO NOTHING
 """
+
+_USAGE_COLUMNS = ("id", "request_id", "owner_id", "operation", "model", "agent_id",
+                  "conversation_id", "status", "streamed", "prompt_tokens", "completion_tokens",
+                  "total_tokens", "latency_ms", "created_at", "content")
+# Usage rows (one per model call: the hot path) go in one statement per batch, as the JSON
+# array of the records' data, the very text already written to the spool: no per-value
+# encoding in Python, one statement for the database to plan.
+# Columns with a default get it when a record lacks them (as the row-by-row path does).
+_USAGE_DEFAULTS = {"streamed": "false", "prompt_tokens": "0", "completion_tokens": "0",
+                   "total_tokens": "0"}
+
+
+def _usage_select(extract: str) -> str:
+    return ", ".join(
+        f"COALESCE({extract.format(c)}, {_USAGE_DEFAULTS[c]})" if c in _USAGE_DEFAULTS
+        else extract.format(c) for c in _USAGE_COLUMNS)
+
+
+_USAGE_FROM_JSON = {
+    "postgres": f"""
+INSERT INTO usage_log ({", ".join(_USAGE_COLUMNS)})
+SELECT {_usage_select("{}")}
+FROM json_populate_recordset(NULL::usage_log, CAST(? AS json))
+ON CONFLICT (id) DO NOTHING
+""",
+    "sqlite": f"""
+INSERT INTO usage_log ({", ".join(_USAGE_COLUMNS)})
+SELECT {_usage_select("json_extract(value, '$.{}')")}
+FROM json_each(?) WHERE true
+ON CONFLICT (id) DO NOTHING
+""",
+}
 
 _IN_CHUNK = 500
 
 
-async def write_batch(tx: Executor, records: Sequence[Record]) -> None:
-    """Apply ``records`` in order on ``tx`` (the caller owns the transaction)."""
+async def write_batch(tx: Executor, records: Sequence[Record], dialect: str = "sqlite") -> None:
+    """Apply ``records`` in order on ``tx`` (the caller owns the transaction).
+
+    ``dialect`` (``sqlite`` or ``postgres``) picks the bulk statement for usage rows.
+    """
     start = 0
     while start < len(records):
         key = _group_key(records[start])
@@ -115,6 +146,8 @@ async def write_batch(tx: Executor, records: Sequence[Record]) -> None:
         group = records[start:end]
         if key[0] == ENTRY:
             await _write_entries(tx, group)
+        elif key[0] == USAGE:
+            await _write_usage(tx, group, dialect)
         else:
             sql, params = _statement(*key)
             await tx.executemany(sql, [params(r.data) for r in group])
@@ -164,10 +197,17 @@ def _statement(kind: str, mode: str) -> tuple[str, Callable[[dict[str, Any]], tu
         return _AGENT_SQL, _agent_params
     if kind == AGENT_DELETED:
         return _AGENT_DELETED_SQL, _agent_deleted_params
-    if kind == USAGE:
-        return _USAGE_SQL, _usage_params
     chosen = mode if mode in _CONVERSATION_SQL else "touch"
     return _CONVERSATION_SQL[chosen], lambda d: _conversation_params(chosen, d)
+
+
+async def _write_usage(tx: Executor, records: Sequence[Record], dialect: str) -> None:
+    payload = "[" + ",".join([r.data_json() for r in records]) + "]"
+    if dialect in _USAGE_FROM_JSON and "\\u0000" not in payload:
+        await tx.execute(_USAGE_FROM_JSON[dialect], (payload,))
+    else:
+        # NUL cannot be stored in PostgreSQL text: the row-by-row path replaces it.
+        await _insert_rows(tx, _USAGE_INSERT, [_usage_params(r.data) for r in records])
 
 
 async def _write_entries(tx: Executor, records: Sequence[Record]) -> None:
@@ -208,8 +248,18 @@ async def _write_entries(tx: Executor, records: Sequence[Record]) -> None:
             d.get("model"), d.get("agent_id"), _t(d.get("tool_name")), d.get("tool_call_id"),
             parent, d.get("request_id"), d["created_at"], d.get("completed_at"),
         ))
-    if rows_out:
-        await tx.executemany(_ENTRY_SQL, rows_out)
+    await _insert_rows(tx, _ENTRY_INSERT, rows_out)
+
+
+async def _insert_rows(tx: Executor, insert: str, rows: Sequence[tuple[Any, ...]]) -> None:
+    """``insert`` (up to its column list) for ``rows``, skipping ids already stored.
+
+    One short statement run for every row (``executemany``): psycopg pipelines it, while a
+    long multi-row ``VALUES`` would be re-parsed by psycopg on every call.
+    """
+    if rows:
+        marks = ", ".join("?" * len(rows[0]))
+        await tx.executemany(f"{insert}VALUES ({marks}) ON CONFLICT (id) DO NOTHING", rows)
 
 
 def _t(value: Any) -> Any:
@@ -222,9 +272,9 @@ def _t(value: Any) -> Any:
 def _j(value: Any) -> str | None:
     if value is None:
         return None
-    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    text = JSON.encode(value)
     if "\\u0000" in text:
-        text = json.dumps(_scrub(value), ensure_ascii=False, separators=(",", ":"))
+        text = JSON.encode(_scrub(value))
     return text
 
 

@@ -240,3 +240,31 @@ async def test_model_calls_go_to_the_usage_log_without_content(
     assert (rows[5]["operation"], rows[5]["status"], rows[5]["total_tokens"]) == (
         "chat.complete", 422, 0)
     assert len({r["request_id"] for r in rows}) == 6
+
+
+async def test_chat_content_is_kept_only_when_enabled(
+    start_sidecar: SidecarFactory, store_env: dict[str, str]
+) -> None:
+    sidecar = await start_sidecar(**persist_env(store_env, SIDECAR_PERSIST_CHAT_CONTENT="true"))
+    db = StoreReader(sidecar.env)
+    client = sidecar.sdk()
+    answer = await client.chat.complete_async(
+        model=MODEL, messages=[{"role": "user", "content": "remember this"}])
+    stream = await client.chat.stream_async(
+        model=MODEL, messages=[{"role": "user", "content": "and this, streamed"}])
+    streamed = "".join([c.data.choices[0].delta.content or "" async for c in stream])
+    # PostgreSQL cannot store NUL in text: the row is kept, the character replaced.
+    await client.chat.complete_async(model=MODEL,
+                                     messages=[{"role": "user", "content": "nul\x00here"}])
+    await client.embeddings.create_async(model="mistral-embed", inputs=["no vectors kept"])
+
+    rows = await wait_for(lambda: len(r := db.rows(
+        "SELECT * FROM usage_log ORDER BY created_at")) == 4 and r)
+    first, second, third, embedding = (r["content"] for r in rows)
+    assert first["request"]["messages"] == [{"role": "user", "content": "remember this"}]
+    assert first["response"]["choices"][0]["message"]["content"] == \
+        answer.choices[0].message.content
+    assert second["request"]["stream"] is True
+    assert second["response"]["choices"][0]["message"]["content"] == streamed
+    assert third["request"]["messages"][0]["content"] == "nul\ufffdhere"
+    assert embedding is None

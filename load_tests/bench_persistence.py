@@ -1,0 +1,256 @@
+"""Persistence benchmark: what recording every request into PostgreSQL costs in throughput.
+
+Starts the mock upstream and, one after the other, a sidecar without and with the persistence
+plugin (chains ``store`` and ``store,persistence``, same PostgreSQL database), drives each with
+32 concurrent keep-alive connections from aiohttp for N seconds, alternating the two over a few
+rounds (ABBA order against drift), and prints requests/s, the ratio and whether every request
+reached the database. Target: persistence costs <= 5 % of throughput.
+
+Throughput on a shared 2-core machine is noisy, so it also prints the CPU time spent per
+request by the sidecar process and by the PostgreSQL backends serving it (from /proc): the
+cost of persistence in CPU, independent of what else runs on the machine.
+
+    .venv/bin/python load_tests/bench_persistence.py [--seconds 10] [--rounds 2]
+        [--workload chat|conversations] [--connections 32]
+
+PostgreSQL: TEST_PG_HOST / TEST_PG_PORT / TEST_PG_USER (default 127.0.0.1:5432, postgres),
+admin database ``test``; a scratch database is created and dropped. Everything is on 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import psycopg
+
+REPO = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+MOCK_KEY = "bench-upstream-key"
+PG = {"host": os.environ.get("TEST_PG_HOST", "127.0.0.1"),
+      "port": os.environ.get("TEST_PG_PORT", "5432"),
+      "user": os.environ.get("TEST_PG_USER", "postgres")}
+CHAT = {"model": "mistral-small-latest",
+        "messages": [{"role": "user", "content": "benchmark me please"}]}
+
+
+def free_port() -> int:
+    """A loopback port that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def process(args: list[str], ready_url: str, env: dict[str, str] | None = None
+            ) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``args`` until the block ends (SIGTERM, then SIGKILL after 30 s)."""
+    log = tempfile.NamedTemporaryFile(prefix="bench-persistence-", suffix=".log", delete=False)
+    proc = subprocess.Popen(args, env={**os.environ, **(env or {})}, stdout=log,
+                            stderr=subprocess.STDOUT, cwd=REPO)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{args} exited:\n{Path(log.name).read_text()[-3000:]}")
+            try:
+                urllib.request.urlopen(ready_url, timeout=1)
+                break
+            except urllib.error.HTTPError:
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{ready_url} did not come up") from None
+                time.sleep(0.05)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        Path(log.name).unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def scratch_database() -> Iterator[dict[str, str]]:
+    """A fresh PostgreSQL database; yields the DB_* environment for it."""
+    name = f"bench_persistence_{uuid.uuid4().hex[:10]}"
+    admin = f"host={PG['host']} port={PG['port']} user={PG['user']} dbname=test"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield {"DB_HOST": PG["host"], "DB_PORT": PG["port"], "DB_USER": PG["user"],
+               "DB_NAME": name}
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def backend_cpu(db_env: dict[str, str]) -> dict[int, float]:
+    """CPU seconds of every PostgreSQL backend connected to the benchmark database."""
+    with psycopg.connect(_conninfo(db_env), autocommit=True) as conn:
+        rows = conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s AND "
+                            "pid <> pg_backend_pid()", (db_env["DB_NAME"],)).fetchall()
+    return {int(pid): cpu_seconds(int(pid)) for (pid,) in rows}
+
+
+def _conninfo(db_env: dict[str, str]) -> str:
+    return (f"host={db_env['DB_HOST']} port={db_env['DB_PORT']} user={db_env['DB_USER']} "
+            f"dbname={db_env['DB_NAME']}")
+
+
+@contextlib.contextmanager
+def sidecar(upstream: str, db_env: dict[str, str], plugins: str
+            ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A sidecar process with ``plugins`` in front of ``upstream``; yields URL and process."""
+    port = free_port()
+    data_dir = tempfile.mkdtemp(prefix="bench-persistence-")
+    env = {"MISTRAL_BASE_URL": upstream, "MISTRAL_API_KEY": MOCK_KEY,
+           "SIDECAR_PORT": str(port), "SIDECAR_DATA_DIR": data_dir, "LOG_LEVEL": "WARNING",
+           "SIDECAR_PLUGINS": plugins, "SIDECAR_MIGRATE_ON_START": "true", **db_env}
+    try:
+        with process([PYTHON, "-m", "proxy.cli", "serve"],
+                     f"http://127.0.0.1:{port}/healthz", env) as proc:
+            yield f"http://127.0.0.1:{port}", proc
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+async def drive(url: str, connections: int, seconds: float, workload: str) -> tuple[int, int]:
+    """``connections`` workers posting back to back for ``seconds``; (ok, errors)."""
+    headers = {"Authorization": "Bearer bench-caller"}
+    counts = {"ok": 0, "errors": 0}
+    connector = aiohttp.TCPConnector(limit=connections, force_close=False)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        stop_at = time.perf_counter() + seconds
+
+        async def worker() -> None:
+            conversation: str | None = None
+            while time.perf_counter() < stop_at:
+                if workload == "chat":
+                    path, body = "/v1/chat/completions", CHAT
+                elif conversation is None:
+                    path = "/v1/conversations"
+                    body = {"model": CHAT["model"], "inputs": "benchmark me please"}
+                else:
+                    path, body = f"/v1/conversations/{conversation}", {"inputs": "once more"}
+                try:
+                    async with http.post(url + path, json=body, headers=headers) as resp:
+                        payload: Any = await resp.json()
+                        if resp.status == 200:
+                            counts["ok"] += 1
+                            if workload == "conversations" and conversation is None:
+                                conversation = payload["conversation_id"]
+                        else:
+                            counts["errors"] += 1
+                except aiohttp.ClientError:
+                    counts["errors"] += 1
+
+        await asyncio.gather(*(worker() for _ in range(connections)))
+    return counts["ok"], counts["errors"]
+
+
+def usage_rows(db_env: dict[str, str]) -> int:
+    """Rows in usage_log."""
+    with psycopg.connect(_conninfo(db_env)) as conn:
+        row = conn.execute("SELECT COUNT(*) FROM usage_log").fetchone()
+    return int(row[0]) if row else 0
+
+
+def main() -> int:
+    """Run the benchmark and print the report."""
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--workload", choices=("chat", "conversations"), default="chat")
+    args = parser.parse_args()
+
+    chains = {"without": "store", "with": "store,persistence"}
+    rates: dict[str, list[float]] = {name: [] for name in chains}
+    cpu_per_request: dict[str, list[float]] = {name: [] for name in chains}
+    mock_port = free_port()
+    upstream = f"http://127.0.0.1:{mock_port}"
+    recorded_expected = recorded = 0
+    with scratch_database() as db_env, process(
+            [PYTHON, "-m", "proxy.cli", "mock-upstream", "--port", str(mock_port),
+             "--api-key", MOCK_KEY], upstream + "/__mock__/settings"):
+        for round_ in range(args.rounds):
+            order = list(chains) if round_ % 2 == 0 else list(reversed(chains))
+            for name in order:
+                with sidecar(upstream, db_env, chains[name]) as (url, proc):
+                    asyncio.run(drive(url, args.connections, 1.0, args.workload))  # warm-up
+                    before_rows = usage_rows(db_env) if name == "with" else 0
+                    time.sleep(0.5)  # let the warm-up's records reach the database
+                    cpu_before, pg_before = cpu_seconds(proc.pid), backend_cpu(db_env)
+                    ok, errors = asyncio.run(
+                        drive(url, args.connections, args.seconds, args.workload))
+                    line = ""
+                    if name == "with":
+                        drained_at = time.perf_counter()
+                        recorded_expected = usage_rows(db_env) - before_rows + ok
+                        target = before_rows + ok
+                        while usage_rows(db_env) < target and \
+                                time.perf_counter() - drained_at < 60:
+                            time.sleep(0.02)
+                        line = (f"; all in the database "
+                                f"{time.perf_counter() - drained_at:.2f} s after the load")
+                    pg_after = backend_cpu(db_env)
+                    pg_used = sum(cpu - pg_before.get(pid, 0.0) for pid, cpu in pg_after.items())
+                    side_used = cpu_seconds(proc.pid) - cpu_before
+                    used = side_used + pg_used
+                    rates[name].append(ok / args.seconds)
+                    cpu_per_request[name].append(used / max(ok, 1) * 1e6)
+                    print(f"round {round_ + 1} {name:>7} persistence: "
+                          f"{ok / args.seconds:8.0f} req/s ({ok} ok, {errors} errors), "
+                          f"CPU {used / max(ok, 1) * 1e6:4.0f} us/request (sidecar "
+                          f"{side_used / max(ok, 1) * 1e6:.0f}, PostgreSQL "
+                          f"{pg_used / max(ok, 1) * 1e6:.0f})"
+                          f"{line}", flush=True)
+        recorded = usage_rows(db_env)
+
+    without, with_ = statistics.median(rates["without"]), statistics.median(rates["with"])
+    cpu_without = statistics.median(cpu_per_request["without"])
+    cpu_with = statistics.median(cpu_per_request["with"])
+    cost = 1 - with_ / without
+    print(f"\nworkload {args.workload}, {args.connections} connections, {args.seconds:g} s x "
+          f"{args.rounds} rounds (medians)")
+    print(f"without persistence {without:8.0f} req/s   {cpu_without:6.0f} us CPU/request")
+    print(f"with persistence    {with_:8.0f} req/s   {cpu_with:6.0f} us CPU/request")
+    print(f"throughput ratio {with_ / without:.3f}: persistence costs {cost * 100:.1f} % "
+          f"(target <= 5 %) -> {'OK' if cost <= 0.05 else 'OVER'}")
+    print(f"CPU per request: +{(cpu_with / cpu_without - 1) * 100:.1f} % with persistence")
+    print(f"usage_log rows: {recorded} (every request of the runs with persistence: "
+          f"{'yes' if recorded >= recorded_expected else 'NO'})")
+    return 0 if recorded >= recorded_expected else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
