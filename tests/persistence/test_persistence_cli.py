@@ -25,7 +25,7 @@ def _cli_env(env: dict[str, str]) -> dict[str, str]:
     full = {k: v for k, v in os.environ.items()
             if not k.startswith(("SIDECAR_", "MISTRAL_", "DB_"))}
     full.update({k: v for k, v in env.items() if k.startswith(("SIDECAR_", "DB_"))})
-    full["SIDECAR_PLUGINS"] = PLUGINS
+    full["SIDECAR_PLUGINS"] = env.get("SIDECAR_PLUGINS", PLUGINS)
     return full
 
 
@@ -155,3 +155,8 @@ async def test_retention_purges_old_records_in_the_background(
     purged = await later.run_once()
     assert (purged.conversations, purged.entries, purged.usage) == (1, 2, 1)
     assert db.one("conversations", fresh.conversation_id) is None
+
+
+def test_persistence_needs_the_store_first() -> None:
+    (code, _out, err), = cli({"SIDECAR_PLUGINS": "persistence,store"}, ("check-config",))
+    assert code == 2 and "persistence needs the store plugin" in err

@@ -15,6 +15,7 @@ import aiohttp
 import pytest
 from toxiproxy import Proxy, Toxiproxy
 
+from proxy.app import PLUGINS as CHAIN
 from tests.conftest import PG_HOST, PG_PORT, MockUpstream, SidecarFactory, SidecarProcess, wait_for
 from tests.persistence.persistence_helpers import MODEL, PLUGINS, StoreReader, persist_env
 from tests.persistence.persistence_probe import events
@@ -133,6 +134,11 @@ async def test_outage_adds_no_latency_and_loses_nothing(
         during = await traffic.burst(http, 20)
         report = await wait_for(lambda: _unwritable(sidecar.url), timeout=10)
         assert report["queue_depth"] > 0 and report["spool_bytes"] > 0 and report["ok"]
+        gauges = {name: value for _plugin, found in sidecar.app[CHAIN].call_all(
+            "gauges", app=sidecar.app) for name, _labels, value in found or ()}
+        assert gauges["persistence_database_writable"] == 0
+        assert gauges["persistence_queue_depth"] > 0 and gauges["persistence_spool_bytes"] > 0
+        assert gauges["persistence_write_failures_total"] >= 1
         assert spooled_records(sidecar.env["SIDECAR_DATA_DIR"]) >= report["queue_depth"]
         assert not traffic.all_stored(db)
         during += await traffic.burst(http, 10)
