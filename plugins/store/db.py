@@ -102,6 +102,7 @@ class PostgresDatabase:
         from psycopg_pool import AsyncConnectionPool
 
         self._timeout = timeout
+        self._conninfo = conninfo
         self.pool = AsyncConnectionPool(
             conninfo, min_size=1, max_size=max(1, pool_size), open=False, timeout=timeout,
             kwargs={"autocommit": True, "connect_timeout": max(1, int(timeout))},
@@ -154,9 +155,17 @@ class PostgresDatabase:
 
     @asynccontextmanager
     async def migration_lock(self) -> AsyncIterator[None]:
-        # A session-level advisory lock, held on one pooled connection for the whole run, so
-        # replicas started together apply each migration exactly once.
-        async with self._connection() as conn:
+        # A session-level advisory lock on a connection of its own (not from the pool, which
+        # may hold a single connection), so replicas started together apply each migration
+        # exactly once.
+        import psycopg
+
+        try:
+            conn = await psycopg.AsyncConnection.connect(
+                self._conninfo, autocommit=True, connect_timeout=max(1, int(self._timeout)))
+        except psycopg.OperationalError as exc:
+            raise DatabaseUnavailable(_describe(exc)) from exc
+        async with conn:
             await conn.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK_KEY,))
             try:
                 yield
