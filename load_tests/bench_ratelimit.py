@@ -10,7 +10,7 @@ On a small machine shared with other work, throughput swings from run to run; th
 own CPU time per request (from /proc) is the steadier measure of what the limiter adds, so it
 is reported too, with Redis's CPU per request beside it.
 
-    .venv/bin/python load_tests/bench_ratelimit.py [--seconds 5] [--rounds 3] [--driver wrk]
+    .venv/bin/python load_tests/bench_ratelimit.py [--seconds 2] [--rounds 12] [--driver wrk]
 
 Needs a Redis on 127.0.0.1:6379 (``--redis-host``/``--redis-port``); keys go under a fresh
 prefix and are deleted afterwards. Everything runs on 127.0.0.1.
@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import shutil
 import statistics
 import sys
@@ -158,9 +159,11 @@ def main() -> int:
     """Run the benchmark and print the report."""
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=int, default=5)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--processes", type=int, default=2,
+                        help="sidecar processes per configuration, measured in turn")
     parser.add_argument("--driver", choices=("aiohttp", "wrk"), default="aiohttp")
     parser.add_argument("--redis-host", default=os.environ.get("TEST_REDIS_HOST", "127.0.0.1"))
     parser.add_argument("--redis-port", type=int,
@@ -178,15 +181,24 @@ def main() -> int:
     }
     redis_at = (args.redis_host, args.redis_port)
     runs: dict[str, list[Run]] = {name: [] for name in configs}
+    order = random.Random(7)
     try:
         with ExitStack() as stack:
             upstream = stack.enter_context(mock_upstream())
-            targets = {name: stack.enter_context(sidecar(upstream, env))
+            # Several processes per configuration, taken in turn: one process can be a few
+            # percent faster than an identical one (memory layout, hash seeds), which would
+            # otherwise show up as a difference between configurations.
+            targets = {name: [stack.enter_context(sidecar(upstream, env))
+                              for _ in range(args.processes)]
                        for name, env in configs.items()}
-            for url, pid in targets.values():
-                measure(url, pid, args.driver, args.connections, 1, redis_at)  # warm-up
+            for instances in targets.values():
+                for url, pid in instances:
+                    measure(url, pid, args.driver, args.connections, 1, redis_at)  # warm-up
             for round_no in range(args.rounds):
-                for name, (url, pid) in targets.items():
+                names = list(configs)
+                order.shuffle(names)
+                for name in names:
+                    url, pid = targets[name][round_no % args.processes]
                     run = measure(url, pid, args.driver, args.connections, args.seconds,
                                   redis_at)
                     runs[name].append(run)
@@ -197,11 +209,14 @@ def main() -> int:
     finally:
         _clear_prefix(args.redis_host, args.redis_port, prefix)
 
-    base_rps = statistics.median(r.rps for r in runs["no limiter"])
-    base_cpu = statistics.median(r.cpu_us for r in runs["no limiter"])
+    # Each round measures every configuration back to back (in shuffled order), so ratios
+    # are taken per round (paired) and then their median: load from elsewhere on the machine
+    # drifts more slowly than a round lasts.
+    base = runs["no limiter"]
     lines = [f"Rate-limit benchmark: {args.connections} connections ({args.driver}), "
              f"{args.rounds} rounds of {args.seconds} s, {os.cpu_count()} cores shared by "
-             "client, mock, sidecar and Redis (medians).", "",
+             "client, mock, sidecar and Redis. Medians; ratios are medians of per-round "
+             "ratios against the sidecar without a limiter.", "",
              "| sidecar | req/s | throughput vs no limiter | sidecar CPU us/req | "
              "CPU vs no limiter | Redis CPU us/req | errors |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
@@ -211,11 +226,13 @@ def main() -> int:
         cpu = statistics.median(r.cpu_us for r in results)
         redis_cpu = statistics.median(r.redis_cpu_us for r in results)
         errors = sum(r.errors for r in results)
-        summary[name] = {"rps": rps, "throughput_ratio": rps / base_rps, "cpu_us": cpu,
-                         "cpu_ratio": cpu / base_cpu, "redis_cpu_us": redis_cpu,
-                         "errors": errors}
-        lines.append(f"| {name} | {rps:.0f} | {rps / base_rps:.1%} | {cpu:.1f} | "
-                     f"{cpu / base_cpu - 1:+.1%} | {redis_cpu:.1f} | {errors} |")
+        rps_ratio = statistics.median(r.rps / b.rps for r, b in zip(results, base, strict=True))
+        cpu_ratio = statistics.median(r.cpu_us / b.cpu_us
+                                      for r, b in zip(results, base, strict=True))
+        summary[name] = {"rps": rps, "throughput_ratio": rps_ratio, "cpu_us": cpu,
+                         "cpu_ratio": cpu_ratio, "redis_cpu_us": redis_cpu, "errors": errors}
+        lines.append(f"| {name} | {rps:.0f} | {rps_ratio:.1%} | {cpu:.1f} | "
+                     f"{cpu_ratio - 1:+.1%} | {redis_cpu:.1f} | {errors} |")
     cost = 1 - summary["redis limiter"]["throughput_ratio"]
     cpu_cost = summary["redis limiter"]["cpu_ratio"] - 1
     lines += ["", f"Redis limiter: throughput cost {cost:.1%}, sidecar CPU per request "

@@ -25,7 +25,7 @@ from plugins.ratelimit.policy import Policy, PolicyTable, check_overrides
 from plugins.ratelimit.redis_limiter import RedisLimiter
 from plugins.ratelimit.service import LimiterUnavailable, RateLimiter
 from proxy import hookimpl
-from proxy.app import SETTINGS
+from proxy.app import PLUGINS, SETTINGS
 from proxy.context import RequestContext, UpstreamResponse
 from proxy.errors import SidecarError
 from proxy.events import emit
@@ -42,6 +42,8 @@ ENFORCE = web.AppKey("ratelimit_enforce", bool)
 
 PLANS = web.AppKey("ratelimit_plans", PlanCache)
 """Each recent caller's limits, ready to evaluate."""
+OBSERVED = web.AppKey("ratelimit_observed", bool)
+"""Whether any plugin observes events (if none, decisions are not reported)."""
 
 _STATE = "ratelimit"
 
@@ -113,6 +115,7 @@ def startup(app: web.Application) -> Awaitable[None]:
         app[POLICIES] = _policies(settings)
         app[ENFORCE] = bool(settings["ratelimit.enforce"])
         app[PLANS] = PlanCache()
+        app[OBSERVED] = bool(app[PLUGINS].callers("on_event"))
         timeout = int(settings["redis.timeout_ms"]) / 1000
         redis = None
         if settings["redis.host"]:
@@ -176,31 +179,54 @@ def gauges(app: web.Application) -> list[tuple[str, dict[str, str], float]] | No
 @hookimpl
 def on_request(ctx: RequestContext) -> Awaitable[None] | None:
     """Check the caller's limits; refuse with 429 over them, add headers either way."""
-    policy = ctx.app[POLICIES].for_identity(ctx.identity)
+    app = ctx.app
+    policy = app[POLICIES].for_identity(ctx.identity)
     if policy.requests <= 0 and policy.tokens_per_minute <= 0:
         return None
-    return _admit(ctx, policy)
-
-
-async def _admit(ctx: RequestContext, policy: Policy) -> None:
-    app = ctx.app
-    limiter = app[LIMITER]
     plan = app[PLANS].get(caller_id(ctx), policy)
+    # Without Redis (or while it is skipped) the decision is immediate: no coroutine needed.
     try:
-        decision = await limiter.evaluate(plan.limits)
+        decision = app[LIMITER].evaluate_now(plan.limits)
     except LimiterUnavailable:
-        retry = max(1, math.ceil(limiter.switch.probe_interval))
-        ctx.log["ratelimit"] = "unavailable"
-        raise SidecarError(503, "Rate limiting is temporarily unavailable; retry shortly.",
-                           type="service_unavailable", code="rate_limiter_unavailable",
-                           headers={"Retry-After": str(retry)}) from None
+        _unavailable(ctx)
+        return None
+    if decision is None:
+        return _admit_shared(ctx, plan)
+    _apply(ctx, plan, decision)
+    return None
+
+
+async def _admit_shared(ctx: RequestContext, plan: Plan) -> None:
+    try:
+        decision = await ctx.app[LIMITER].evaluate_shared(plan.limits)
+    except LimiterUnavailable:
+        _unavailable(ctx)
+        return
+    _apply(ctx, plan, decision)
+
+
+def _unavailable(ctx: RequestContext) -> None:
+    ctx.log["ratelimit"] = "unavailable"
+    if not ctx.app[ENFORCE]:
+        return
+    retry = max(1, math.ceil(ctx.app[LIMITER].switch.probe_interval))
+    raise SidecarError(503, "Rate limiting is temporarily unavailable; retry shortly.",
+                       type="service_unavailable", code="rate_limiter_unavailable",
+                       headers={"Retry-After": str(retry)})
+
+
+def _apply(ctx: RequestContext, plan: Plan, decision: Decision) -> None:
+    """Record the decision: events, headers, and a 429 when it refused (and is enforced)."""
+    app = ctx.app
     enforce = app[ENFORCE]
     refused: list[tuple[str, int]] = []
+    observed = app[OBSERVED]
     for name, limit, state in zip(plan.names, plan.limits, decision.states, strict=True):
         passed = decision.allowed or state.remaining >= limit.check
-        emit(app, "ratelimit.decision", ctx, limit="requests" if name == REQUESTS else "tokens",
-             allowed=passed, remaining=max(0, state.remaining), scope=policy.scope,
-             enforced=enforce)
+        if observed:
+            emit(app, "ratelimit.decision", ctx,
+                 limit="requests" if name == REQUESTS else "tokens", allowed=passed,
+                 remaining=max(0, state.remaining), scope=plan.policy.scope, enforced=enforce)
         if not passed:
             refused.append((name, reset_seconds(limit, state)))
     if not decision.allowed and not enforce:
@@ -209,11 +235,11 @@ async def _admit(ctx: RequestContext, policy: Policy) -> None:
         return
     if enforce:
         ctx.response_headers.update(rate_limit_headers(plan.names, plan.limits,
-                                                       decision.states))
+                                                       decision.states, plan.policy_header))
     if decision.allowed:
         ctx.state[_STATE] = plan
         return
-    _refuse(ctx, policy, decision, refused)
+    _refuse(ctx, plan.policy, decision, refused)
 
 
 def _refuse(ctx: RequestContext, policy: Policy, decision: Decision,

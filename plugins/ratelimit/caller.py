@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 
 from proxy.context import RequestContext
@@ -18,6 +19,11 @@ def caller_id(ctx: RequestContext) -> str:
         return f"key:{ctx.identity.key_id}"
     authorization = ctx.request.headers.get("Authorization")
     if authorization:
-        digest = hashlib.sha256(authorization.encode("utf-8", "surrogateescape")).hexdigest()
-        return f"auth:{digest[:32]}"
+        return _fingerprint(authorization)
     return f"ip:{ctx.request.remote or 'unknown'}"
+
+
+@functools.lru_cache(maxsize=4096)
+def _fingerprint(authorization: str) -> str:
+    digest = hashlib.sha256(authorization.encode("utf-8", "surrogateescape")).hexdigest()
+    return f"auth:{digest[:32]}"

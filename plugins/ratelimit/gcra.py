@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 #: Tolerance (seconds) for float rounding at the exact boundary; the Lua script uses 1 us too.
 EPS = 1e-6
@@ -40,11 +40,11 @@ class Limit:
     window: int
     check: int = 1
     consume: int = 1
+    #: Seconds it takes to restore one unit.
+    period: float = field(init=False, repr=False, compare=False)
 
-    @property
-    def period(self) -> float:
-        """Seconds it takes to restore one unit."""
-        return self.window / self.quota
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "period", self.window / self.quota)
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,26 +22,32 @@ def reset_seconds(limit: Limit, state: LimitState) -> int:
     return whole_seconds(seconds_until_available(limit, state))
 
 
+def policy_header(names: Sequence[str], limits: Sequence[Limit]) -> str:
+    """The ``RateLimit-Policy`` value for these policies (it never changes for a caller)."""
+    return ", ".join(f'"{name}";q={limit.quota};w={limit.window}'
+                     for name, limit in zip(names, limits, strict=True))
+
+
 def rate_limit_headers(names: Sequence[str], limits: Sequence[Limit],
-                       states: Sequence[LimitState]) -> dict[str, str]:
-    """Headers describing each policy (``names[i]`` is ``limits[i]``, now in ``states[i]``)."""
+                       states: Sequence[LimitState], policy: str | None = None
+                       ) -> dict[str, str]:
+    """Headers describing each policy (``names[i]`` is ``limits[i]``, now in ``states[i]``);
+    ``policy`` is :func:`policy_header` of the same, when already known."""
     if not limits:
         return {}
-    policies: list[str] = []
     values: list[str] = []
-    legacy: tuple[int, int, int] | None = None
+    legacy: tuple[int, int] | None = None
     for name, limit, state in zip(names, limits, states, strict=True):
         remaining = min(limit.quota, max(0, state.remaining))
         reset = reset_seconds(limit, state)
-        policies.append(f'"{name}";q={limit.quota};w={limit.window}')
         values.append(f'"{name}";r={remaining};t={reset}')
         if legacy is None:
-            legacy = (limit.quota, remaining, reset)
+            legacy = (remaining, reset)
     assert legacy is not None
     return {
-        "RateLimit-Policy": ", ".join(policies),
+        "RateLimit-Policy": policy or policy_header(names, limits),
         "RateLimit": ", ".join(values),
-        "X-RateLimit-Limit": str(legacy[0]),
-        "X-RateLimit-Remaining": str(legacy[1]),
-        "X-RateLimit-Reset": str(legacy[2]),
+        "X-RateLimit-Limit": str(limits[0].quota),
+        "X-RateLimit-Remaining": str(legacy[0]),
+        "X-RateLimit-Reset": str(legacy[1]),
     }

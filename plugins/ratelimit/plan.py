@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from plugins.ratelimit.gcra import Limit
+from plugins.ratelimit.headers import policy_header
 from plugins.ratelimit.policy import Policy
 
 #: Policy names in the ``RateLimit`` headers.
@@ -24,6 +25,7 @@ class Plan:
     names: tuple[str, ...]
     limits: tuple[Limit, ...]
     token_limit: Limit | None
+    policy_header: str
 
 
 def make_plan(caller: str, policy: Policy) -> Plan:
@@ -40,7 +42,8 @@ def make_plan(caller: str, policy: Policy) -> Plan:
                             check=1, consume=0)
         names.append(TOKENS)
         limits.append(token_limit)
-    return Plan(policy, tuple(names), tuple(limits), token_limit)
+    return Plan(policy, tuple(names), tuple(limits), token_limit,
+                policy_header(names, limits))
 
 
 class PlanCache:

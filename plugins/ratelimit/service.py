@@ -58,6 +58,10 @@ class FallbackSwitch:
         self._next_probe = 0.0
         self._probing = False
 
+    def skips(self) -> bool:
+        """Whether the next decision would skip Redis (an outage, and no probe due)."""
+        return self.active and (self._probing or self.clock() < self._next_probe)
+
     def begin(self) -> Attempt:
         """Whether to try Redis for the next decision (at most one probe at a time)."""
         if not self.active:
@@ -132,10 +136,28 @@ class RateLimiter:
             return "memory"
         return "fallback" if self.switch.active else "redis"
 
-    async def evaluate(self, limits: Sequence[Limit]) -> Decision:
-        """Decide on ``limits``; raises :class:`LimiterUnavailable` in closed mode."""
+    def evaluate_now(self, limits: Sequence[Limit]) -> Decision | None:
+        """Decide at once when Redis need not be asked (none configured, or skipped during an
+        outage); ``None`` when it must be (see :meth:`evaluate_shared`). Raises
+        :class:`LimiterUnavailable` during an outage in closed mode."""
         if self.redis is None:
             return self.local.evaluate(limits)
+        if self.switch.skips():
+            if self.failure_mode == "closed":
+                raise LimiterUnavailable(self.switch.reason or "unavailable")
+            return self.local.evaluate(limits)
+        return None
+
+    async def evaluate(self, limits: Sequence[Limit]) -> Decision:
+        """Decide on ``limits``; raises :class:`LimiterUnavailable` in closed mode."""
+        decision = self.evaluate_now(limits)
+        if decision is not None:
+            return decision
+        return await self.evaluate_shared(limits)
+
+    async def evaluate_shared(self, limits: Sequence[Limit]) -> Decision:
+        """Ask Redis, falling back (or refusing, in closed mode) when it fails."""
+        assert self.redis is not None
         attempt = self.switch.begin()
         if attempt is not Attempt.SKIP:
             try:

@@ -23,7 +23,7 @@ async def client() -> AsyncIterator[redis.Redis]:
 
 @pytest.fixture
 async def limiter(redis_prefix: str) -> AsyncIterator[RedisLimiter]:
-    shared = RedisLimiter(REDIS_HOST, REDIS_PORT, redis_prefix)
+    shared = RedisLimiter(REDIS_HOST, REDIS_PORT, redis_prefix, timeout=2.0)
     yield shared
     await shared.close()
 
@@ -52,7 +52,7 @@ async def test_every_key_written_expires_when_its_debt_is_paid(
 
 async def test_concurrent_decisions_from_many_connections_never_over_admit(
         redis_prefix: str) -> None:
-    limiters = [RedisLimiter(REDIS_HOST, REDIS_PORT, redis_prefix) for _ in range(6)]
+    limiters = [RedisLimiter(REDIS_HOST, REDIS_PORT, redis_prefix, timeout=2.0) for _ in range(6)]
     try:
         limit = Limit("shared", 50, 3600)
         decisions = await asyncio.gather(
