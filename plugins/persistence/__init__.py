@@ -13,9 +13,11 @@ Reading back: ``mistral-sidecar conversations show ID`` and ``mistral-sidecar us
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import time
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -49,6 +51,13 @@ class Persistence:
     options: Options
     pipeline: WriteBehind
     purger: RetentionPurger | None
+    #: Record ids: a random per-process prefix and a counter (unique without a syscall each).
+    id_prefix: str = field(default_factory=lambda: os.urandom(8).hex())
+    id_counter: Iterator[int] = field(default_factory=itertools.count)
+
+    def new_id(self) -> str:
+        """A new record id (32 hex digits, like a request id the core makes)."""
+        return f"{self.id_prefix}{next(self.id_counter):016x}"
 
 
 PERSISTENCE = web.AppKey("persistence", Persistence)
@@ -132,18 +141,19 @@ def on_complete(ctx: RequestContext) -> None:
     state = ctx.app.get(PERSISTENCE)
     if state is None or base_operation(ctx.operation_name) not in RECORDED_OPERATIONS:
         return
-    records = records_for(exchange_from(ctx), chat_content=state.options.chat_content)
+    records = records_for(exchange_from(ctx, state.new_id()),
+                          chat_content=state.options.chat_content)
     state.pipeline.enqueue(records)
 
 
-def exchange_from(ctx: RequestContext) -> Exchange:
+def exchange_from(ctx: RequestContext, record_id: str) -> Exchange:
     """What capture needs from the request context (the request body is parsed lazily)."""
     started = time.time() - (time.perf_counter() - ctx.timing.started)
     duration = ctx.timing.duration()
     usage = ctx.usage
     return Exchange(
         operation=ctx.operation_name,
-        record_id=os.urandom(16).hex(),
+        record_id=record_id,
         request_id=ctx.request_id,
         owner=ctx.identity.owner if ctx.identity is not None else "anonymous",
         status=ctx.response_status or 0,
