@@ -3,10 +3,11 @@
 One rate-limit decision per request is one ``EVALSHA``. Sent through ``redis.asyncio`` each
 costs about 70 us of this process's CPU (connection checkout, command packing, a Python reply
 parser, a send per command), a third of what forwarding a whole request costs. This connection
-instead keeps every command in flight on one socket: commands issued in the same event-loop
-turn go out in one write, replies come back in order and are matched to their callers first in,
-first out, and the parser reads only the reply shapes the limiter uses. That brings a decision
-to a few microseconds.
+instead keeps every command on one socket and writes them in batches: while one batch awaits
+its replies, new commands gather, and go out together when the last reply is in (so a quiet
+sidecar sends at once, and a busy one makes one write and one read per batch instead of per
+command). Replies are matched to their callers first in, first out, and the parser reads only
+the reply shapes the limiter uses. That brings a decision to a few microseconds.
 
 Replies have a deadline, watched by one timer per connection rather than a timeout per call
 (which would cost more than the rest of the call). When the oldest reply is overdue the
@@ -92,6 +93,7 @@ class RespConnection(asyncio.Protocol):
         self._waiting: deque[tuple[asyncio.Future[Reply], float]] = deque()
         self._outgoing: list[bytes] = []
         self._flush_scheduled = False
+        self._unanswered = 0  # replies still due for the batch last written
         self._watchdog: asyncio.TimerHandle | None = None
         self.closed = False
 
@@ -132,6 +134,7 @@ class RespConnection(asyncio.Protocol):
                 if not self._waiting:
                     raise RespConnectionError("reply from Redis that nobody asked for")
                 future, _deadline = self._waiting.popleft()
+                self._unanswered -= 1
                 if not future.done():
                     if isinstance(reply, RespError):
                         _set_error(future, reply)
@@ -141,6 +144,8 @@ class RespConnection(asyncio.Protocol):
             self._fail(RespConnectionError(f"bad reply from Redis: {exc}"))
             return
         self._buffer = buffer[pos:]
+        if self._unanswered <= 0 and self._outgoing and not self._flush_scheduled:
+            self._flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
         """Fail every command still waiting."""
@@ -166,7 +171,7 @@ class RespConnection(asyncio.Protocol):
             self._watchdog = loop.call_at(deadline, self._check_deadlines)
         self._waiting.append((future, deadline))
         self._outgoing.append(command)
-        if not self._flush_scheduled:
+        if self._unanswered <= 0 and not self._flush_scheduled:
             self._flush_scheduled = True
             loop.call_soon(self._flush)
         return future
@@ -185,6 +190,7 @@ class RespConnection(asyncio.Protocol):
         self._flush_scheduled = False
         if self._outgoing and self._transport is not None and not self.closed:
             self._transport.write(b"".join(self._outgoing))
+            self._unanswered = len(self._outgoing)
         self._outgoing.clear()
 
     def abort(self) -> None:
