@@ -34,8 +34,9 @@ class ConfigError(Exception):
 class Setting:
     """One configuration setting.
 
-    ``kind`` is one of ``str``, ``int``, ``float``, ``bool``, ``list`` (comma-separated in the
-    environment, a list in YAML), ``data`` (any YAML structure; JSON in the environment).
+    ``kind`` is one of ``str``, ``path`` (``~`` expanded), ``int``, ``float``, ``bool``,
+    ``list`` (comma-separated in the environment, a list in YAML), ``data`` (any YAML
+    structure; JSON in the environment).
     ``secret`` settings are never printed. ``check`` validates a parsed value and returns an
     error message or ``None``.
     """
@@ -62,6 +63,10 @@ def _parse(setting: Setting, raw: Any, from_env: bool) -> Any:
         if not isinstance(raw, str | int | float):
             raise ValueError("expected a string")
         return str(raw)
+    if kind == "path":
+        if not isinstance(raw, str):
+            raise ValueError("expected a path")
+        return os.path.expanduser(raw)
     if kind == "int":
         if isinstance(raw, bool):
             raise ValueError("expected an integer")
@@ -266,6 +271,15 @@ def _default_data_dir() -> str:
     return str(Path(base) / "mistral-sidecar")
 
 
+#: The built-in plugins in the order they run by default: observers first (so they see every
+#: request, rejected ones included), then identity, then checks that may reject, then the
+#: record, and around-advice last (retry outermost, key pool innermost).
+DEFAULT_CHAIN = (
+    "logs", "metrics", "tracing", "store", "auth", "validate", "guard", "ratelimit",
+    "concurrency", "persistence", "retry", "breaker", "keypool", "via",
+)
+
+
 def core_settings() -> list[Setting]:
     """The settings the core itself reads."""
     return [
@@ -281,7 +295,7 @@ def core_settings() -> list[Setting]:
         Setting("server.shutdown_grace_seconds", "float", 30.0,
                 "On SIGTERM, how long in-flight requests and streams may take to finish.",
                 env="SIDECAR_SHUTDOWN_GRACE_SECONDS", minimum=0),
-        Setting("server.data_dir", "str", _default_data_dir(),
+        Setting("server.data_dir", "path", _default_data_dir(),
                 "Directory for the embedded database, spool files and other local state.",
                 env="SIDECAR_DATA_DIR"),
         Setting("upstream.base_url", "str", "https://api.mistral.ai",
@@ -315,7 +329,7 @@ def core_settings() -> list[Setting]:
                 "(persistence, usage); larger ones stream through unrecorded.",
                 env="SIDECAR_MAX_CAPTURE_BYTES", minimum=0),
         Setting("plugins.chain", "list",
-                ["via"],
+                list(DEFAULT_CHAIN),
                 "Plugins to load, in chain order (names from the mistral_sidecar entry-point "
                 "group, or importable module paths).", env="SIDECAR_PLUGINS"),
     ]
