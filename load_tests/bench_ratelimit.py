@@ -11,6 +11,7 @@ own CPU time per request (from /proc) is the steadier measure of what the limite
 is reported too, with Redis's CPU per request beside it.
 
     .venv/bin/python load_tests/bench_ratelimit.py [--seconds 2] [--rounds 12] [--driver wrk]
+        [--chain metrics,validate,retry,breaker,keypool,via]
 
 Needs a Redis on 127.0.0.1:6379 (``--redis-host``/``--redis-port``); keys go under a fresh
 prefix and are deleted afterwards. Everything runs on 127.0.0.1.
@@ -162,6 +163,9 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=12)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--chain", default="via",
+                        help="plugins of the sidecar without a limiter; the others add "
+                        "ratelimit in front (plugins that need no database or keys)")
     parser.add_argument("--processes", type=int, default=2,
                         help="sidecar processes per configuration, measured in turn")
     parser.add_argument("--driver", choices=("aiohttp", "wrk"), default="aiohttp")
@@ -172,12 +176,13 @@ def main() -> int:
 
     prefix = f"bench-ratelimit:{uuid.uuid4().hex[:8]}:"
     generous = {"RATE_LIMIT_REQUESTS": "60000000", "RATE_LIMIT_WINDOW": "60"}
+    limited = f"ratelimit,{args.chain}"
     configs = {
-        "no limiter": {"SIDECAR_PLUGINS": "via"},
-        "redis limiter": {"SIDECAR_PLUGINS": "ratelimit,via", **generous,
+        "no limiter": {"SIDECAR_PLUGINS": args.chain},
+        "redis limiter": {"SIDECAR_PLUGINS": limited, **generous,
                           "REDIS_HOST": args.redis_host, "REDIS_PORT": str(args.redis_port),
                           "SIDECAR_REDIS_PREFIX": prefix},
-        "in-process limiter": {"SIDECAR_PLUGINS": "ratelimit,via", **generous},
+        "in-process limiter": {"SIDECAR_PLUGINS": limited, **generous},
     }
     redis_at = (args.redis_host, args.redis_port)
     runs: dict[str, list[Run]] = {name: [] for name in configs}
@@ -213,7 +218,8 @@ def main() -> int:
     # are taken per round (paired) and then their median: load from elsewhere on the machine
     # drifts more slowly than a round lasts.
     base = runs["no limiter"]
-    lines = [f"Rate-limit benchmark: {args.connections} connections ({args.driver}), "
+    lines = [f"Rate-limit benchmark, chain `{args.chain}` with and without `ratelimit` in "
+             f"front: {args.connections} connections ({args.driver}), "
              f"{args.rounds} rounds of {args.seconds} s, {os.cpu_count()} cores shared by "
              "client, mock, sidecar and Redis. Medians; ratios are medians of per-round "
              "ratios against the sidecar without a limiter.", "",
@@ -242,8 +248,9 @@ def main() -> int:
     print()
     print(report)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"ratelimit-{args.driver}.md").write_text(report)
-    (RESULTS / f"ratelimit-{args.driver}.json").write_text(json.dumps(summary, indent=2) + "\n")
+    tag = args.driver if args.chain == "via" else f"{args.driver}-chain"
+    (RESULTS / f"ratelimit-{tag}.md").write_text(report)
+    (RESULTS / f"ratelimit-{tag}.json").write_text(json.dumps(summary, indent=2) + "\n")
     return 0
 
 
