@@ -66,6 +66,9 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 TOKENS_PER_SECOND_BUCKETS = (1.0, 5.0, 10.0, 20.0, 30.0, 50.0, 75.0, 100.0, 150.0, 200.0,
                              300.0, 500.0, 1000.0)
 ENTRY_BUCKETS = (1.0, 2.0, 3.0, 4.0, 5.0, 8.0, 12.0, 16.0, 24.0, 32.0, 64.0)
+#: A batch is recorded early once it holds this many items or bytes of request bodies.
+BATCH_MAX_ITEMS = 512
+BATCH_MAX_BYTES = 8 * 1024 * 1024
 QUEUE_WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
                       30.0)
 
@@ -216,8 +219,18 @@ class MetricsState:
     """Every metric family of one application and the cached label children."""
 
     def __init__(self, *, owner_label: bool, readiness: bool,
-                 readiness_timeout: float, multiproc_dir: str | None) -> None:
+                 readiness_timeout: float, multiproc_dir: str | None,
+                 flush_interval: float = 0.0) -> None:
         self.owner_label = owner_label
+        # Finished requests wait here and are recorded in batches: a request's dozen metric
+        # updates cost several times more done alone, cold, right after its own work.
+        self.flush_interval = flush_interval
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.pending: list[RequestContext] = []
+        self.pending_errors: list[tuple[str, str]] = []
+        self.pending_events: list[tuple[str, dict[str, Any]]] = []
+        self.pending_bytes = 0
         self.readiness = readiness
         self.readiness_timeout = readiness_timeout
         self.multiproc_dir = multiproc_dir
@@ -259,6 +272,12 @@ class MetricsState:
         self.inflight = Gauge(
             PREFIX + "requests_in_flight", "Requests received and not yet answered.",
             registry=r, multiprocess_mode="livesum")
+        # One process: a plain counter read at scrape time (no lock per request). Several
+        # processes: the gauge itself, whose value lives in the shared files.
+        self.inflight_count = 0
+        self.inflight_shared = multiproc_dir is not None
+        if not self.inflight_shared:
+            self.inflight.set_function(lambda: self.inflight_count)
         self.conversations_started = Counter(
             PREFIX + "conversations_started", "Conversations started successfully, by whether "
             "an agent or a model answers them.", ("target",), registry=r)
@@ -348,16 +367,62 @@ class MetricsState:
     def request_started(self, ctx: RequestContext) -> None:
         """Count the request as in flight until it is finished."""
         ctx.state[_STATE_INFLIGHT] = True
-        self.inflight.inc()
+        if self.inflight_shared:
+            self.inflight.inc()
+        else:
+            self.inflight_count += 1
 
     def request_finished(self, ctx: RequestContext) -> None:
-        """Record a finished request exactly once, whichever hook reports it."""
+        """A request ended: it leaves the in-flight count now and is recorded, exactly once
+        whichever hook reports it, with the next batch."""
         state = ctx.state
         if _STATE_DONE in state:
             return
         state[_STATE_DONE] = True
         if state.pop(_STATE_INFLIGHT, False):
-            self.inflight.dec()
+            if self.inflight_shared:
+                self.inflight.dec()
+            else:
+                self.inflight_count -= 1
+        self.pending.append(ctx)
+        self._queued(len(ctx.response_body or b"") + len(ctx.body or b""))
+
+    def _queued(self, size: int) -> None:
+        if self.flush_interval <= 0 or self.loop is None:
+            self.flush()
+            return
+        self.pending_bytes += size
+        if (len(self.pending) + len(self.pending_events) >= BATCH_MAX_ITEMS
+                or self.pending_bytes >= BATCH_MAX_BYTES):
+            self.flush()
+        elif self.timer is None:
+            self.timer = self.loop.call_later(self.flush_interval, self.flush)
+
+    def flush(self) -> None:
+        """Record every queued request, error and event now (before each scrape, on a timer,
+        at shutdown)."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        requests, self.pending = self.pending, []
+        errors, self.pending_errors = self.pending_errors, []
+        events, self.pending_events = self.pending_events, []
+        self.pending_bytes = 0
+        for operation, code in errors:
+            self._inc(self.errors, (operation, code))
+        for name, fields in events:
+            try:
+                self._event(name, fields)
+            except Exception:
+                logger.exception("cannot count event %s", name)
+        for ctx in requests:
+            try:
+                self._record(ctx)
+            except Exception:
+                logger.exception("cannot record request %s in metrics", ctx.request_id)
+
+    def _record(self, ctx: RequestContext) -> None:
+        state = ctx.state
         operation = ctx.operation_name
         status = ctx.response_status
         key = (operation, ctx.method, status or 0)
@@ -457,10 +522,12 @@ class MetricsState:
 
     def request_failed(self, ctx: RequestContext, error: SidecarError) -> None:
         """Count an error answer (or broken stream)."""
-        self._inc(self.errors, (ctx.operation_name, error.code))
+        self.pending_errors.append((ctx.operation_name, error.code))
         # A stream that broke after it started still reaches on_complete, which counts it.
         if ctx.log.get("outcome") != "upstream_broken":
             self.request_finished(ctx)
+        else:
+            self._queued(0)
 
     # --- events -------------------------------------------------------------------------
 
@@ -482,7 +549,12 @@ class MetricsState:
         child.inc(amount)
 
     def event(self, name: str, fields: dict[str, Any]) -> None:
-        """Count one plugin event, generically and in its own family when it has one."""
+        """Count one plugin event (with the next batch)."""
+        self.pending_events.append((name, fields))
+        self._queued(0)
+
+    def _event(self, name: str, fields: dict[str, Any]) -> None:
+        """Count one event, generically and in its own family when it has one."""
         self._inc(self.events, (name,))
         handler = self._handlers.get(name)
         if handler is not None:
@@ -548,7 +620,8 @@ class MetricsState:
 
     def exposition(self) -> bytes:
         """The text exposition of this application's metrics (all workers' in multi-process
-        mode)."""
+        mode), with every request finished so far."""
+        self.flush()
         return generate_latest(self.exposed)
 
 
@@ -577,6 +650,10 @@ def sidecar_settings() -> list[Setting]:
         Setting("metrics.owner_label", "bool", False,
                 "Also label token counts by owner (one series per owner and model: enable "
                 "only with a bounded number of owners).", env="SIDECAR_METRICS_OWNER_LABEL"),
+        Setting("metrics.flush_seconds", "float", 0.5,
+                "Finished requests are added to the metrics in batches, at most this long "
+                "after they ended and always before a scrape (0: each at once).",
+                env="SIDECAR_METRICS_FLUSH_SECONDS", minimum=0),
         Setting("metrics.readiness", "bool", True,
                 "Run the readiness checks on each scrape and export dependency health.",
                 env="SIDECAR_METRICS_READINESS"),
@@ -596,7 +673,9 @@ def startup(app: web.Application) -> None:
         readiness=bool(settings["metrics.readiness"]),
         readiness_timeout=float(settings["metrics.readiness_timeout_seconds"]),
         multiproc_dir=multiproc_dir,
+        flush_interval=float(settings["metrics.flush_seconds"]),
     )
+    state.loop = asyncio.get_running_loop()
     plugin_gauges = PluginGaugeCollector(app, state.own_names)
     health = HealthCollector(state.health)
     if multiproc_dir is not None:
@@ -613,9 +692,14 @@ def startup(app: web.Application) -> None:
 
 @hookimpl
 def shutdown(app: web.Application) -> None:
-    """In multi-process mode, drop this worker's live gauges from the shared directory."""
+    """Record what is queued; in multi-process mode, drop this worker's live gauges from the
+    shared directory."""
     state = app.get(METRICS)
-    if state is not None and state.multiproc_dir is not None:
+    if state is None:
+        return
+    state.flush()
+    state.loop = None  # requests still finishing are recorded at once from now on
+    if state.multiproc_dir is not None:
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(os.getpid(), state.multiproc_dir)

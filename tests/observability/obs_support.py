@@ -90,6 +90,21 @@ def read_lines(path: Path) -> list[dict[str, Any]]:
     return lines
 
 
+def flush_logs(sidecar: Sidecar) -> None:
+    """Write the access lines the logs plugin still holds (it writes them in batches)."""
+    from plugins.logs import LOGS
+
+    access = sidecar.app[LOGS].access
+    if access is not None:
+        access.flush()
+
+
+def sidecar_log(sidecar: Sidecar, path: Path) -> list[dict[str, Any]]:
+    """The lines of the sidecar's log file so far, parsed, access lines included."""
+    flush_logs(sidecar)
+    return read_lines(path)
+
+
 def access_lines(lines: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """The access lines among ``lines``."""
     return [line for line in lines if line.get("logger") == "mistral_sidecar.access"]

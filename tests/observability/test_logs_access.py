@@ -19,9 +19,11 @@ from tests.observability.obs_support import (
     SECRET_MARKER,
     Traffic,
     access_lines,
+    flush_logs,
     raw_post,
     read_lines,
     run_traffic,
+    sidecar_log,
 )
 from tests.observability.test_metrics_traffic import obs_env
 
@@ -77,6 +79,7 @@ async def logged_run(start_sidecar: SidecarFactory, mock_upstream: MockUpstream,
         return abandoned in log_file.read_text()
 
     await wait_for(abandoned_logged)
+    flush_logs(sidecar)
     text = log_file.read_text(encoding="utf-8")
     return traffic, read_lines(log_file), text
 
@@ -154,6 +157,8 @@ async def test_events_and_other_modules_carry_the_request_id(
     assert [line["request_id"] for line in retries] == \
         ["obs-upstream-429-8", "obs-upstream-429-8", "obs-retried-9"]
     assert all(line["logger"] == "mistral_sidecar.event" for line in retries)
+    assert set(retries[0]) == {"time", "level", "logger", "message", "event", "request_id",
+                               "operation", "trace_id", "attempt", "reason", "delay_s"}
     failed = [line for line in lines if line.get("event") == "persistence.write_failed"]
     assert len(failed) == 1 and failed[0]["level"] == "WARNING"
     assert failed[0]["error"] == "OperationalError" and "operation" not in failed[0]
@@ -187,6 +192,7 @@ async def test_secrets_logged_by_mistake_are_redacted(
     status, _ = await raw_post(sidecar, "/v1/models", None, "leaky", method="GET",
                                X_Test_Leak="1")
     assert status == 200
+    flush_logs(sidecar)
     text = log_file.read_text()
     for secret in (MOCK_KEY, DB_PASSWORD, "abcdefghijklmnop", "s3cret-url-pw"):
         assert secret not in text
@@ -210,7 +216,7 @@ async def test_content_is_logged_only_when_enabled(
         client.chat.complete, model=MODEL,
         messages=[{"role": "user", "content": f"hello {SECRET_MARKER}"}],
         http_headers={"X-Request-ID": "with-content"})
-    line = _by_id(read_lines(log_file))["with-content"]
+    line = _by_id(sidecar_log(sidecar, log_file))["with-content"]
     assert line["request_body"]["messages"][0]["content"] == f"hello {SECRET_MARKER}"
     assert line["response_body"]["choices"][0]["message"]["content"] == \
         reply.choices[0].message.content
@@ -221,7 +227,7 @@ async def test_levels_and_switches(start_sidecar: SidecarFactory, tmp_path: Path
     log_file = tmp_path / "logs" / "sidecar.log"
     sidecar = await start_sidecar(**obs_env(tmp_path, LOG_LEVEL="WARNING"))
     await raw_post(sidecar, "/v1/models", None, "quiet", method="GET")
-    lines = read_lines(log_file)
+    lines = sidecar_log(sidecar, log_file)
     # access lines do not depend on LOG_LEVEL; other INFO lines do
     assert [line["request_id"] for line in access_lines(lines)] == ["quiet"]
     assert not [line for line in lines if line["logger"] == "tests.obs_fakes"]
@@ -230,7 +236,7 @@ async def test_levels_and_switches(start_sidecar: SidecarFactory, tmp_path: Path
     other.mkdir()
     sidecar = await start_sidecar(**obs_env(other, SIDECAR_ACCESS_LOG="false"))
     await raw_post(sidecar, "/v1/models", None, "no-access", method="GET")
-    lines = read_lines(other / "logs" / "sidecar.log")
+    lines = sidecar_log(sidecar, other / "logs" / "sidecar.log")
     assert not [line for line in access_lines(lines) if line["request_id"] == "no-access"]
     assert [line for line in lines if line.get("request_id") == "no-access"]
 
@@ -240,6 +246,7 @@ async def test_file_rotates_by_size(start_sidecar: SidecarFactory, tmp_path: Pat
                                             SIDECAR_LOG_FILE_BACKUP_COUNT="2"))
     for n in range(20):
         await raw_post(sidecar, "/v1/models", None, f"rotate-{n}", method="GET")
+    flush_logs(sidecar)
     files = sorted(p.name for p in (tmp_path / "logs").iterdir())
     assert files == ["sidecar.log", "sidecar.log.1", "sidecar.log.2"]
     for name in files:
@@ -266,6 +273,7 @@ async def test_console_handlers_replaced_then_restored(
         assert console not in root.handlers
         assert root.level == logging.DEBUG
         await raw_post(sidecar, "/v1/models", None, "to-stdout", method="GET")
+        flush_logs(sidecar)
         out = capsys.readouterr().out
         assert any(json.loads(line).get("request_id") == "to-stdout"
                    for line in out.splitlines())

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.conftest import MockUpstream, SidecarProcess
-from tests.observability.obs_support import MODEL, scrape
+from tests.conftest import MockUpstream, SidecarProcess, wait_for
+from tests.observability.obs_support import MODEL, Metrics, scrape
 
 
 async def _chat(url: str, n: int) -> None:
@@ -32,9 +32,15 @@ async def test_workers_are_summed(spawn_sidecar: Callable[..., SidecarProcess],
     await _chat(second.url, 2)
 
     for worker in (first, second):
-        m = await scrape(worker.url)
-        assert m.value("mistral_sidecar_requests_total", operation="chat.complete",
-                       method="POST", status="200") == 5
+        # a worker records its own requests before answering a scrape; the other one's
+        # reach the shared files with its next batch (SIDECAR_METRICS_FLUSH_SECONDS)
+        async def all_five(url: str = worker.url) -> Metrics | None:
+            m = await scrape(url)
+            done = m.value("mistral_sidecar_requests_total", operation="chat.complete",
+                           method="POST", status="200")
+            return m if done == 5 else None
+
+        m: Metrics = await wait_for(all_five)
         assert m.value("mistral_sidecar_request_duration_seconds_count",
                        operation="chat.complete", stream="false") == 5
         assert m.total("mistral_sidecar_tokens_total", kind="completion") > 0

@@ -10,7 +10,7 @@ import pytest
 
 from plugins.tracing import TracingState, parse_traceparent
 from tests.conftest import MockUpstream, Sidecar, SidecarFactory
-from tests.observability.obs_support import MODEL, access_lines, read_lines
+from tests.observability.obs_support import MODEL, access_lines, sidecar_log
 
 TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-01$")
 CALLER_PARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
@@ -37,9 +37,9 @@ async def _upstream_headers(mock: MockUpstream, name: str) -> list[list[str]]:
             for request in await mock.requests()]
 
 
-def _trace_ids(tmp_path: Path) -> dict[str, str]:
+def _trace_ids(sidecar: Sidecar, tmp_path: Path) -> dict[str, str]:
     return {line["request_id"]: line["trace_id"]
-            for line in access_lines(read_lines(tmp_path / "sidecar.log"))}
+            for line in access_lines(sidecar_log(sidecar, tmp_path / "sidecar.log"))}
 
 
 async def test_a_trace_is_started_when_the_caller_has_none(
@@ -51,7 +51,7 @@ async def test_a_trace_is_started_when_the_caller_has_none(
     assert [len(values) for values in sent] == [1, 1]
     matches = [TRACEPARENT.match(values[0]) for values in sent]
     assert all(matches)
-    logged = _trace_ids(tmp_path)
+    logged = _trace_ids(sidecar, tmp_path)
     assert [m.group(1) for m in matches if m] == [logged["first"], logged["second"]]
     assert logged["first"] != logged["second"]
 
@@ -62,7 +62,7 @@ async def test_the_callers_trace_context_passes_through_unchanged(
     await _chat(sidecar, "joined", traceparent=CALLER_PARENT, tracestate=CALLER_STATE)
     assert await _upstream_headers(mock_upstream, "traceparent") == [[CALLER_PARENT]]
     assert await _upstream_headers(mock_upstream, "tracestate") == [[CALLER_STATE]]
-    assert _trace_ids(tmp_path)["joined"] == "4bf92f3577b34da6a3ce929d0e0e4736"
+    assert _trace_ids(sidecar, tmp_path)["joined"] == "4bf92f3577b34da6a3ce929d0e0e4736"
 
 
 async def test_a_malformed_traceparent_is_not_joined_nor_duplicated(
@@ -71,7 +71,7 @@ async def test_a_malformed_traceparent_is_not_joined_nor_duplicated(
     bad = "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"  # upper case
     await _chat(sidecar, "malformed", traceparent=bad)
     assert await _upstream_headers(mock_upstream, "traceparent") == [[bad]]
-    trace_id = _trace_ids(tmp_path)["malformed"]
+    trace_id = _trace_ids(sidecar, tmp_path)["malformed"]
     assert re.match(r"^[0-9a-f]{32}$", trace_id) and trace_id != bad[3:35].lower()
 
 
@@ -81,7 +81,7 @@ async def test_every_log_line_of_a_request_has_its_trace_id(
         SIDECAR_PLUGINS="logs,tracing,tests.observability.obs_fakes",
         SIDECAR_LOG_STDOUT="false", SIDECAR_LOG_FILE=str(tmp_path / "sidecar.log"))
     await _chat(sidecar, "traced", traceparent=CALLER_PARENT)
-    lines = [line for line in read_lines(tmp_path / "sidecar.log")
+    lines = [line for line in sidecar_log(sidecar, tmp_path / "sidecar.log")
              if line.get("request_id") == "traced"]
     assert {line["logger"] for line in lines} == {"tests.obs_fakes", "mistral_sidecar.access"}
     assert {line["trace_id"] for line in lines} == {"4bf92f3577b34da6a3ce929d0e0e4736"}

@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestServer
 
 from plugins.tracing import TRACING
 from tests.conftest import REPO, MockUpstream, Sidecar, SidecarFactory
-from tests.observability.obs_support import MODEL, access_lines, read_lines
+from tests.observability.obs_support import MODEL, access_lines, sidecar_log
 
 pytest.importorskip("opentelemetry.sdk.trace")
 pytest.importorskip("opentelemetry.exporter.otlp.proto.http.trace_exporter")
@@ -124,7 +124,7 @@ async def test_one_span_per_request_and_per_attempt(
             for r in await mock_upstream.requests()]
     expected = f"00-{server['trace_id']}-{server['span_id']}-01"
     assert sent == [[expected], [expected]]
-    line = access_lines(read_lines(tmp_path / "sidecar.log"))[0]
+    line = access_lines(sidecar_log(sidecar, tmp_path / "sidecar.log"))[0]
     assert (line["trace_id"], line["span_id"]) == (server["trace_id"], server["span_id"])
 
 

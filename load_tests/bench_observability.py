@@ -1,0 +1,270 @@
+"""What the logs and metrics plugins cost: sidecar throughput with and without them.
+
+Standalone: starts the mock upstream and two sidecars (plugins ``via`` against
+``logs,metrics,via``; with ``--tracing`` also ``logs,metrics,tracing,via``) as processes on
+127.0.0.1, drives each with 32 concurrent connections of non-streamed chat completions,
+alternating configurations over several rounds, and prints requests/s, latencies and the
+throughput ratio. Access lines go to a log file in a temporary directory (never the
+terminal), one per request, as in production.
+
+    .venv/bin/python load_tests/bench_observability.py [--seconds 10] [--rounds 3]
+
+Uses wrk when installed (apt-get install wrk), else a built-in aiohttp load generator.
+The target is a ratio of at least 0.95 (the two plugins cost at most 5% of throughput).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+UPSTREAM_KEY = "bench-upstream-key"
+PATH = "/v1/chat/completions"
+BODY = json.dumps({"model": "mistral-small-latest",
+                   "messages": [{"role": "user", "content": "How fast is this sidecar?"}]})
+TARGET_RATIO = 0.95
+
+
+def free_port() -> int:
+    """A loopback port that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except urllib.error.HTTPError:
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"{url} did not come up")
+
+
+@contextlib.contextmanager
+def _process(args: list[str], ready_url: str, env: Mapping[str, str], log: Path
+             ) -> Iterator[subprocess.Popen[bytes]]:
+    full_env = {k: v for k, v in os.environ.items()
+                if not k.startswith(("SIDECAR_", "MISTRAL_", "DB_", "REDIS_", "OTEL_"))}
+    full_env.update(env)
+    with log.open("wb") as out:
+        proc = subprocess.Popen(args, env=full_env, stdout=out, stderr=subprocess.STDOUT,
+                                cwd=REPO)
+    try:
+        _wait_http(ready_url, proc)
+        yield proc
+    except RuntimeError:
+        sys.stderr.write(log.read_text(errors="replace")[-3000:])
+        raise
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@dataclass
+class Result:
+    """One measurement; ``cpu_us`` is the sidecar's CPU time per request (user + system)."""
+
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    requests: int = 0
+    cpu_us: float = float("nan")
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _ms(text: str) -> float:
+    match = re.match(r"([\d.]+)(us|ms|s)$", text)
+    if not match:
+        return float("nan")
+    value, unit = float(match.group(1)), match.group(2)
+    return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+
+def run_wrk(url: str, connections: int, seconds: float, work: Path) -> Result:
+    """Drive ``url`` with wrk (one thread: the machine's cores belong to the servers)."""
+    script = work / "chat.lua"
+    script.write_text(
+        'wrk.method = "POST"\n'
+        f"wrk.body = {json.dumps(BODY)}\n"
+        'wrk.headers["Content-Type"] = "application/json"\n'
+        'wrk.headers["Authorization"] = "Bearer caller-key"\n')
+    out = subprocess.run(
+        ["wrk", "-t", "1", "-c", str(connections), "-d", f"{seconds:g}s", "--latency",
+         "-s", str(script), url + PATH],
+        capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    p50 = re.search(r"\s50%\s+(\S+)", out)
+    p99 = re.search(r"\s99%\s+(\S+)", out)
+    if not (rps and p50 and p99):
+        raise RuntimeError(f"cannot read wrk's report:\n{out}")
+    total = re.search(r"(\d+) requests in", out)
+    errors = 0
+    if m := re.search(r"Non-2xx or 3xx responses: (\d+)", out):
+        errors += int(m.group(1))
+    if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)",
+                      out):
+        errors += sum(int(g) for g in m.groups())
+    return Result(float(rps.group(1)), _ms(p50.group(1)), _ms(p99.group(1)), errors,
+                  int(total.group(1)) if total else 0)
+
+
+async def _drive(url: str, connections: int, seconds: float) -> Result:
+    import aiohttp
+
+    latencies: list[float] = []
+    errors = 0
+    headers = {"Content-Type": "application/json", "Authorization": "Bearer caller-key"}
+    body = BODY.encode()
+    stop = time.perf_counter() + seconds
+
+    async def worker(http: aiohttp.ClientSession) -> None:
+        nonlocal errors
+        while time.perf_counter() < stop:
+            started = time.perf_counter()
+            async with http.post(url + PATH, data=body, headers=headers) as resp:
+                await resp.read()
+                if resp.status != 200:
+                    errors += 1
+            latencies.append(time.perf_counter() - started)
+
+    connector = aiohttp.TCPConnector(limit=connections)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        began = time.perf_counter()
+        await asyncio.gather(*(worker(http) for _ in range(connections)))
+        elapsed = time.perf_counter() - began
+    latencies.sort()
+    return Result(len(latencies) / elapsed, latencies[len(latencies) // 2] * 1000,
+                  latencies[int(len(latencies) * 0.99)] * 1000, errors, len(latencies))
+
+
+def measure(url: str, pid: int, connections: int, seconds: float, work: Path) -> Result:
+    """One run of load against ``url``, served by process ``pid``."""
+    before = cpu_seconds(pid)
+    if shutil.which("wrk"):
+        result = run_wrk(url, connections, seconds, work)
+    else:
+        result = asyncio.run(_drive(url, connections, seconds))
+    if result.requests:
+        result.cpu_us = (cpu_seconds(pid) - before) / result.requests * 1e6
+    return result
+
+
+@contextlib.contextmanager
+def sidecar(name: str, plugins: str, upstream: str, work: Path
+            ) -> Iterator[tuple[str, int]]:
+    """A sidecar process with ``plugins``; yields its URL and process id."""
+    port = free_port()
+    env = {
+        "MISTRAL_BASE_URL": upstream, "MISTRAL_API_KEY": UPSTREAM_KEY,
+        "SIDECAR_PORT": str(port), "SIDECAR_PLUGINS": plugins,
+        "SIDECAR_DATA_DIR": str(work / f"data-{name}"),
+        "LOG_LEVEL": "INFO",
+        "SIDECAR_LOG_STDOUT": "false",
+        "SIDECAR_LOG_FILE": str(work / f"access-{name}.log"),
+    }
+    url = f"http://127.0.0.1:{port}"
+    with _process([PYTHON, "-m", "proxy.cli", "serve"], url + "/healthz", env,
+                  work / f"sidecar-{name}.out") as proc:
+        yield url, proc.pid
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark; exit 1 when the ratio misses the target."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=10, help="length of each run")
+    parser.add_argument("--rounds", type=int, default=3, help="runs per configuration")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--tracing", action="store_true",
+                        help="also measure logs,metrics,tracing")
+    args = parser.parse_args(argv)
+
+    configs = {"baseline (via)": "via", "logs+metrics": "logs,metrics,via"}
+    if args.tracing:
+        configs["logs+metrics+tracing"] = "logs,metrics,tracing,via"
+    results: dict[str, list[Result]] = {name: [] for name in configs}
+    with tempfile.TemporaryDirectory(prefix="bench-observability-") as tmp:
+        work = Path(tmp)
+        mock_port = free_port()
+        upstream = f"http://127.0.0.1:{mock_port}"
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(_process(
+                [PYTHON, "-m", "proxy.cli", "mock-upstream", "--port", str(mock_port),
+                 "--api-key", UPSTREAM_KEY], upstream + "/__mock__/settings", {},
+                work / "mock.out"))
+            urls = {name: stack.enter_context(sidecar(str(i), plugins, upstream, work))
+                    for i, (name, plugins) in enumerate(configs.items())}
+            for url, pid in urls.values():  # warm up connections and caches
+                measure(url, pid, args.connections, 2, work)
+            for round_number in range(1, args.rounds + 1):
+                for name, (url, pid) in urls.items():
+                    result = measure(url, pid, args.connections, args.seconds, work)
+                    results[name].append(result)
+                    print(f"round {round_number}  {name:<22} {result.rps:7.0f} req/s   "
+                          f"p50 {result.p50_ms:6.2f} ms   p99 {result.p99_ms:6.2f} ms   "
+                          f"sidecar CPU {result.cpu_us:6.1f} us/request   "
+                          f"errors {result.errors}", flush=True)
+        lines = sum(1 for _ in (work / "access-1.log").open())
+
+    def median_rps(name: str) -> float:
+        return statistics.median(r.rps for r in results[name])
+
+    def median_cpu(name: str) -> float:
+        return statistics.median(r.cpu_us for r in results[name])
+
+    base, base_cpu = median_rps("baseline (via)"), median_cpu("baseline (via)")
+    print(f"\n{args.connections} connections, {args.rounds} x {args.seconds:g} s per "
+          f"configuration ({'wrk' if shutil.which('wrk') else 'aiohttp'} load generator); "
+          f"{lines} access lines written by logs+metrics")
+    for name in configs:
+        rps, cpu = median_rps(name), median_cpu(name)
+        p50 = statistics.median(r.p50_ms for r in results[name])
+        print(f"  {name:<22} median {rps:7.0f} req/s (ratio {rps / base:.3f})   "
+              f"p50 {p50:6.2f} ms   CPU {cpu:6.1f} us/request (+{cpu - base_cpu:5.1f} us, "
+              f"throughput bound {base_cpu / cpu:.3f})")
+    ratio = median_rps("logs+metrics") / base
+    bound = base_cpu / median_cpu("logs+metrics")
+    verdict = "meets" if ratio >= TARGET_RATIO else "MISSES"
+    print(f"logs+metrics: throughput ratio {ratio:.3f} ({verdict} the target of "
+          f">= {TARGET_RATIO}); CPU-time ratio {bound:.3f} (the throughput ratio a sidecar "
+          f"bound by its own CPU would see, insensitive to other load on the machine)")
+    return 0 if ratio >= TARGET_RATIO else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
