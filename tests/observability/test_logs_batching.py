@@ -1,0 +1,77 @@
+"""Access lines are written in batches: soon after their request without anyone asking, at
+once when configured so, and none is lost at shutdown or in a real sidecar process."""
+
+from __future__ import annotations
+
+import json
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+import aiohttp
+
+from tests.conftest import MockUpstream, SidecarFactory, SidecarProcess, wait_for
+from tests.observability.obs_support import MODEL, access_lines, raw_post, read_lines
+
+CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
+
+
+async def test_lines_follow_their_requests_within_the_interval(
+        start_sidecar: SidecarFactory, tmp_path: Path) -> None:
+    log = tmp_path / "sidecar.log"
+    sidecar = await start_sidecar(SIDECAR_PLUGINS="logs", SIDECAR_LOG_STDOUT="false",
+                                  SIDECAR_LOG_FILE=str(log),
+                                  SIDECAR_ACCESS_LOG_FLUSH_SECONDS="0.05")
+    for n in range(3):
+        await raw_post(sidecar, "/v1/models", None, f"later-{n}", method="GET")
+
+    def written() -> list[str]:
+        ids = [line["request_id"] for line in access_lines(read_lines(log))]
+        return ids if len(ids) == 3 else []
+
+    assert await wait_for(written) == ["later-0", "later-1", "later-2"]
+
+
+async def test_zero_interval_writes_each_line_at_once(start_sidecar: SidecarFactory,
+                                                      tmp_path: Path) -> None:
+    log = tmp_path / "sidecar.log"
+    sidecar = await start_sidecar(SIDECAR_PLUGINS="logs", SIDECAR_LOG_STDOUT="false",
+                                  SIDECAR_LOG_FILE=str(log),
+                                  SIDECAR_ACCESS_LOG_FLUSH_SECONDS="0")
+    await raw_post(sidecar, "/v1/models", None, "now", method="GET")
+    assert [line["request_id"] for line in access_lines(read_lines(log))] == ["now"]
+
+
+async def test_shutdown_writes_what_is_queued(start_sidecar: SidecarFactory,
+                                              tmp_path: Path) -> None:
+    log = tmp_path / "sidecar.log"
+    sidecar = await start_sidecar(SIDECAR_PLUGINS="logs", SIDECAR_LOG_STDOUT="false",
+                                  SIDECAR_LOG_FILE=str(log),
+                                  SIDECAR_ACCESS_LOG_FLUSH_SECONDS="60")
+    for n in range(5):
+        await raw_post(sidecar, "/v1/models", None, f"queued-{n}", method="GET")
+    assert not access_lines(read_lines(log))
+    await sidecar.server.close()
+    assert len(access_lines(read_lines(log))) == 5
+
+
+async def test_a_sidecar_process_logs_json_to_stdout(
+        spawn_sidecar: Callable[..., SidecarProcess], mock_upstream: MockUpstream) -> None:
+    sidecar = spawn_sidecar(SIDECAR_PLUGINS="logs,metrics,tracing",
+                            MISTRAL_BASE_URL=mock_upstream.url)
+    async with aiohttp.ClientSession() as http:
+        for n in range(20):
+            async with http.post(sidecar.url + "/v1/chat/completions", json=CHAT,
+                                 headers={"X-Request-ID": f"proc-{n}"}) as resp:
+                assert resp.status == 200
+    sidecar.signal(signal.SIGTERM)
+    assert sidecar.proc.wait(timeout=20) == 0
+    output = sidecar.output().splitlines()
+    # the core prints its banner and, once the JSON handlers are gone, its last words
+    lines = [json.loads(line) for line in output if line.startswith("{")]
+    assert len(lines) >= len(output) - 3
+    access = access_lines(lines)
+    assert [line["request_id"] for line in access] == [f"proc-{n}" for n in range(20)]
+    assert all(line["status"] == 200 and line["completion_tokens"] > 0 for line in access)
+    assert any(line["logger"] == "mistral_sidecar.server" and line["message"] == "listening"
+               for line in lines)
