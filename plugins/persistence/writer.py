@@ -13,6 +13,7 @@ from typing import Any
 from plugins.persistence.records import (
     AGENT,
     AGENT_DELETED,
+    CONVERSATION,
     ENTRY,
     JSON,
     USAGE,
@@ -84,6 +85,39 @@ ON CONFLICT (id) DO UPDATE SET
 """,
 }
 
+_ENTRY_COLUMNS = (
+    ("id", "text"), ("conversation_id", "text"), ("seq", "int"), ("type", "text"),
+    ("role", "text"), ("content_text", "text"), ("content_json", "jsonb"),
+    ("prompt_tokens", "int"), ("completion_tokens", "int"), ("total_tokens", "int"),
+    ("model", "text"), ("agent_id", "text"), ("tool_name", "text"), ("tool_call_id", "text"),
+    ("parent_entry_id", "text"), ("request_id", "text"), ("created_at", "timestamptz"),
+    ("completed_at", "timestamptz"),
+)
+
+
+def _insert_from_json_rows(table: str, columns: Sequence[tuple[str, str]]) -> dict[str, str]:
+    """Per dialect: insert the rows of one JSON array of arrays (one parameter), skipping ids
+    already stored."""
+    names = ", ".join(name for name, _ in columns)
+    pg = []
+    for index, (_name, kind) in enumerate(columns):
+        if kind == "jsonb":
+            pg.append(f"NULLIF(CAST(r -> {index} AS jsonb), 'null'::jsonb)")
+        elif kind == "text":
+            pg.append(f"r ->> {index}")
+        else:
+            pg.append(f"CAST(r ->> {index} AS {kind})")
+    sqlite = [f"json_extract(value, '$[{index}]')" for index in range(len(columns))]
+    return {
+        "postgres": f"INSERT INTO {table} ({names}) SELECT {', '.join(pg)} "
+                    "FROM json_array_elements(CAST(? AS json)) AS r ON CONFLICT (id) DO NOTHING",
+        "sqlite": f"INSERT INTO {table} ({names}) SELECT {', '.join(sqlite)} "
+                  "FROM json_each(?) WHERE true ON CONFLICT (id) DO NOTHING",
+    }
+
+
+_ENTRIES_FROM_JSON = _insert_from_json_rows("conversation_entries", _ENTRY_COLUMNS)
+
 _ENTRY_INSERT = """
 INSERT INTO conversation_entries (id, conversation_id, seq, type, role, content_text,
                                   content_json, prompt_tokens, completion_tokens, total_tokens,
@@ -129,33 +163,71 @@ ON CONFLICT (id) DO NOTHING
 """,
 }
 
-_IN_CHUNK = 500
+# A JSON array of strings as one parameter, read as rows of text: one short statement
+# whatever the number of ids (psycopg re-parses statements with many placeholders).
+_TEXT_LIST = {
+    "postgres": "SELECT json_array_elements_text(CAST(? AS json))",
+    "sqlite": "SELECT value FROM json_each(?)",
+}
 
 
 async def write_batch(tx: Executor, records: Sequence[Record], dialect: str = "sqlite") -> None:
-    """Apply ``records`` in order on ``tx`` (the caller owns the transaction).
+    """Apply ``records`` on ``tx`` (the caller owns the transaction), a few statements per
+    table rather than a few per request.
 
-    ``dialect`` (``sqlite`` or ``postgres``) picks the bulk statement for usage rows.
+    Order is kept where it matters: agent changes in their order; conversations before their
+    entries, starts before the restarts that copy from them, deletions last; entries in their
+    order. ``dialect`` (``sqlite`` or ``postgres``) picks the bulk statements.
     """
-    start = 0
-    while start < len(records):
-        key = _group_key(records[start])
-        end = start + 1
-        while end < len(records) and _group_key(records[end]) == key:
-            end += 1
-        group = records[start:end]
-        if key[0] == ENTRY:
-            await _write_entries(tx, group)
-        elif key[0] == USAGE:
-            await _write_usage(tx, group, dialect)
+    agents: list[Record] = []
+    conversations: dict[str, list[Record]] = {mode: [] for mode in _CONVERSATION_SQL}
+    entries: list[Record] = []
+    usage: list[Record] = []
+    for record in records:
+        if record.kind == ENTRY:
+            entries.append(record)
+        elif record.kind == USAGE:
+            usage.append(record)
+        elif record.kind == CONVERSATION:
+            mode = str(record.data.get("mode"))
+            conversations[mode if mode in conversations else "touch"].append(record)
         else:
-            sql, params = _statement(*key)
-            await tx.executemany(sql, [params(r.data) for r in group])
+            agents.append(record)
+    start = 0
+    while start < len(agents):
+        kind = agents[start].kind
+        end = start + 1
+        while end < len(agents) and agents[end].kind == kind:
+            end += 1
+        sql, params = _statement(kind, "")
+        await tx.executemany(sql, [params(r.data) for r in agents[start:end]])
         start = end
+    for mode, group in conversations.items():
+        if group:
+            sql, params = _statement(CONVERSATION, mode)
+            rows = _merge_touches(group) if mode == "touch" else [r.data for r in group]
+            await tx.executemany(sql, [params(row) for row in rows])
+    if entries:
+        await _write_entries(tx, entries, dialect)
+    if usage:
+        await _write_usage(tx, usage, dialect)
 
 
-def _group_key(record: Record) -> tuple[str, str]:
-    return record.kind, str(record.data.get("mode", ""))
+def _merge_touches(records: Sequence[Record]) -> list[dict[str, Any]]:
+    """One touch per conversation: a busy conversation is updated once per batch, not once
+    per turn (the upsert keeps the first agent and model, the latest update time)."""
+    merged: dict[str, dict[str, Any]] = {}
+    for record in records:
+        d = record.data
+        seen = merged.get(d["id"])
+        if seen is None:
+            merged[d["id"]] = dict(d)
+            continue
+        seen["agent_id"] = seen.get("agent_id") or d.get("agent_id")
+        seen["model"] = seen.get("model") or d.get("model")
+        seen["created_at"] = min(seen["created_at"], d["created_at"])
+        seen["updated_at"] = max(seen["updated_at"], d["updated_at"])
+    return list(merged.values())
 
 
 def _agent_params(d: dict[str, Any]) -> tuple[Any, ...]:
@@ -210,21 +282,25 @@ async def _write_usage(tx: Executor, records: Sequence[Record], dialect: str) ->
         await _insert_rows(tx, _USAGE_INSERT, [_usage_params(r.data) for r in records])
 
 
-async def _write_entries(tx: Executor, records: Sequence[Record]) -> None:
+async def _write_entries(tx: Executor, records: Sequence[Record], dialect: str) -> None:
     """Insert new entries with their position (``seq``) and parent in their conversation.
 
     Entries already stored (a replay) are skipped before positions are handed out, so a
     replay neither duplicates an entry nor leaves a gap in its conversation's sequence.
     """
-    ids = [r.data["id"] for r in records]
-    existing: set[str] = set()
-    for start in range(0, len(ids), _IN_CHUNK):
-        chunk = ids[start:start + _IN_CHUNK]
-        marks = ", ".join("?" * len(chunk))
-        rows = await tx.fetchall(
-            f"SELECT id FROM conversation_entries WHERE id IN ({marks})", chunk)
-        existing.update(str(row["id"]) for row in rows)
-    last: dict[str, tuple[str | None, int]] = {}
+    ids = _TEXT_LIST.get(dialect, _TEXT_LIST["sqlite"])
+    found = await tx.fetchall(
+        f"SELECT id FROM conversation_entries WHERE id IN ({ids})",
+        (JSON.encode([r.data["id"] for r in records]),))
+    existing = {str(row["id"]) for row in found}
+    conversation_ids = JSON.encode(sorted({r.data["conversation_id"] for r in records}))
+    tails = await tx.fetchall(
+        "SELECT e.conversation_id, e.id, e.seq FROM conversation_entries e JOIN "
+        "(SELECT conversation_id, MAX(seq) AS seq FROM conversation_entries "
+        f"WHERE conversation_id IN ({ids}) GROUP BY conversation_id) m "
+        "ON m.conversation_id = e.conversation_id AND m.seq = e.seq", (conversation_ids,))
+    last: dict[str, tuple[str | None, int]] = {
+        str(row["conversation_id"]): (str(row["id"]), int(row["seq"])) for row in tails}
     rows_out = []
     for record in records:
         d = record.data
@@ -232,23 +308,26 @@ async def _write_entries(tx: Executor, records: Sequence[Record]) -> None:
             continue
         existing.add(d["id"])
         conversation_id = d["conversation_id"]
-        if conversation_id not in last:
-            row = await tx.fetchone(
-                "SELECT id, seq FROM conversation_entries WHERE conversation_id = ? "
-                "ORDER BY seq DESC LIMIT 1", (conversation_id,))
-            last[conversation_id] = (str(row["id"]), int(row["seq"])) if row else (None, 0)
-        previous_id, previous_seq = last[conversation_id]
+        previous_id, previous_seq = last.get(conversation_id, (None, 0))
         parent = previous_id if d.get("parent_is_previous") else d.get("parent_entry_id")
         seq = previous_seq + 1
         last[conversation_id] = (d["id"], seq)
-        rows_out.append((
-            d["id"], conversation_id, seq, d["type"], d.get("role"), _t(d.get("content_text")),
-            _j(d.get("content_json")), int(d.get("prompt_tokens") or 0),
+        rows_out.append([
+            d["id"], conversation_id, seq, d["type"], d.get("role"), d.get("content_text"),
+            d.get("content_json"), int(d.get("prompt_tokens") or 0),
             int(d.get("completion_tokens") or 0), int(d.get("total_tokens") or 0),
-            d.get("model"), d.get("agent_id"), _t(d.get("tool_name")), d.get("tool_call_id"),
+            d.get("model"), d.get("agent_id"), d.get("tool_name"), d.get("tool_call_id"),
             parent, d.get("request_id"), d["created_at"], d.get("completed_at"),
-        ))
-    await _insert_rows(tx, _ENTRY_INSERT, rows_out)
+        ])
+    if not rows_out:
+        return
+    payload = JSON.encode(rows_out)
+    if dialect in _ENTRIES_FROM_JSON and "\\u0000" not in payload:
+        await tx.execute(_ENTRIES_FROM_JSON[dialect], (payload,))
+        return
+    # NUL cannot be stored in PostgreSQL text: the row-by-row path replaces it.
+    await _insert_rows(tx, _ENTRY_INSERT, [
+        tuple(_j(v) if i == 6 else _t(v) for i, v in enumerate(row)) for row in rows_out])
 
 
 async def _insert_rows(tx: Executor, insert: str, rows: Sequence[tuple[Any, ...]]) -> None:

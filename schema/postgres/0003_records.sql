@@ -17,6 +17,9 @@
 --   from its clock, input entries' from the sidecar's); conversation_entries.request_id ties
 --   an entry to the request that produced it. parent_entry_id has no foreign key: a restart's
 --   first entry points at the entry it restarts from, which may be an upstream-only id.
+-- * No index on conversations.updated_at: every turn updates it, and an index on it would
+--   turn those updates from in-place (HOT) into ones that touch every index; the retention
+--   purge that filters on it runs rarely.
 -- * conversation_entries.conversation_id keeps the guide's foreign key (ON DELETE CASCADE so
 --   retention removes a conversation's entries with it); the writer always upserts the
 --   conversation row before its entries.
@@ -57,7 +60,6 @@ CREATE TABLE conversations (
 
 CREATE INDEX conversations_owner_id_idx ON conversations (owner_id);
 CREATE INDEX conversations_agent_id_idx ON conversations (agent_id);
-CREATE INDEX conversations_updated_at_idx ON conversations (updated_at);
 
 CREATE TABLE conversation_entries (
     id                TEXT PRIMARY KEY,

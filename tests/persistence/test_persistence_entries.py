@@ -111,6 +111,12 @@ async def test_json_answer_with_calls_tools_and_handoffs(
     assert (entries[2]["type"], entries[2]["tool_call_id"], entries[2]["content_text"]) == (
         "function.result", "call_1", "22 C")
 
+    # NUL cannot be stored in PostgreSQL text; the entry is kept with U+FFFD in its place.
+    nul = await sdk.beta.conversations.start_async(model=MODEL, inputs="nul\x00inside")
+    entries = await wait_for(lambda: len(e := db.entries(nul.conversation_id)) == 2 and e)
+    assert entries[0]["content_text"] == "nul\ufffdinside"
+    assert entries[0]["content_json"] == {"content": "nul\ufffdinside"}
+
 
 async def test_streamed_calls_tools_and_handoffs_are_reassembled(
     start_sidecar: SidecarFactory, store_env: dict[str, str],
