@@ -167,6 +167,17 @@ class JsonStream(logging.StreamHandler):
         if not self.hold:
             super().flush()
 
+    def write_lines(self, lines: list[str]) -> None:
+        """Write formatted lines at once (a batch of access lines)."""
+        self.acquire()
+        try:
+            self.stream.write(self.terminator.join(lines) + self.terminator)
+            super().flush()
+        except Exception:
+            logger.exception("cannot write %d log lines to %s", len(lines), self.stream)
+        finally:
+            self.release()
+
 
 class RotatingJsonFile(logging.handlers.RotatingFileHandler):
     """A rotating file that counts what it wrote instead of asking the file system.
@@ -198,6 +209,35 @@ class RotatingJsonFile(logging.handlers.RotatingFileHandler):
         """Rotate, then start counting again."""
         super().doRollover()
         self._size = self._current_size()
+
+    def write_lines(self, lines: list[str]) -> None:
+        """Write formatted lines at once (a batch of access lines), rotating where one
+        would not fit."""
+        self.acquire()
+        try:
+            chunk: list[str] = []
+            terminator = self.terminator
+            for line in lines:
+                size = len(line) + len(terminator)
+                if self.maxBytes > 0 and self._size and self._size + size > self.maxBytes:
+                    self._write_chunk(chunk)
+                    chunk = []
+                    self.doRollover()
+                chunk.append(line)
+                self._size += size
+            self._write_chunk(chunk)
+        except Exception:
+            logger.exception("cannot write %d log lines to %s", len(lines), self.baseFilename)
+        finally:
+            self.release()
+
+    def _write_chunk(self, chunk: list[str]) -> None:
+        if not chunk:
+            return
+        if self.stream is None:
+            self.stream = self._open()
+        self.stream.write(self.terminator.join(chunk) + self.terminator)
+        self.stream.flush()
 
     def emit(self, record: logging.LogRecord) -> None:
         """Write one line, rotating first when it would not fit."""
@@ -443,13 +483,19 @@ class AccessLog:
         batch, self.pending, self.pending_bytes = self.pending, [], 0
         if not batch:
             return
+        direct = self._direct_handlers()
+        if direct is not None:
+            self._write_direct(batch, direct)
+            return
         held = [h for h in self.handlers if isinstance(h, JsonStream | RotatingJsonFile)]
         for handler in held:
             handler.hold = True
         try:
             for ctx, ended in batch:
                 try:
-                    self._write(ctx, ended)
+                    record = self._record(ctx, ended)
+                    if record is not None:
+                        ACCESS_LOGGER.handle(record)
                 except Exception:
                     logger.exception("cannot write the access line of request %s",
                                      ctx.request_id)
@@ -458,22 +504,60 @@ class AccessLog:
                 handler.hold = False
                 handler.flush()
 
-    def _write(self, ctx: RequestContext, ended: float) -> None:
+    def _direct_handlers(self) -> list[JsonStream | RotatingJsonFile] | None:
+        """This plugin's handlers, when they are the only ones access lines would reach (the
+        usual case in production); ``None`` when anything else is configured."""
+        node: logging.Logger | None = ACCESS_LOGGER
+        while node is not None and node.parent is not None:
+            if node.handlers or node.filters or node.disabled or not node.propagate:
+                return None
+            node = node.parent
+        root = logging.getLogger()
+        if root.filters or root.handlers != self.handlers:
+            return None
+        direct: list[JsonStream | RotatingJsonFile] = []
+        for handler in self.handlers:
+            if not isinstance(handler, JsonStream | RotatingJsonFile) \
+                    or handler.level > logging.INFO:
+                return None
+            direct.append(handler)
+        return direct
+
+    def _write_direct(self, batch: list[tuple[RequestContext, float]],
+                      handlers: list[JsonStream | RotatingJsonFile]) -> None:
+        """Encode each line once and hand the batch to the handlers in one write each: the
+        same lines the logging path would produce, without its per-record machinery."""
+        formatter = handlers[0].formatter
+        assert isinstance(formatter, SidecarJsonFormatter)
+        lines: list[str] = []
+        for ctx, ended in batch:
+            try:
+                record = self._record(ctx, ended)
+                if record is not None:
+                    lines.append(formatter.format(record))
+            except Exception:
+                logger.exception("cannot write the access line of request %s", ctx.request_id)
+        if lines:
+            for handler in handlers:
+                handler.write_lines(lines)
+
+    def _record(self, ctx: RequestContext, ended: float) -> AccessRecord | None:
         status = ctx.response_status
         if status is not None and status >= 500:
             level, level_name = logging.WARNING, "WARNING"
         else:
             level, level_name = logging.INFO, "INFO"
-        if ACCESS_LOGGER.isEnabledFor(level):
-            second = int(ended)
-            cached = self._second
-            if cached[0] != second:
-                cached = self._second = (second, time.strftime("%Y-%m-%dT%H:%M:%S",
-                                                               time.gmtime(second)))
-            fields = {"time": f"{cached[1]}.{int((ended - second) * 1000):03d}Z",
-                      "level": level_name, "logger": ACCESS_LOGGER.name}
-            access_fields(ctx, self.content, self.content_max_bytes, into=fields)
-            ACCESS_LOGGER.handle(AccessRecord(ACCESS_LOGGER.name, level, fields, ended))
+        if not ACCESS_LOGGER.isEnabledFor(level):
+            return None
+        second = int(ended)
+        cached = self._second
+        if cached[0] != second:
+            cached = self._second = (second, time.strftime("%Y-%m-%dT%H:%M:%S",
+                                                           time.gmtime(second)))
+        fields = {"time": f"{cached[1]}.{int((ended - second) * 1000):03d}Z",
+                  "level": level_name, "logger": ACCESS_LOGGER.name}
+        access_fields(ctx, self.content, self.content_max_bytes, into=fields)
+        return AccessRecord(ACCESS_LOGGER.name, level, fields, ended)
 
 
 @dataclass

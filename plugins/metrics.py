@@ -415,13 +415,17 @@ class MetricsState:
                 self._event(name, fields)
             except Exception:
                 logger.exception("cannot count event %s", name)
+        # Counters add up per batch, then each series is incremented once.
+        totals: dict[Any, float] = {}
         for ctx in requests:
             try:
-                self._record(ctx)
+                self._record(ctx, totals)
             except Exception:
                 logger.exception("cannot record request %s in metrics", ctx.request_id)
+        for child, amount in totals.items():
+            child.inc(amount)
 
-    def _record(self, ctx: RequestContext) -> None:
+    def _record(self, ctx: RequestContext, totals: dict[Any, float]) -> None:
         state = ctx.state
         operation = ctx.operation_name
         status = ctx.response_status
@@ -431,7 +435,7 @@ class MetricsState:
             method = ctx.method if ctx.method in _METHODS else "other"
             child = self._requests[key] = self.requests.labels(
                 operation, method, str(status) if status else CLIENT_CLOSED)
-        child.inc()
+        totals[child] = totals.get(child, 0) + 1
 
         per_op = self._per_op.get((operation, ctx.is_stream))
         if per_op is None:
@@ -449,7 +453,7 @@ class MetricsState:
         if timing.upstream_started is not None:
             upstream_child.observe(finished - timing.upstream_started)
         if ctx.attempts:
-            attempts_child.inc(ctx.attempts)
+            totals[attempts_child] = totals.get(attempts_child, 0) + ctx.attempts
 
         wait_ms = ctx.log.get("queue_wait_ms")
         if isinstance(wait_ms, int | float):
@@ -464,7 +468,7 @@ class MetricsState:
             model = self._model(ctx, body)
         if usage is not None:
             self._count_tokens(ctx, model or "unknown", usage.prompt_tokens,
-                               usage.completion_tokens)
+                               usage.completion_tokens, totals)
         first = state.get(_STATE_FIRST_TOKEN)
         if first is not None:
             ttft_child, tps_child = self._stream_children(operation, model or "unknown")
@@ -487,7 +491,7 @@ class MetricsState:
         return self.models(model) if model else None
 
     def _count_tokens(self, ctx: RequestContext, model: str, prompt: int,
-                      completion: int) -> None:
+                      completion: int, totals: dict[Any, float]) -> None:
         if self.owner_label:
             owner = ctx.identity.owner if ctx.identity is not None else "anonymous"
             key: tuple[str, ...] = (model, self.owners(owner))
@@ -499,9 +503,9 @@ class MetricsState:
                 self.tokens.labels(key[0], "prompt", *key[1:]),
                 self.tokens.labels(key[0], "completion", *key[1:]))
         if prompt:
-            children[0].inc(prompt)
+            totals[children[0]] = totals.get(children[0], 0) + prompt
         if completion:
-            children[1].inc(completion)
+            totals[children[1]] = totals.get(children[1], 0) + completion
 
     def _stream_children(self, operation: str, model: str) -> tuple[Any, Any]:
         key = (operation, model)

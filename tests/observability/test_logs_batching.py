@@ -10,6 +10,7 @@ from pathlib import Path
 
 import aiohttp
 
+from plugins.logs import LOGS
 from tests.conftest import MockUpstream, SidecarFactory, SidecarProcess, wait_for
 from tests.observability.obs_support import MODEL, access_lines, raw_post, read_lines
 
@@ -75,3 +76,35 @@ async def test_a_sidecar_process_logs_json_to_stdout(
     assert all(line["status"] == 200 and line["completion_tokens"] > 0 for line in access)
     assert any(line["logger"] == "mistral_sidecar.server" and line["message"] == "listening"
                for line in lines)
+
+
+async def test_batches_written_directly_rotate_like_single_lines(
+        start_sidecar: SidecarFactory, tmp_path: Path) -> None:
+    """With only the sidecar's handlers on the root logger (as in production) a batch goes to
+    the file in one write, rotating where a line would not fit."""
+    import logging
+
+    root = logging.getLogger()
+    others = root.handlers[:]
+    root.handlers = []
+    try:
+        logs = tmp_path / "logs"
+        sidecar = await start_sidecar(
+            SIDECAR_PLUGINS="logs", SIDECAR_LOG_STDOUT="false",
+            SIDECAR_LOG_FILE=str(logs / "sidecar.log"), SIDECAR_LOG_FILE_MAX_BYTES="4096",
+            SIDECAR_LOG_FILE_BACKUP_COUNT="20", SIDECAR_ACCESS_LOG_FLUSH_SECONDS="60")
+        for n in range(30):
+            await raw_post(sidecar, "/v1/models", None, f"direct-{n:02d}", method="GET")
+        access = sidecar.app[LOGS].access
+        assert access is not None and access._direct_handlers() is not None
+        await sidecar.server.close()
+    finally:
+        root.handlers = others
+    files = sorted(logs.iterdir(), key=lambda p: -int(p.suffix[1:]) if p.suffix[1:].isdigit()
+                   else 0)
+    assert len(files) > 3
+    ids = []
+    for path in files:
+        assert path.stat().st_size <= 4096
+        ids += [line["request_id"] for line in access_lines(read_lines(path))]
+    assert ids == [f"direct-{n:02d}" for n in range(30)]
