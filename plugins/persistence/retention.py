@@ -35,7 +35,7 @@ async def purge(db: Database, cutoff: float) -> Purged:
     """Delete what is older than ``cutoff`` (Unix seconds), in one transaction."""
     before = iso_from_unix(cutoff)
     async with db.transaction() as tx:
-        # Entries first: explicit rather than relying on ON DELETE CASCADE being enabled.
+        # Entries first (there is no foreign key to cascade from their conversation).
         entries = await tx.execute(
             "DELETE FROM conversation_entries WHERE conversation_id IN "
             "(SELECT id FROM conversations WHERE updated_at < ?)", (before,))

@@ -102,15 +102,16 @@ def _insert_from_json_rows(table: str, columns: Sequence[tuple[str, str]]) -> di
     pg = []
     for index, (_name, kind) in enumerate(columns):
         if kind == "jsonb":
-            pg.append(f"NULLIF(CAST(r -> {index} AS jsonb), 'null'::jsonb)")
+            pg.append(f"NULLIF(r -> {index}, 'null'::jsonb)")
         elif kind == "text":
             pg.append(f"r ->> {index}")
         else:
             pg.append(f"CAST(r ->> {index} AS {kind})")
     sqlite = [f"json_extract(value, '$[{index}]')" for index in range(len(columns))]
     return {
+        # jsonb: parsed once; with json every ->> would parse the element's text again.
         "postgres": f"INSERT INTO {table} ({names}) SELECT {', '.join(pg)} "
-                    "FROM json_array_elements(CAST(? AS json)) AS r ON CONFLICT (id) DO NOTHING",
+                    "FROM jsonb_array_elements(CAST(? AS jsonb)) AS r ON CONFLICT (id) DO NOTHING",
         "sqlite": f"INSERT INTO {table} ({names}) SELECT {', '.join(sqlite)} "
                   "FROM json_each(?) WHERE true ON CONFLICT (id) DO NOTHING",
     }
@@ -168,6 +169,10 @@ ON CONFLICT (id) DO NOTHING
 _TEXT_LIST = {
     "postgres": "SELECT json_array_elements_text(CAST(? AS json))",
     "sqlite": "SELECT value FROM json_each(?)",
+}
+_TEXT_TABLE = {
+    "postgres": "(SELECT json_array_elements_text(CAST(? AS json)) AS value)",
+    "sqlite": "json_each(?)",
 }
 
 
@@ -293,14 +298,18 @@ async def _write_entries(tx: Executor, records: Sequence[Record], dialect: str) 
         f"SELECT id FROM conversation_entries WHERE id IN ({ids})",
         (JSON.encode([r.data["id"] for r in records]),))
     existing = {str(row["id"]) for row in found}
-    conversation_ids = JSON.encode(sorted({r.data["conversation_id"] for r in records}))
+    # The last entry of each conversation, by index lookups (a GROUP BY would read every entry
+    # of a long conversation on every batch).
     tails = await tx.fetchall(
-        "SELECT e.conversation_id, e.id, e.seq FROM conversation_entries e JOIN "
-        "(SELECT conversation_id, MAX(seq) AS seq FROM conversation_entries "
-        f"WHERE conversation_id IN ({ids}) GROUP BY conversation_id) m "
-        "ON m.conversation_id = e.conversation_id AND m.seq = e.seq", (conversation_ids,))
+        "SELECT c.value AS conversation_id, "
+        "(SELECT e.id FROM conversation_entries e WHERE e.conversation_id = c.value "
+        "ORDER BY e.seq DESC LIMIT 1) AS id, "
+        "(SELECT MAX(e.seq) FROM conversation_entries e WHERE e.conversation_id = c.value) "
+        f"AS seq FROM {_TEXT_TABLE.get(dialect, _TEXT_TABLE['sqlite'])} AS c",
+        (JSON.encode(sorted({r.data["conversation_id"] for r in records})),))
     last: dict[str, tuple[str | None, int]] = {
-        str(row["conversation_id"]): (str(row["id"]), int(row["seq"])) for row in tails}
+        str(row["conversation_id"]): (str(row["id"]), int(row["seq"]))
+        for row in tails if row["id"] is not None}
     rows_out = []
     for record in records:
         d = record.data

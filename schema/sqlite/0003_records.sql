@@ -22,9 +22,10 @@
 -- * No index on conversations.updated_at: every turn updates it, and an index on it would
 --   turn those updates from in-place (HOT) into ones that touch every index; the retention
 --   purge that filters on it runs rarely.
--- * conversation_entries.conversation_id keeps the guide's foreign key (ON DELETE CASCADE so
---   retention removes a conversation's entries with it); the writer always upserts the
---   conversation row before its entries.
+-- * conversation_entries.conversation_id has no foreign key: checking it costs more than the
+--   insert itself at volume, and the writer already upserts the conversation row before its
+--   entries in the same transaction; retention deletes entries explicitly. Without it, an
+--   entry is kept even if its conversation row could not be written.
 -- * usage_log is keyed by a sidecar-generated id, not by request_id: X-Request-ID may come from
 --   the caller and is not guaranteed unique. request_id is kept (indexed) for correlation.
 
@@ -65,7 +66,7 @@ CREATE INDEX conversations_agent_id_idx ON conversations (agent_id);
 
 CREATE TABLE conversation_entries (
     id                TEXT PRIMARY KEY,
-    conversation_id   TEXT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+    conversation_id   TEXT NOT NULL,
     seq               INTEGER NOT NULL,
     type              TEXT NOT NULL,
     role              TEXT,
