@@ -11,7 +11,10 @@ request by the sidecar process and by the PostgreSQL backends serving it (from /
 cost of persistence in CPU, independent of what else runs on the machine.
 
     .venv/bin/python load_tests/bench_persistence.py [--seconds 10] [--rounds 2]
-        [--workload chat|conversations] [--connections 32]
+        [--workload chat|conversations] [--connections 32] [--chain store,...]
+
+``--chain`` is the chain without persistence (default ``store``: the plugin against the bare
+forwarder, its worst case); persistence goes in where the default chain has it.
 
 PostgreSQL: TEST_PG_HOST / TEST_PG_PORT / TEST_PG_USER (default 127.0.0.1:5432, postgres),
 admin database ``test``; a scratch database is created and dropped. Everything is on 127.0.0.1.
@@ -183,6 +186,16 @@ def usage_rows(db_env: dict[str, str]) -> int:
     return int(row[0]) if row else 0
 
 
+def with_persistence(chain: str) -> str:
+    """``chain`` with persistence where the default chain has it (after concurrency)."""
+    names = [n for n in chain.split(",") if n]
+    if "store" not in names:
+        raise SystemExit("--chain must include store")
+    before = ("store", "auth", "validate", "guard", "ratelimit", "concurrency")
+    position = max(names.index(n) for n in before if n in names) + 1
+    return ",".join([*names[:position], "persistence", *names[position:]])
+
+
 def main() -> int:
     """Run the benchmark and print the report."""
     parser = argparse.ArgumentParser(description=__doc__,
@@ -191,9 +204,11 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--workload", choices=("chat", "conversations"), default="chat")
+    parser.add_argument("--chain", default="store",
+                        help="plugins without persistence (must include store)")
     args = parser.parse_args()
 
-    chains = {"without": "store", "with": "store,persistence"}
+    chains = {"without": args.chain, "with": with_persistence(args.chain)}
     rates: dict[str, list[float]] = {name: [] for name in chains}
     cpu_per_request: dict[str, list[float]] = {name: [] for name in chains}
     mock_port = free_port()
@@ -241,7 +256,7 @@ def main() -> int:
     cpu_with = statistics.median(cpu_per_request["with"])
     cost = 1 - with_ / without
     print(f"\nworkload {args.workload}, {args.connections} connections, {args.seconds:g} s x "
-          f"{args.rounds} rounds (medians)")
+          f"{args.rounds} rounds (medians); chain {chains['with']}")
     print(f"without persistence {without:8.0f} req/s   {cpu_without:6.0f} us CPU/request")
     print(f"with persistence    {with_:8.0f} req/s   {cpu_with:6.0f} us CPU/request")
     print(f"throughput ratio {with_ / without:.3f}: persistence costs {cost * 100:.1f} % "
