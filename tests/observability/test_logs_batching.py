@@ -33,14 +33,14 @@ async def test_lines_follow_their_requests_within_the_interval(
     assert await wait_for(written) == ["later-0", "later-1", "later-2"]
 
 
-async def test_zero_interval_writes_each_line_at_once(start_sidecar: SidecarFactory,
-                                                      tmp_path: Path) -> None:
+async def test_by_default_a_line_is_out_before_its_caller_reads_the_response(
+        start_sidecar: SidecarFactory, tmp_path: Path) -> None:
     log = tmp_path / "sidecar.log"
     sidecar = await start_sidecar(SIDECAR_PLUGINS="logs", SIDECAR_LOG_STDOUT="false",
-                                  SIDECAR_LOG_FILE=str(log),
-                                  SIDECAR_ACCESS_LOG_FLUSH_SECONDS="0")
-    await raw_post(sidecar, "/v1/models", None, "now", method="GET")
-    assert [line["request_id"] for line in access_lines(read_lines(log))] == ["now"]
+                                  SIDECAR_LOG_FILE=str(log))
+    for n in range(3):
+        await raw_post(sidecar, "/v1/models", None, f"now-{n}", method="GET")
+        assert access_lines(read_lines(log))[-1]["request_id"] == f"now-{n}"
 
 
 async def test_shutdown_writes_what_is_queued(start_sidecar: SidecarFactory,
