@@ -106,6 +106,10 @@ class PostgresDatabase:
         self.pool = AsyncConnectionPool(
             conninfo, min_size=1, max_size=max(1, pool_size), open=False, timeout=timeout,
             kwargs={"autocommit": True, "connect_timeout": max(1, int(timeout))},
+            # psycopg_pool doubles its reconnect delay until reconnect_timeout (5 min by
+            # default): after a long outage writes would resume minutes late. Giving up after
+            # 10 s makes the next request start a fresh attempt with a 1 s delay.
+            reconnect_timeout=10.0,
         )
 
     async def open(self, wait_seconds: float) -> None:

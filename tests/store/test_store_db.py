@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -86,3 +87,26 @@ def test_serve_refuses_an_unmigrated_database_with_one_line(tmp_path: Path) -> N
     migrated = subprocess.run([sys.executable, "-m", "proxy.cli", "migrate"], env=env, cwd=REPO,
                               capture_output=True, text=True, timeout=60)
     assert migrated.returncode == 0 and "up to date" in migrated.stdout
+
+
+async def test_readyz_reports_an_unreachable_database_but_stays_ready(
+    start_sidecar: Any, pg_database: dict[str, str], toxiproxy_server: Any
+) -> None:
+    import aiohttp
+
+    from tests.support.toxiproxy_fixture import listen_address
+
+    proxy = toxiproxy_server.create(upstream="127.0.0.1:5432", name="pg", listen="127.0.0.1:0")
+    host, port = listen_address(proxy)
+    sidecar = await start_sidecar(SIDECAR_PLUGINS="store", SIDECAR_MIGRATE_ON_START="true",
+                                  SIDECAR_DB_TIMEOUT_SECONDS="0.5",
+                                  **{**pg_database, "DB_HOST": host, "DB_PORT": str(port)})
+
+    async def readyz() -> tuple[int, dict[str, Any]]:
+        async with aiohttp.ClientSession() as http, http.get(sidecar.url + "/readyz") as resp:
+            return resp.status, (await resp.json())["checks"]["database"]
+
+    assert await readyz() == (200, {"ok": True, "reachable": True, "backend": "postgres"})
+    with proxy.down():
+        status, report = await readyz()
+        assert status == 200 and report["reachable"] is False
