@@ -63,7 +63,7 @@ def main() -> int:
         floor = stack.enter_context(minimal_proxy(upstream))
         data_dir = tempfile.mkdtemp(prefix="bench-core-")
         env = {"SIDECAR_DATA_DIR": data_dir, "SIDECAR_MIGRATE_ON_START": "true",
-               "RATE_LIMIT_REQUESTS": "100000000", "MISTRAL_BASE_URL": upstream,
+               "RATE_LIMIT_REQUESTS": "1000000", "MISTRAL_BASE_URL": upstream,
                "MISTRAL_API_KEY": MOCK_KEY}
         if args.chain != "default":
             env["SIDECAR_PLUGINS"] = args.chain
