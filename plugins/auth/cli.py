@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import re
 import sys
@@ -15,9 +14,8 @@ from typing import Any
 from plugins.auth.keys import fingerprint
 from plugins.auth.keystore import KeyRecord, KeyStore
 from plugins.auth.ownership import AGENT
-from plugins.store import open_database
-from plugins.store.db import Database, DatabaseUnavailable
-from plugins.store.migrations import migrate, pending
+from plugins.store import run_with_database
+from plugins.store.db import Database
 from proxy.settings import Settings
 
 _DURATION = re.compile(r"^(\d+)\s*([smhdw])$")
@@ -61,29 +59,7 @@ def _when(epoch: float | None) -> str:
 
 def _run(settings: Settings, body: Callable[[Database], Awaitable[int]]) -> int:
     """Open the database (migrating if allowed), run ``body``, close."""
-
-    async def run() -> int:
-        try:
-            db = await open_database(settings)
-        except DatabaseUnavailable as exc:
-            print(f"mistral-sidecar: {exc}", file=sys.stderr)
-            return 1
-        try:
-            todo = await pending(db)
-            if todo and settings["db.migrate_on_start"]:
-                await migrate(db)
-            elif todo:
-                print("mistral-sidecar: the database needs migrations; run "
-                      "`mistral-sidecar migrate` first", file=sys.stderr)
-                return 1
-            return await body(db)
-        except DatabaseUnavailable as exc:
-            print(f"mistral-sidecar: {exc}", file=sys.stderr)
-            return 1
-        finally:
-            await db.close()
-
-    return asyncio.run(run())
+    return run_with_database(settings, body)
 
 
 def _fail(message: str, code: int = 2) -> int:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from datetime import UTC, datetime
 from typing import Any
 
 from plugins.persistence.records import canonical_time
-from plugins.store import DatabaseUnavailable, open_database
+from plugins.store import run_with_database
 from plugins.store.db import Database, Row
 from proxy.settings import Settings
 
@@ -44,24 +43,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 
 def _run(settings: Settings, work: Any) -> int:
-    async def main() -> int:
-        try:
-            db = await open_database(settings)
-        except DatabaseUnavailable as exc:
-            print(f"mistral-sidecar: {exc}", file=sys.stderr)
-            return 1
-        try:
-            return int(await work(db))
-        except Exception as exc:
-            if "no such table" in str(exc) or "does not exist" in str(exc):
-                print("mistral-sidecar: the database has no persistence tables; run "
-                      "`mistral-sidecar migrate`", file=sys.stderr)
-                return 1
-            raise
-        finally:
-            await db.close()
-
-    return asyncio.run(main())
+    return run_with_database(settings, work)
 
 
 # --- conversations show ----------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ from proxy.settings import Setting, Settings
 
 DATABASE = web.AppKey("database", Database)
 
-__all__ = ["DATABASE", "Database", "DatabaseUnavailable", "open_database"]
+__all__ = ["DATABASE", "Database", "DatabaseUnavailable", "open_database", "run_with_database"]
 
 
 @hookimpl
@@ -139,7 +140,19 @@ def register_commands(subparsers: argparse._SubParsersAction[Any]) -> None:
     parser.set_defaults(handler=_cmd_migrate)
 
 
-def _cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+def run_with_database(
+    settings: Settings,
+    work: Callable[[Database], Awaitable[int]],
+    *,
+    require_schema: bool = True,
+) -> int:
+    """Run a CLI command's ``work`` against the configured database; return its exit code.
+
+    Opens the database, makes sure the schema is current (migrating when
+    SIDECAR_MIGRATE_ON_START allows it) unless ``require_schema`` is false, and turns an
+    unreachable database into one line and exit code 1 instead of a traceback.
+    """
+
     async def run() -> int:
         try:
             db = await open_database(settings)
@@ -147,17 +160,33 @@ def _cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
             print(f"mistral-sidecar: {exc}", file=sys.stderr)
             return 1
         try:
-            if args.dry_run:
+            if require_schema:
                 todo = await pending(db)
-                for m in todo:
-                    print(f"pending {m.version:04d}_{m.name}")
-                return 0
-            done = await migrate(db)
-            for m in done:
-                print(f"applied {m.version:04d}_{m.name}")
-            print(f"database is up to date ({db.dialect})")
-            return 0
+                if todo and settings["db.migrate_on_start"]:
+                    await migrate(db)
+                elif todo:
+                    print("mistral-sidecar: the database needs migrations; run "
+                          "`mistral-sidecar migrate` first", file=sys.stderr)
+                    return 1
+            return int(await work(db))
+        except DatabaseUnavailable as exc:
+            print(f"mistral-sidecar: {exc}", file=sys.stderr)
+            return 1
         finally:
             await db.close()
 
     return asyncio.run(run())
+
+
+def _cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    async def work(db: Database) -> int:
+        if args.dry_run:
+            for m in await pending(db):
+                print(f"pending {m.version:04d}_{m.name}")
+            return 0
+        for m in await migrate(db):
+            print(f"applied {m.version:04d}_{m.name}")
+        print(f"database is up to date ({db.dialect})")
+        return 0
+
+    return run_with_database(settings, work, require_schema=False)
