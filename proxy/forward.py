@@ -9,11 +9,12 @@ and observed afterwards.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import os
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -124,7 +125,10 @@ class Forwarder:
                         ctx.operation, ctx.path_params = stream_op, stream_params
 
             for hook in self.on_request_hooks:
-                answer = await await_me_maybe(hook(ctx=ctx))
+                # Most hooks are synchronous and return None: no coroutine for them.
+                answer = hook(ctx=ctx)
+                if answer is not None and inspect.isawaitable(answer):
+                    answer = await answer
                 if answer is not None:
                     break
             else:
@@ -266,7 +270,9 @@ class Forwarder:
         ctx.timing.upstream_headers = _now()
         try:
             for hook in self.on_response_hooks:
-                await await_me_maybe(hook(ctx=ctx, response=upstream))
+                result = hook(ctx=ctx, response=upstream)
+                if result is not None and inspect.isawaitable(result):
+                    await result
         except SidecarError as error:
             await upstream.release()
             return await self._error(ctx, error)
@@ -429,7 +435,9 @@ class Forwarder:
         if ctx.timing.finished is None:
             ctx.timing.finished = _now()
         for hook in self.complete_hooks:
-            await _guarded(hook, ctx=ctx)
+            pending = _guarded(hook, ctx=ctx)
+            if pending is not None:
+                await pending
 
     def _complete_later(self, ctx: RequestContext) -> None:
         """Run completion hooks for a cancelled request without being cancelled with it."""
@@ -439,7 +447,9 @@ class Forwarder:
 
     async def _notify_error(self, ctx: RequestContext, error: SidecarError) -> None:
         for hook in self.error_hooks:
-            await _guarded(hook, ctx=ctx, error=error)
+            pending = _guarded(hook, ctx=ctx, error=error)
+            if pending is not None:
+                await pending
 
     async def _error(self, ctx: RequestContext, error: SidecarError) -> web.Response:
         ctx.response_status = error.status
@@ -457,10 +467,25 @@ class Forwarder:
             await asyncio.gather(*self._background, return_exceptions=True)
 
 
-async def _guarded(hook: HookCaller, **kwargs: Any) -> None:
-    # Observation hooks must never turn a delivered response into an error.
+def _guarded(hook: HookCaller, **kwargs: Any) -> Awaitable[None] | None:
+    """Call an observation hook; what is left to await when it returned an awaitable.
+
+    Observation hooks must never turn a delivered response into an error. Synchronous hooks
+    (most of them) run without any coroutine being created for them.
+    """
     try:
-        await await_me_maybe(hook(**kwargs))
+        result = hook(**kwargs)
+    except Exception:
+        logger.exception("plugin %s failed in an observation hook", hook.plugin_name)
+        return None
+    if result is None or not inspect.isawaitable(result):
+        return None
+    return _guarded_await(hook, result)
+
+
+async def _guarded_await(hook: HookCaller, result: Awaitable[Any]) -> None:
+    try:
+        await result
     except Exception:
         logger.exception("plugin %s failed in an observation hook", hook.plugin_name)
 
