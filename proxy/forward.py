@@ -377,18 +377,24 @@ class Forwarder:
         for name, value in ctx.response_headers.items():
             headers[name] = value
 
+    async def _read_whole(self, raw: aiohttp.ClientResponse) -> bytes | UpstreamError:
+        """The whole response body, or the error to answer with when upstream broke off."""
+        try:
+            async with asyncio.timeout(self.idle_timeout):
+                return await raw.read()
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raw.close()
+            reason = "timeout" if isinstance(exc, TimeoutError) else "reset"
+            return UpstreamError(reason, "Upstream body broke.")
+
     async def _relay_small(
         self, ctx: RequestContext, upstream: UpstreamResponse, capture: bool
     ) -> web.StreamResponse:
         """A small body of known length: read it whole, answer in one write."""
         raw = upstream.raw
-        try:
-            async with asyncio.timeout(self.idle_timeout):
-                body = await raw.read()
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raw.close()
-            reason = "timeout" if isinstance(exc, TimeoutError) else "reset"
-            return await self._error(ctx, UpstreamError(reason, "Upstream body broke."))
+        body = await self._read_whole(raw)
+        if isinstance(body, UpstreamError):
+            return await self._error(ctx, body)
         response = web.Response(status=raw.status, reason=raw.reason, body=body)
         self._copy_response_headers(ctx, raw, response)
         ctx.response_bytes = len(body)
@@ -403,13 +409,9 @@ class Forwarder:
         self, ctx: RequestContext, upstream: UpstreamResponse
     ) -> web.StreamResponse:
         raw = upstream.raw
-        try:
-            async with asyncio.timeout(self.idle_timeout):
-                body_bytes = await raw.read()
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raw.close()
-            reason = "timeout" if isinstance(exc, TimeoutError) else "reset"
-            return await self._error(ctx, UpstreamError(reason, "Upstream body broke."))
+        body_bytes = await self._read_whole(raw)
+        if isinstance(body_bytes, UpstreamError):
+            return await self._error(ctx, body_bytes)
         ctx.set_response_body(body_bytes)
         body = ctx.response_json
         for hook in self.rewrite_hooks:
