@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from load_tests.harness import (  # noqa: E402
+from load_tests.harness import (
     MOCK_KEY,
     PYTHON,
     REPO,
