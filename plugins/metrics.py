@@ -455,9 +455,10 @@ class MetricsState:
         if ctx.attempts:
             totals[attempts_child] = totals.get(attempts_child, 0) + ctx.attempts
 
-        wait_ms = ctx.log.get("queue_wait_ms")
-        if isinstance(wait_ms, int | float):
-            self.queue_wait.labels("admitted").observe(wait_ms / 1000)
+        # The concurrency plugin notes how long an admitted request waited for its slot.
+        queued = ctx.log.get("queued_s")
+        if isinstance(queued, int | float):
+            self.queue_wait.labels("admitted").observe(queued)
 
         if status is None or not 200 <= status < 300:
             return

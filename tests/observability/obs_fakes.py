@@ -9,6 +9,7 @@ Request headers drive it:
   events to emit (background ones without the request).
 - ``X-Test-Reject``: reject with a 429 of the sidecar's own, as a rate limiter does.
 - ``X-Test-Answer``: answer 200 directly, without going upstream.
+- ``X-Test-Queued``: seconds the request waited for a concurrency slot (``ctx.log["queued_s"]``).
 - ``X-Test-Leak``: log secrets (upstream key, DB password, a bearer token, a URL password)
   to prove they are redacted.
 
@@ -75,6 +76,8 @@ def on_request(ctx: RequestContext) -> web.StreamResponse | None:
             raise RuntimeError(f"failed with key {ctx.upstream_api_key}")
         except RuntimeError:
             log.exception("an exception mentioning the key")
+    if headers.get("X-Test-Queued"):
+        ctx.log["queued_s"] = float(headers["X-Test-Queued"])  # as the concurrency plugin does
     if headers.get("X-Test-Reject"):
         log.warning("rejecting for the test")
         raise SidecarError(429, "Test rate limit.", headers={"Retry-After": "1"})

@@ -238,6 +238,7 @@ async def run_traffic(sidecar: Sidecar, mock: MockUpstream) -> Traffic:
                                traffic.next_id("answered"), X_Test_Answer="1")
     assert status == 200
     status, _ = await raw_post(sidecar, "/v1/models", None, traffic.next_id("events"),
-                               method="GET", X_Test_Emit=json.dumps(ALL_EVENTS))
+                               method="GET", X_Test_Emit=json.dumps(ALL_EVENTS),
+                               X_Test_Queued="0.05")
     assert status == 200
     return traffic

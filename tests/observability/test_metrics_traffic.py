@@ -115,6 +115,9 @@ async def test_plugin_events_are_counted(after_traffic: tuple[Sidecar, Traffic, 
     assert m.value("mistral_sidecar_concurrency_rejections_total", scope="global") == 1
     assert m.value("mistral_sidecar_queue_wait_seconds_count", outcome="rejected") == 1
     assert m.value("mistral_sidecar_queue_wait_seconds_sum", outcome="rejected") == 0.2
+    assert m.value("mistral_sidecar_queue_wait_seconds_count", outcome="admitted") == 1
+    assert m.value("mistral_sidecar_queue_wait_seconds_bucket", outcome="admitted",
+                   le="0.05") == 1
     assert m.value("mistral_sidecar_keypool_cooldowns_total", key_index="1",
                    status="429") == 1
     assert m.value("mistral_sidecar_guard_detections_total", rule="prompt_injection",
