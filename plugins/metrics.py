@@ -199,14 +199,28 @@ class HealthCollector:
         latency = Metric(PREFIX + "dependency_latency_seconds",
                          "Duration of the dependency's last readiness check.", "gauge")
         ready = True
-        for name, check in self.health.checks.items():
+        checks = self.health.checks
+        seen: set[str] = set()
+
+        def add(name: str, check: dict[str, Any]) -> bool:
+            ok = bool(check.get("ok", True))
+            up.add_sample(up.name, {"dependency": name}, 1.0 if ok else 0.0)
+            ms = check.get("latency_ms")
+            if isinstance(ms, int | float) and not isinstance(ms, bool):
+                latency.add_sample(latency.name, {"dependency": name}, float(ms) / 1000)
+            seen.add(name)
+            return ok
+
+        for name, check in checks.items():
             if isinstance(check, dict):
-                ok = bool(check.get("ok", True))
-                up.add_sample(up.name, {"dependency": name}, 1.0 if ok else 0.0)
-                ms = check.get("latency_ms")
-                if isinstance(ms, int | float) and not isinstance(ms, bool):
-                    latency.add_sample(latency.name, {"dependency": name}, float(ms) / 1000)
-                ready = ready and ok
+                ready = add(name, check) and ready
+                # A check may report the services behind it (the rate limiter's Redis, which
+                # is down while the limiter itself stays ok in fail-open mode).
+                for inner, detail in check.items():
+                    if isinstance(detail, dict) and "ok" in detail:
+                        label = inner if inner not in checks and inner not in seen \
+                            else f"{name}.{inner}"
+                        add(label, detail)
         for name in self.health.errors:
             up.add_sample(up.name, {"dependency": name}, 0.0)
             ready = False

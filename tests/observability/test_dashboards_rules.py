@@ -267,3 +267,7 @@ async def test_every_metric_named_is_exposed_by_the_default_chain(
     assert metrics.find("mistral_sidecar_persistence_spool_bytes")
     assert metrics.find("mistral_sidecar_ratelimit_fallback_active")
     assert metrics.value("mistral_sidecar_dependency_up", dependency="database") == 1
+    # the rate limiter is ready, and so is the Redis behind it
+    assert metrics.value("mistral_sidecar_dependency_up", dependency="ratelimit") == 1
+    assert metrics.value("mistral_sidecar_dependency_up", dependency="redis") == 1
+    assert metrics.value("mistral_sidecar_dependency_latency_seconds", dependency="redis") > 0

@@ -115,3 +115,16 @@ async def test_a_hung_dependency_does_not_hang_the_scrape(
     m = await scrape(quiet.url)
     assert not m.find("mistral_sidecar_dependency_up") and not m.find("mistral_sidecar_ready")
     assert m.value("mistral_sidecar_requests_in_flight") == 0
+
+
+async def test_redis_down_shows_while_the_limiter_stays_ready(
+        start_sidecar: SidecarFactory) -> None:
+    from tests.conftest import free_port
+
+    sidecar = await start_sidecar(SIDECAR_PLUGINS="metrics,ratelimit", REDIS_HOST="127.0.0.1",
+                                  REDIS_PORT=str(free_port()))
+    m = await scrape(sidecar.url)
+    assert m.value("mistral_sidecar_dependency_up", dependency="ratelimit") == 1
+    assert m.value("mistral_sidecar_dependency_up", dependency="redis") == 0
+    assert m.value("mistral_sidecar_ratelimit_fallback_active") == 1
+    assert m.value("mistral_sidecar_ready") == 1
