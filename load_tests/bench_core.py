@@ -15,6 +15,8 @@ import argparse
 import datetime
 import json
 import os
+import random
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -28,6 +30,7 @@ from load_tests.harness import (
     PYTHON,
     REPO,
     LoadResult,
+    Target,
     minimal_proxy,
     mock_upstream,
     sidecar,
@@ -53,13 +56,14 @@ def main() -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--chain", default="default",
                         help="SIDECAR_PLUGINS for the sidecar ('default' = configured default)")
     args = parser.parse_args()
 
     results: dict[str, dict[str, float]] = {}
     with ExitStack() as stack:
-        upstream = stack.enter_context(mock_upstream())
+        upstream = stack.enter_context(mock_upstream()).url
         floor = stack.enter_context(minimal_proxy(upstream))
         data_dir = tempfile.mkdtemp(prefix="bench-core-")
         env = {"SIDECAR_DATA_DIR": data_dir, "SIDECAR_MIGRATE_ON_START": "true",
@@ -75,18 +79,33 @@ def main() -> int:
         else:
             caller_key = "any-caller-key"
         side = stack.enter_context(sidecar(upstream, env))
-        targets = {"direct": (upstream, MOCK_KEY), "minimal-proxy": (floor, MOCK_KEY),
-                   "sidecar": (side, caller_key)}
-        for name, (url, key) in targets.items():
-            wrk(url, args.connections, 2, api_key=key)  # warm-up
-            many: LoadResult = wrk(url, args.connections, args.seconds, api_key=key)
-            one: LoadResult = wrk(url, 1, max(3, args.seconds // 2), api_key=key)
-            ttfb = stream_ttfb_ms(url, key)
-            results[name] = {"rps_32": many.requests_per_s, "p50_32": many.p50_ms,
-                             "p99_32": many.p99_ms, "errors_32": many.errors,
-                             "p50_1": one.p50_ms, "ttfb_stream": ttfb}
-            print(many.row(f"{name} @{args.connections}"), flush=True)
-            print(f"{'':<22} p50 @1 {one.p50_ms:.3f} ms, stream TTFB {ttfb:.2f} ms", flush=True)
+        targets = {"direct": (Target(upstream, 0), MOCK_KEY),
+                   "minimal-proxy": (floor, MOCK_KEY), "sidecar": (side, caller_key)}
+        loads: dict[str, list[LoadResult]] = {name: [] for name in targets}
+        for target, key in targets.values():
+            wrk(target.url, args.connections, 2, api_key=key)  # warm-up
+        # Rounds in shuffled order: on a shared machine a single run of each says more
+        # about the neighbours than about the proxy.
+        shuffle = random.Random(11)
+        for _ in range(args.rounds):
+            for name in shuffle.sample(list(targets), len(targets)):
+                target, key = targets[name]
+                loads[name].append(wrk(target.url, args.connections, args.seconds,
+                                       api_key=key, pid=target.pid or None))
+        for name, (target, key) in targets.items():
+            one: LoadResult = wrk(target.url, 1, max(3, args.seconds // 2), api_key=key)
+            ttfb = stream_ttfb_ms(target.url, key)
+            many = loads[name]
+            results[name] = {
+                "rps_32": statistics.median(r.requests_per_s for r in many),
+                "p50_32": statistics.median(r.p50_ms for r in many),
+                "p99_32": statistics.median(r.p99_ms for r in many),
+                "errors_32": sum(r.errors for r in many),
+                "cpu_us": statistics.median(r.cpu_us_per_request for r in many),
+                "p50_1": one.p50_ms, "ttfb_stream": ttfb}
+            print(f"{name:<14} {results[name]['rps_32']:8.0f} req/s @{args.connections}, "
+                  f"CPU {results[name]['cpu_us']:6.0f} us/req, p50 @1 {one.p50_ms:.3f} ms, "
+                  f"stream TTFB {ttfb:.2f} ms", flush=True)
 
     floor_r, side_r = results["minimal-proxy"], results["sidecar"]
     throughput_ratio = side_r["rps_32"] / floor_r["rps_32"]
@@ -101,20 +120,25 @@ def main() -> int:
     ]
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [f"# Core benchmark ({stamp})", "",
-             f"Chain: `{chain}`; {args.connections} connections, {args.seconds} s per run; "
-             f"wrk on the same {os.cpu_count()}-core machine as the mock and the proxies.", "",
-             "| target | req/s @32 | p50 @32 ms | p99 @32 ms | p50 @1 ms | stream TTFB ms |",
-             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+             f"Chain: `{chain}`; {args.connections} connections, median of {args.rounds} "
+             f"shuffled rounds of {args.seconds} s; wrk on the same {os.cpu_count()}-core "
+             "machine as the mock and the proxies. CPU is the proxy process's own time per "
+             "request.", "",
+             "| target | req/s @32 | p50 @32 ms | p99 @32 ms | CPU us/req | p50 @1 ms | "
+             "stream TTFB ms |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for name, r in results.items():
+        cpu = "" if r["cpu_us"] != r["cpu_us"] else f"{r['cpu_us']:.0f}"
         lines.append(f"| {name} | {r['rps_32']:.0f} | {r['p50_32']:.2f} | {r['p99_32']:.2f} | "
-                     f"{r['p50_1']:.3f} | {r['ttfb_stream']:.2f} |")
+                     f"{cpu} | {r['p50_1']:.3f} | {r['ttfb_stream']:.2f} |")
     lines += ["", "| measure | value | target | met |", "| --- | ---: | ---: | :---: |"]
     for label, value, target, ok in verdicts:
         lines.append(f"| {label} | {value} | {target} | {'yes' if ok else 'no'} |")
     report = "\n".join(lines) + "\n"
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "core.md").write_text(report)
-    (RESULTS / "core.json").write_text(json.dumps(results, indent=2) + "\n")
+    suffix = "" if args.chain == "default" else "-" + args.chain.replace(",", "-")
+    (RESULTS / f"core{suffix}.md").write_text(report)
+    (RESULTS / f"core{suffix}.json").write_text(json.dumps(results, indent=2) + "\n")
     print()
     print(report)
     return 0

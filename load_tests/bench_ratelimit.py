@@ -189,7 +189,7 @@ def main() -> int:
     order = random.Random(7)
     try:
         with ExitStack() as stack:
-            upstream = stack.enter_context(mock_upstream())
+            upstream = stack.enter_context(mock_upstream()).url
             # Several processes per configuration, taken in turn: one process can be a few
             # percent faster than an identical one (memory layout, hash seeds), which would
             # otherwise show up as a difference between configurations.

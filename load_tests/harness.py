@@ -77,29 +77,43 @@ def process(args: list[str], ready_url: str, env: Mapping[str, str] | None = Non
             proc.kill()
 
 
+@dataclass(frozen=True)
+class Target:
+    """A server under test: its base URL and the process whose CPU time is measured."""
+
+    url: str
+    pid: int
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextlib.contextmanager
-def mock_upstream(token_interval_ms: float = 0) -> Iterator[str]:
-    """The mock Mistral API in its own process; yields its base URL."""
+def mock_upstream(token_interval_ms: float = 0) -> Iterator[Target]:
+    """The mock Mistral API in its own process."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     with process([PYTHON, "-m", "proxy.cli", "mock-upstream", "--port", str(port),
                   "--api-key", MOCK_KEY, "--token-interval-ms", str(token_interval_ms)],
-                 url + "/__mock__/settings"):
-        yield url
+                 url + "/__mock__/settings") as proc:
+        yield Target(url, proc.pid)
 
 
 @contextlib.contextmanager
-def minimal_proxy(upstream: str) -> Iterator[str]:
+def minimal_proxy(upstream: str) -> Iterator[Target]:
     """The floor pass-through in its own process."""
     port = free_port()
     with process([PYTHON, str(REPO / "load_tests" / "minimal_proxy.py"), "--port", str(port),
-                  "--upstream", upstream], f"http://127.0.0.1:{port}/healthz"):
-        yield f"http://127.0.0.1:{port}"
+                  "--upstream", upstream], f"http://127.0.0.1:{port}/healthz") as proc:
+        yield Target(f"http://127.0.0.1:{port}", proc.pid)
 
 
 @contextlib.contextmanager
-def sidecar(upstream: str, env: Mapping[str, str] | None = None) -> Iterator[str]:
-    """``mistral-sidecar serve`` in its own process with ``env``; yields its URL."""
+def sidecar(upstream: str, env: Mapping[str, str] | None = None) -> Iterator[Target]:
+    """``mistral-sidecar serve`` in its own process with ``env``."""
     port = free_port()
     data_dir = tempfile.mkdtemp(prefix="bench-sidecar-")
     full = {"MISTRAL_BASE_URL": upstream, "MISTRAL_API_KEY": MOCK_KEY, "SIDECAR_PORT": str(port),
@@ -107,8 +121,8 @@ def sidecar(upstream: str, env: Mapping[str, str] | None = None) -> Iterator[str
     full.update(env or {})
     try:
         with process([PYTHON, "-m", "proxy.cli", "serve"], f"http://127.0.0.1:{port}/healthz",
-                     full):
-            yield f"http://127.0.0.1:{port}"
+                     full) as proc:
+            yield Target(f"http://127.0.0.1:{port}", proc.pid)
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
 
@@ -121,6 +135,7 @@ class LoadResult:
     p50_ms: float
     p99_ms: float
     errors: int
+    cpu_us_per_request: float = float("nan")
 
     def row(self, name: str) -> str:
         """One aligned line for reports."""
@@ -145,28 +160,34 @@ def _to_ms(text: str) -> float:
 
 
 def wrk(url: str, connections: int, seconds: int, api_key: str = MOCK_KEY,
-        path: str = "/v1/chat/completions", body: str = CHAT_BODY) -> LoadResult:
-    """Drive ``url`` with wrk (one thread per core, capped) and parse its report."""
+        path: str = "/v1/chat/completions", body: str = CHAT_BODY,
+        pid: int | None = None) -> LoadResult:
+    """Drive ``url`` with wrk (one thread) and parse its report; with ``pid``, also measure
+    that process's CPU time per request."""
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is needed for benchmarks: apt-get install wrk")
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(_WRK_SCRIPT.format(body=json.dumps(body), key=api_key))
     threads = max(1, min(connections, 1))
+    cpu_before = cpu_seconds(pid) if pid else 0.0
     out = subprocess.run(
         ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--latency",
          "-s", script.name, url + path],
         capture_output=True, text=True, timeout=seconds + 30, check=True).stdout
+    cpu = cpu_seconds(pid) - cpu_before if pid else float("nan")
     os.unlink(script.name)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    p50 = _to_ms(re.search(r"50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
-    p99 = _to_ms(re.search(r"99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    distribution = out.split("Latency Distribution", 1)[1]
+    p50 = _to_ms(re.search(r"^\s*50%\s+(\S+)", distribution, re.M).group(1))  # type: ignore[union-attr]
+    p99 = _to_ms(re.search(r"^\s*99%\s+(\S+)", distribution, re.M).group(1))  # type: ignore[union-attr]
     errors = 0
     if m := re.search(r"Non-2xx or 3xx responses: (\d+)", out):
         errors += int(m.group(1))
     if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)",
                       out):
         errors += sum(int(g) for g in m.groups())
-    return LoadResult(rps, p50, p99, errors)
+    return LoadResult(rps, p50, p99, errors, cpu * 1e6 / max(total, 1))
 
 
 async def _stream_ttfb(url: str, api_key: str, count: int) -> list[float]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib
 import inspect
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
 from importlib.metadata import entry_points
 from types import ModuleType
 from typing import Any
@@ -47,17 +46,29 @@ def _import_plugin(name: str) -> object:
     return getattr(module, attr) if attr else module
 
 
-@dataclass(frozen=True, slots=True)
 class HookCaller:
     """One plugin's implementation of one hook, called with only the arguments it declares."""
 
-    plugin_name: str
-    function: Callable[..., Any]
-    argnames: tuple[str, ...]
+    __slots__ = ("_call", "argnames", "function", "plugin_name")
+
+    def __init__(self, plugin_name: str, function: Callable[..., Any],
+                 argnames: tuple[str, ...]) -> None:
+        self.plugin_name = plugin_name
+        self.function = function
+        self.argnames = argnames
+        # Hooks run several times per request: pick the argument plumbing once, here.
+        if len(argnames) == 1:
+            (only,) = argnames
+            self._call: Callable[[dict[str, Any]], Any] = lambda kw: function(kw[only])
+        elif len(argnames) == 2:
+            first, second = argnames
+            self._call = lambda kw: function(kw[first], kw[second])
+        else:
+            self._call = lambda kw: function(*[kw[name] for name in argnames])
 
     def __call__(self, **kwargs: Any) -> Any:
         """Call the implementation with the arguments it asks for."""
-        return self.function(*[kwargs[name] for name in self.argnames])
+        return self._call(kwargs)
 
 
 class PluginChain:
