@@ -30,47 +30,24 @@ import os
 import re
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-PYTHON = sys.executable
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from load_tests.harness import PYTHON, REPO, free_port, wait_ready
+
 UPSTREAM_KEY = "bench-upstream-key"
 PATH = "/v1/chat/completions"
 BODY = json.dumps({"model": "mistral-small-latest",
                    "messages": [{"role": "user", "content": "How fast is this sidecar?"}]})
 TARGET_RATIO = 0.95
-
-
-def free_port() -> int:
-    """A loopback port that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return
-        except urllib.error.HTTPError:
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"{url} did not come up")
 
 
 @contextlib.contextmanager
@@ -83,7 +60,7 @@ def _process(args: list[str], ready_url: str, env: Mapping[str, str], log: Path
         proc = subprocess.Popen(args, env=full_env, stdout=out, stderr=subprocess.STDOUT,
                                 cwd=REPO)
     try:
-        _wait_http(ready_url, proc)
+        wait_ready(ready_url, proc)
         yield proc
     except RuntimeError:
         sys.stderr.write(log.read_text(errors="replace")[-3000:])
