@@ -125,8 +125,8 @@ def _check_json(ctx: RequestContext, config: ValidateConfig) -> None:
     # A parse of our own rather than ``ctx.json``: it must tell a literal ``null`` from
     # garbage and see repeated keys, which the lenient parse hides.
     try:
-        json.loads(body, object_pairs_hook=_unique_pairs if config.reject_duplicate_keys
-                   else None)
+        parsed = json.loads(body, object_pairs_hook=_unique_pairs
+                            if config.reject_duplicate_keys else None)
     except _DuplicateKey:
         raise SidecarError(400, "The JSON body has an object that repeats a key.",
                            code="invalid_json") from None
@@ -140,6 +140,8 @@ def _check_json(ctx: RequestContext, config: ValidateConfig) -> None:
     except RecursionError:
         raise SidecarError(400, "The JSON body is nested too deeply.",
                            code="invalid_json") from None
+    # Later plugins read ctx.json: hand them this parse instead of a second one.
+    ctx.set_parsed_json(parsed)
 
 
 def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -220,6 +220,11 @@ class RequestContext:
                     self._json = None
         return self._json
 
+    def set_parsed_json(self, value: Any) -> None:
+        """Record ``value`` as the parse of the unchanged body (saves parsing it again)."""
+        self._json = value
+        self._resource_ids = None
+
     def set_json(self, value: Any) -> None:
         """Replace the request body with ``value`` serialised as JSON."""
         self._json = value
