@@ -687,6 +687,12 @@ def startup(app: web.Application) -> None:
     """Build the registry, its families and (in multi-process mode) the aggregating view."""
     settings = app[SETTINGS]
     multiproc_dir = os.environ.get(MULTIPROC_ENV) or None
+    if multiproc_dir is not None:
+        from prometheus_client import values
+
+        # prometheus_client picks its value storage when it is first imported; a worker forked
+        # by `serve --workers` may have imported it before the directory was set.
+        values.ValueClass = values.get_value_class()
     state = MetricsState(
         owner_label=bool(settings["metrics.owner_label"]),
         readiness=bool(settings["metrics.readiness"]),

@@ -50,31 +50,66 @@ def _load(args: argparse.Namespace, overrides: Mapping[str, str] | None = None
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """Run the sidecar until SIGTERM."""
-    from proxy.app import create_app
-    from proxy.server import serve_until_signal
-
+    """Run the sidecar until SIGTERM, in one process or several workers."""
     overrides = {}
     if args.host:
         overrides["SIDECAR_HOST"] = args.host
     if args.port is not None:
         overrides["SIDECAR_PORT"] = str(args.port)
+    if args.workers is not None:
+        overrides["SIDECAR_WORKERS"] = str(args.workers)
+    environ = dict(os.environ) | overrides
+    try:
+        core = resolve(core_settings(), environ=environ,
+                       config_file=config_path(args.config, environ), strict=False)
+    except ConfigError as error:
+        return _fail_config(error)
+    workers = int(core["server.workers"])
+    if workers > 1:
+        if core["server.port"] == 0:
+            return _fail_config(ConfigError(
+                ["server.workers (SIDECAR_WORKERS): several workers need a fixed "
+                 "SIDECAR_PORT, not 0"]))
+    # Workers report metrics through files in one directory they share.
+    metrics_dir = None
+    if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        import tempfile
+
+        metrics_dir = tempfile.mkdtemp(prefix="sidecar-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     try:
         settings, chain = _load(args, overrides)
     except ConfigError as error:
         return _fail_config(error)
     _configure_logging(settings["log.level"])
-    app = create_app(settings, chain)
+    if workers == 1:
+        return _serve_one(settings, chain, reuse_port=False)
+    from proxy.workers import run_workers
+
+    try:
+        return run_workers(workers, lambda: _serve_one(settings, chain, reuse_port=True))
+    finally:
+        if metrics_dir is not None:
+            import shutil
+
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _serve_one(settings: Settings, chain: PluginChain, reuse_port: bool) -> int:
+    """Serve in this process until SIGTERM; the exit code."""
+    from proxy.app import create_app
+    from proxy.server import serve_until_signal
 
     def announce(port: int) -> None:
         print(f"mistral-sidecar {__version__} listening on http://{settings['server.host']}:"
-              f"{port} -> {settings['upstream.base_url']} "
-              f"(plugins: {', '.join(chain.names) or 'none'})", file=sys.stderr, flush=True)
+              f"{port} -> {settings['upstream.base_url']} (pid {os.getpid()}; plugins: "
+              f"{', '.join(chain.names) or 'none'})", file=sys.stderr, flush=True)
 
     try:
         asyncio.run(serve_until_signal(
-            app, settings["server.host"], settings["server.port"],
-            settings["server.shutdown_grace_seconds"], on_ready=announce))
+            create_app(settings, chain), settings["server.host"], settings["server.port"],
+            settings["server.shutdown_grace_seconds"], on_ready=announce,
+            reuse_port=reuse_port))
     except ConfigError as error:
         return _fail_config(error)
     except Exception as error:
@@ -277,6 +312,8 @@ def build_parser(chain: PluginChain | None) -> argparse.ArgumentParser:
                        "127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default: SIDECAR_PORT or "
                        "8080)")
+    serve.add_argument("--workers", type=int, help="worker processes sharing the port "
+                       "(default: SIDECAR_WORKERS or 1)")
     serve.set_defaults(handler=cmd_serve, core_command=True)
 
     mock = sub.add_parser(

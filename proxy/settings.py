@@ -292,6 +292,10 @@ def core_settings() -> list[Setting]:
         Setting("server.port", "int", 8080, "Port to listen on (0 picks a free one).",
                 env="SIDECAR_PORT", minimum=0,
                 check=lambda v: None if v <= 65535 else "must be at most 65535"),
+        Setting("server.workers", "int", 1,
+                "Worker processes sharing the port (SO_REUSEPORT); more than one needs a "
+                "fixed port, and Redis for limits shared across workers.",
+                env="SIDECAR_WORKERS", minimum=1),
         Setting("server.shutdown_grace_seconds", "float", 30.0,
                 "On SIGTERM, how long in-flight requests and streams may take to finish.",
                 env="SIDECAR_SHUTDOWN_GRACE_SECONDS", minimum=0),

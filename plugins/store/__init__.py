@@ -87,10 +87,12 @@ def startup(app: web.Application) -> Any:
         settings = app[SETTINGS]
         db = await open_database(settings)
         try:
-            todo = await pending(db)
-            if todo and settings["db.migrate_on_start"]:
+            # migrate() decides what is pending under its lock, so workers and replicas
+            # starting together apply each migration once.
+            if settings["db.migrate_on_start"]:
                 await migrate(db)
-            elif todo:
+            todo = await pending(db)
+            if todo:
                 raise RuntimeError(
                     f"database needs {len(todo)} migration(s) "
                     f"({', '.join(f'{m.version:04d}_{m.name}' for m in todo)}); run "

@@ -231,10 +231,13 @@ class SqliteDatabase:
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = await aiosqlite.connect(str(self.path), isolation_level=None)
-        await self._conn.execute("PRAGMA journal_mode=WAL")
+        await self._conn.execute("PRAGMA busy_timeout=5000")
+        # Worker processes opening a new file together race to switch it to WAL, and SQLite
+        # answers the loser "database is locked" without waiting: switch one at a time.
+        async with self.migration_lock():
+            await self._conn.execute("PRAGMA journal_mode=WAL")
         await self._conn.execute("PRAGMA synchronous=NORMAL")
         await self._conn.execute("PRAGMA foreign_keys=ON")
-        await self._conn.execute("PRAGMA busy_timeout=5000")
 
     async def execute(self, sql: str, params: Params = ()) -> int:
         async with self._lock:
@@ -272,8 +275,18 @@ class SqliteDatabase:
 
     @asynccontextmanager
     async def migration_lock(self) -> AsyncIterator[None]:
-        # One process owns a data directory; each migration runs under BEGIN IMMEDIATE.
-        yield
+        # Worker processes may share the file: an exclusive lock on a file beside it makes
+        # them migrate one after the other (the second then finds nothing pending). Not
+        # reentrant: flock on a second handle of the same file would wait for itself.
+        import fcntl
+
+        lock_path = self.path.with_name(self.path.name + ".migrate-lock")
+        handle = await asyncio.to_thread(lock_path.open, "w")
+        try:
+            await asyncio.to_thread(fcntl.flock, handle, fcntl.LOCK_EX)
+            yield
+        finally:
+            handle.close()  # closing releases the lock
 
     async def close(self) -> None:
         if self._conn is not None:
