@@ -116,6 +116,8 @@ class RequestContext:
 
     Plugins read and set fields; fields a plugin owns alone go in ``ctx.state`` under the
     plugin's name. ``log`` collects extra fields for the access log line.
+    ``upstream_headers`` are set on (replacing) the forwarded request's headers;
+    ``response_headers`` on the caller's response.
     """
 
     __slots__ = (

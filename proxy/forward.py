@@ -213,7 +213,10 @@ class Forwarder:
         if ctx.body is None and ctx.request.body_exists and ctx.request.content_length is not None:
             headers["Content-Length"] = str(ctx.request.content_length)
         headers["X-Request-ID"] = ctx.request_id
-        headers.extend(ctx.upstream_headers)
+        if ctx.buffer_response:
+            # A body the sidecar must read and rewrite has to arrive uncompressed.
+            headers["Accept-Encoding"] = "identity"
+        headers.update(ctx.upstream_headers)
         return headers
 
     def _compose(self, ctx: RequestContext) -> UpstreamCall:

@@ -150,9 +150,9 @@ def on_response(ctx: RequestContext, response: UpstreamResponse) -> Awaitable[No
     """Upstream answered; status and headers are known and nothing was sent to the caller.
 
     Add headers for the caller to ``ctx.response_headers`` (rate-limit headers, attempt
-    counts). Upstream's own headers must not be removed or relaxed. Set
-    ``ctx.buffer_response = True`` here or in ``on_request`` to receive the whole JSON body in
-    ``rewrite_response`` before it is sent.
+    counts). Upstream's own headers must not be removed or relaxed. To receive the whole
+    JSON body in ``rewrite_response`` before it is sent, set ``ctx.buffer_response = True`` in
+    ``on_request``: the core then also asks upstream for an uncompressed body.
     """
 
 

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
-from multidict import CIMultiDict
 
 from plugins.auth import cli
 from plugins.auth.authenticate import (
@@ -225,19 +224,6 @@ def _unavailable(ctx: RequestContext) -> SidecarError:
                   "shortly.")
 
 
-def _identity_encoding(ctx: RequestContext) -> None:
-    """Ask upstream for an uncompressed answer: the sidecar must read it to filter or record.
-
-    The core forwards the caller's ``Accept-Encoding``; replacing the request with a copy is
-    the only way to drop it.
-    """
-    if ctx.request.headers.get("Accept-Encoding", "identity").lower() == "identity":
-        return
-    headers = CIMultiDict(ctx.request.headers)
-    headers["Accept-Encoding"] = "identity"
-    ctx.request = ctx.request.clone(headers=headers)
-
-
 async def _identify(ctx: RequestContext, state: AuthState) -> Identity:
     authorization = ctx.request.headers.get("Authorization")
     try:
@@ -276,7 +262,6 @@ async def _authorise(ctx: RequestContext) -> None:
         mine["list"] = plan_for(ctx, LISTS[name])
     if name in LISTS or name in CREATES:
         ctx.buffer_response = True
-        _identity_encoding(ctx)
     ctx.state[_STATE] = mine
 
 

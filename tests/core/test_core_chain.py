@@ -11,7 +11,7 @@ import pytest
 
 from proxy.chain import PluginChain, installed_plugins
 from proxy.settings import ConfigError
-from tests.conftest import SidecarFactory
+from tests.conftest import MockUpstream, SidecarFactory
 from tests.core.sample_plugins import CALLS
 
 CHAT = {"model": "mistral-small-latest", "messages": [{"role": "user", "content": "one two"}]}
@@ -71,10 +71,15 @@ async def test_a_plugin_may_answer_itself(start_sidecar: SidecarFactory) -> None
     assert ("first", "wrap:before") not in sidecar.app[CALLS]
 
 
-async def test_rewrite_response_changes_buffered_json(start_sidecar: SidecarFactory) -> None:
+async def test_rewrite_response_changes_buffered_json(
+    start_sidecar: SidecarFactory, mock_upstream: MockUpstream
+) -> None:
     sidecar = await start_sidecar(SIDECAR_PLUGINS="tests.core.sample_plugins:rewriter")
-    status, body = await _post(sidecar.url, CHAT)
+    status, body = await _post(sidecar.url, CHAT, **{"Accept-Encoding": "gzip, br"})
     assert status == 200 and body["rewritten"] is True and body["choices"]
+    # A body the sidecar rewrites is asked for uncompressed, whatever the caller accepts.
+    sent = (await mock_upstream.requests())[-1]["headers"]
+    assert [v for k, v in sent if k.lower() == "accept-encoding"] == ["identity"]
 
 
 async def test_broken_observer_does_not_break_the_response(start_sidecar: SidecarFactory) -> None:
