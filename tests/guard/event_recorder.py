@@ -13,23 +13,19 @@ from aiohttp import web
 
 from proxy import hookimpl
 from proxy.context import RequestContext, UpstreamCall, UpstreamResponse
+from tests.support.event_recorder import EVENTS, on_event, reset
+from tests.support.event_recorder import events as recorded
 
-EVENTS = web.AppKey("test_guard_events", list)
+__all__ = ["EVENTS", "SENT", "events", "on_event", "sent_bodies", "startup", "wrap_upstream"]
+
 SENT = web.AppKey("test_guard_sent", list)
 
 
 @hookimpl
 def startup(app: web.Application) -> None:
     """Start with empty records."""
-    app[EVENTS] = []
+    reset(app)
     app[SENT] = []
-
-
-@hookimpl
-def on_event(app: web.Application, ctx: RequestContext | None, name: str,
-             fields: dict[str, Any]) -> None:
-    """Keep ``(name, fields, request_id)``."""
-    app[EVENTS].append((name, dict(fields), ctx.request_id if ctx is not None else None))
 
 
 @hookimpl
@@ -45,7 +41,7 @@ def wrap_upstream(ctx: RequestContext, call: UpstreamCall) -> UpstreamCall:
 
 def events(app: web.Application, name: str = "guard.detection") -> list[dict[str, Any]]:
     """Fields of every recorded event called ``name``."""
-    return [fields for event, fields, _ in app[EVENTS] if event == name]
+    return recorded(app, name)
 
 
 def sent_bodies(app: web.Application) -> list[bytes | None]:

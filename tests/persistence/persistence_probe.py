@@ -7,21 +7,11 @@ Enable it by module path after the plugins under test:
 
 from __future__ import annotations
 
-from typing import Any
-
-from aiohttp import web
-
 from proxy import hookimpl
 from proxy.context import Identity, RequestContext
+from tests.support.event_recorder import EVENTS, events, on_event, startup
 
-EVENTS = web.AppKey("persistence_probe_events", list)
-
-
-@hookimpl
-def startup(app: web.Application) -> None:
-    """Start with no events."""
-    app[EVENTS] = []
-
+__all__ = ["EVENTS", "events", "on_event", "on_request", "startup"]
 
 @hookimpl
 def on_request(ctx: RequestContext) -> None:
@@ -30,14 +20,3 @@ def on_request(ctx: RequestContext) -> None:
     if owner:
         ctx.identity = Identity(key_id=f"key-{owner}", owner=owner, role="user")
 
-
-@hookimpl
-def on_event(app: web.Application, ctx: Any, name: str, fields: dict[str, Any]) -> None:
-    """Keep persistence events as ``(name, fields)``."""
-    if name.startswith("persistence.") and EVENTS in app:
-        app[EVENTS].append((name, dict(fields)))
-
-
-def events(app: web.Application, name: str) -> list[dict[str, Any]]:
-    """The fields of every event called ``name`` seen so far."""
-    return [fields for seen, fields in app.get(EVENTS, []) if seen == name]

@@ -7,21 +7,13 @@ Enable with ``SIDECAR_PLUGINS="tests.ratelimit.ratelimit_test_plugin,ratelimit"`
 
 from __future__ import annotations
 
-from typing import Any
-
-from aiohttp import web
-
 from proxy import hookimpl
 from proxy.context import Identity, RequestContext
+from tests.support.event_recorder import EVENTS, events, on_event, startup
 
-EVENTS = web.AppKey("ratelimit_test_events", list)
+__all__ = ["EVENTS", "PLUGIN", "events", "on_event", "on_request", "startup"]
+
 PLUGIN = "tests.ratelimit.ratelimit_test_plugin"
-
-
-@hookimpl
-def startup(app: web.Application) -> None:
-    """An empty event log."""
-    app[EVENTS] = []
 
 
 @hookimpl
@@ -32,14 +24,3 @@ def on_request(ctx: RequestContext) -> None:
         ctx.identity = Identity(key_id=key_id, owner="test",
                                 role=ctx.request.headers.get("X-Test-Role", "user"))
 
-
-@hookimpl
-def on_event(app: web.Application, ctx: RequestContext | None, name: str,
-             fields: dict[str, Any]) -> None:
-    """Record ``(name, fields)``."""
-    app[EVENTS].append((name, dict(fields)))
-
-
-def events(app: web.Application, name: str) -> list[dict[str, Any]]:
-    """Fields of every recorded event called ``name``."""
-    return [fields for event, fields in app[EVENTS] if event == name]

@@ -6,22 +6,14 @@ Load it with ``SIDECAR_PLUGINS="retry,breaker,keypool,tests.resilience.resilienc
 
 from __future__ import annotations
 
-from typing import Any
-
-from aiohttp import web
-
 from proxy import hookimpl
 from proxy.context import RequestContext
+from tests.support.event_recorder import EVENTS, events, on_event, startup
 
-EVENTS = web.AppKey("resilience_probe_events", list)
+__all__ = ["EVENTS", "PASSTHROUGH_HEADER", "events", "on_event", "on_request", "startup"]
+
 #: A request carrying this header has its value sent upstream as the API key.
 PASSTHROUGH_HEADER = "X-Test-Upstream-Key"
-
-
-@hookimpl
-def startup(app: web.Application) -> None:
-    """Start with no events."""
-    app[EVENTS] = []
 
 
 @hookimpl
@@ -31,14 +23,3 @@ def on_request(ctx: RequestContext) -> None:
     if own:
         ctx.upstream_api_key = own
 
-
-@hookimpl
-def on_event(app: web.Application, ctx: RequestContext | None, name: str,
-             fields: dict[str, Any]) -> None:
-    """Keep every event with its fields."""
-    app[EVENTS].append((name, dict(fields)))
-
-
-def events(app: web.Application, name: str) -> list[dict[str, Any]]:
-    """The fields of every recorded event called ``name``, oldest first."""
-    return [fields for event, fields in app[EVENTS] if event == name]
