@@ -27,7 +27,6 @@ import asyncio
 import contextlib
 import json
 import os
-import re
 import shutil
 import signal
 import statistics
@@ -41,7 +40,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from load_tests.harness import PYTHON, REPO, free_port, wait_ready
+from load_tests.harness import PYTHON, REPO, cpu_seconds, free_port, wait_ready, wrk
 
 UPSTREAM_KEY = "bench-upstream-key"
 PATH = "/v1/chat/completions"
@@ -86,46 +85,10 @@ class Result:
     cpu_us: float = float("nan")
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) a process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def _ms(text: str) -> float:
-    match = re.match(r"([\d.]+)(us|ms|s)$", text)
-    if not match:
-        return float("nan")
-    value, unit = float(match.group(1)), match.group(2)
-    return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
-
-
 def run_wrk(url: str, connections: int, seconds: float, work: Path) -> Result:
     """Drive ``url`` with wrk (one thread: the machine's cores belong to the servers)."""
-    script = work / "chat.lua"
-    script.write_text(
-        'wrk.method = "POST"\n'
-        f"wrk.body = {json.dumps(BODY)}\n"
-        'wrk.headers["Content-Type"] = "application/json"\n'
-        f'wrk.headers["Authorization"] = "Bearer {UPSTREAM_KEY}"\n')
-    out = subprocess.run(
-        ["wrk", "-t", "1", "-c", str(connections), "-d", f"{seconds:g}s", "--latency",
-         "-s", str(script), url + PATH],
-        capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
-    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
-    p50 = re.search(r"\s50%\s+(\S+)", out)
-    p99 = re.search(r"\s99%\s+(\S+)", out)
-    if not (rps and p50 and p99):
-        raise RuntimeError(f"cannot read wrk's report:\n{out}")
-    total = re.search(r"(\d+) requests in", out)
-    errors = 0
-    if m := re.search(r"Non-2xx or 3xx responses: (\d+)", out):
-        errors += int(m.group(1))
-    if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)",
-                      out):
-        errors += sum(int(g) for g in m.groups())
-    return Result(float(rps.group(1)), _ms(p50.group(1)), _ms(p99.group(1)), errors,
-                  int(total.group(1)) if total else 0)
+    load = wrk(url, connections, seconds, api_key=UPSTREAM_KEY, path=PATH, body=BODY)
+    return Result(load.requests_per_s, load.p50_ms, load.p99_ms, load.errors, load.requests)
 
 
 async def _drive(url: str, connections: int, seconds: float) -> Result:

@@ -136,6 +136,7 @@ class LoadResult:
     p99_ms: float
     errors: int
     cpu_us_per_request: float = float("nan")
+    requests: int = 0
 
     def row(self, name: str) -> str:
         """One aligned line for reports."""
@@ -159,7 +160,7 @@ def _to_ms(text: str) -> float:
     return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
 
 
-def wrk(url: str, connections: int, seconds: int, api_key: str = MOCK_KEY,
+def wrk(url: str, connections: int, seconds: float, api_key: str = MOCK_KEY,
         path: str = "/v1/chat/completions", body: str = CHAT_BODY,
         pid: int | None = None) -> LoadResult:
     """Drive ``url`` with wrk (one thread) and parse its report; with ``pid``, also measure
@@ -171,7 +172,7 @@ def wrk(url: str, connections: int, seconds: int, api_key: str = MOCK_KEY,
     threads = max(1, min(connections, 1))
     cpu_before = cpu_seconds(pid) if pid else 0.0
     out = subprocess.run(
-        ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--latency",
+        ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds:g}s", "--latency",
          "-s", script.name, url + path],
         capture_output=True, text=True, timeout=seconds + 30, check=True).stdout
     cpu = cpu_seconds(pid) - cpu_before if pid else float("nan")
@@ -187,7 +188,7 @@ def wrk(url: str, connections: int, seconds: int, api_key: str = MOCK_KEY,
     if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)",
                       out):
         errors += sum(int(g) for g in m.groups())
-    return LoadResult(rps, p50, p99, errors, cpu * 1e6 / max(total, 1))
+    return LoadResult(rps, p50, p99, errors, cpu * 1e6 / max(total, 1), total)
 
 
 async def _stream_ttfb(url: str, api_key: str, count: int) -> list[float]:
