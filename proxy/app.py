@@ -99,11 +99,8 @@ async def metrics(request: web.Request) -> web.Response:
         text = await await_me_maybe(result)
         if text:
             parts.append(text if isinstance(text, bytes) else str(text).encode())
-    response = web.Response(body=b"".join(parts))
-    response.content_type = "text/plain"
-    response.charset = "utf-8"
-    response.headers["Content-Type"] = "text/plain; version=0.0.4; charset=utf-8"
-    return response
+    return web.Response(body=b"".join(parts),
+                        headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
 
 async def not_found(request: web.Request) -> web.Response:
