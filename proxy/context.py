@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from multidict import CIMultiDict, CIMultiDictProxy
+
+from proxy import jsoncodec
 
 if TYPE_CHECKING:
     import aiohttp
@@ -217,7 +218,7 @@ class RequestContext:
             self._json = None
             if self.body:
                 try:
-                    self._json = json.loads(self.body)
+                    self._json = jsoncodec.loads(self.body)
                 except (ValueError, UnicodeDecodeError, RecursionError):
                     self._json = None
         return self._json
@@ -230,7 +231,7 @@ class RequestContext:
     def set_json(self, value: Any) -> None:
         """Replace the request body with ``value`` serialised as JSON."""
         self._json = value
-        self.body = json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode()
+        self.body = jsoncodec.dumps_bytes(value)
         self.body_changed = True
 
     def set_response_body(self, body: bytes) -> None:
@@ -246,7 +247,7 @@ class RequestContext:
             self._response_json = None
             if self.response_body:
                 try:
-                    self._response_json = json.loads(self.response_body)
+                    self._response_json = jsoncodec.loads(self.response_body)
                 except (ValueError, UnicodeDecodeError, RecursionError):
                     self._response_json = None
         return self._response_json

@@ -8,9 +8,10 @@ non-streamed call would have returned: chat/FIM/agents completions (``data: {chu
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
+
+from proxy import jsoncodec
 
 
 @dataclass(slots=True)
@@ -26,7 +27,7 @@ class SSEEvent:
         if not self.data or self.data == "[DONE]":
             return None
         try:
-            return json.loads(self.data)
+            return jsoncodec.loads(self.data)
         except ValueError:
             return None
 

@@ -7,10 +7,11 @@ acknowledgement was lost) without changing the result.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+from proxy import jsoncodec
 
 #: Record kinds, one per kind of row change (see :mod:`plugins.persistence.writer`).
 AGENT = "agent"
@@ -20,9 +21,6 @@ ENTRY = "entry"
 USAGE = "usage"
 KINDS = frozenset({AGENT, AGENT_DELETED, CONVERSATION, ENTRY, USAGE})
 
-#: One compact encoder for every spool line and JSON column (cheaper than ``json.dumps``
-#: with options, which builds an encoder per call).
-JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 
 @dataclass(slots=True)
@@ -38,7 +36,7 @@ class Record:
     def data_json(self) -> str:
         """``data`` as JSON, encoded once: the spool line and the database write share it."""
         if self._json is None:
-            self._json = JSON.encode(self.data)
+            self._json = jsoncodec.dumps(self.data)
         return self._json
 
     def to_line(self) -> bytes:
@@ -49,7 +47,7 @@ class Record:
     @classmethod
     def from_line(cls, line: bytes) -> Record:
         """Parse a spool line; raises ``ValueError`` if it is not a record."""
-        obj = json.loads(line)
+        obj = jsoncodec.loads(line)
         if not isinstance(obj, dict) or obj.get("kind") not in KINDS or not isinstance(
                 obj.get("data"), dict):
             raise ValueError("not a persistence record")

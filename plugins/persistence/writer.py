@@ -15,11 +15,11 @@ from plugins.persistence.records import (
     AGENT_DELETED,
     CONVERSATION,
     ENTRY,
-    JSON,
     USAGE,
     Record,
 )
 from plugins.store.db import Executor
+from proxy.jsoncodec import dumps as json_text
 
 _LATER = "CASE WHEN excluded.{c} > conversations.{c} THEN excluded.{c} ELSE conversations.{c} END"
 _EARLIER = ("CASE WHEN excluded.{c} < conversations.{c} THEN excluded.{c} "
@@ -296,7 +296,7 @@ async def _write_entries(tx: Executor, records: Sequence[Record], dialect: str) 
     ids = _TEXT_LIST.get(dialect, _TEXT_LIST["sqlite"])
     found = await tx.fetchall(
         f"SELECT id FROM conversation_entries WHERE id IN ({ids})",
-        (JSON.encode([r.data["id"] for r in records]),))
+        (json_text([r.data["id"] for r in records]),))
     existing = {str(row["id"]) for row in found}
     # The last entry of each conversation, by index lookups (a GROUP BY would read every entry
     # of a long conversation on every batch).
@@ -306,7 +306,7 @@ async def _write_entries(tx: Executor, records: Sequence[Record], dialect: str) 
         "ORDER BY e.seq DESC LIMIT 1) AS id, "
         "(SELECT MAX(e.seq) FROM conversation_entries e WHERE e.conversation_id = c.value) "
         f"AS seq FROM {_TEXT_TABLE.get(dialect, _TEXT_TABLE['sqlite'])} AS c",
-        (JSON.encode(sorted({r.data["conversation_id"] for r in records})),))
+        (json_text(sorted({r.data["conversation_id"] for r in records})),))
     last: dict[str, tuple[str | None, int]] = {
         str(row["conversation_id"]): (str(row["id"]), int(row["seq"]))
         for row in tails if row["id"] is not None}
@@ -330,7 +330,7 @@ async def _write_entries(tx: Executor, records: Sequence[Record], dialect: str) 
         ])
     if not rows_out:
         return
-    payload = JSON.encode(rows_out)
+    payload = json_text(rows_out)
     if dialect in _ENTRIES_FROM_JSON and "\\u0000" not in payload:
         await tx.execute(_ENTRIES_FROM_JSON[dialect], (payload,))
         return
@@ -360,9 +360,9 @@ def _t(value: Any) -> Any:
 def _j(value: Any) -> str | None:
     if value is None:
         return None
-    text = JSON.encode(value)
+    text = json_text(value)
     if "\\u0000" in text:
-        text = JSON.encode(_scrub(value))
+        text = json_text(_scrub(value))
     return text
 
 
