@@ -77,6 +77,26 @@ def process(args: list[str], ready_url: str, env: Mapping[str, str] | None = Non
             proc.kill()
 
 
+def pinned(args: list[str], cpus: str | None) -> list[str]:
+    """``args`` run on the CPUs ``cpus`` (``taskset`` list syntax), or as they are."""
+    if cpus is None or shutil.which("taskset") is None:
+        return args
+    return ["taskset", "-c", cpus, *args]
+
+
+def split_cpus() -> tuple[str | None, str | None]:
+    """(CPUs for the sidecar under test, CPUs for everything else): the last CPU for the
+    sidecar alone, the rest for load, mock and databases; ``(None, None)`` on one CPU.
+
+    Pinned, the sidecar's throughput is what its one core can do, not what is left of a core
+    after the load generator and the mock took their share at that moment.
+    """
+    count = os.cpu_count() or 1
+    if count < 2:
+        return None, None
+    return str(count - 1), f"0-{count - 2}" if count > 2 else "0"
+
+
 @dataclass(frozen=True)
 class Target:
     """A server under test: its base URL and the process whose CPU time is measured."""
@@ -92,12 +112,13 @@ def cpu_seconds(pid: int) -> float:
 
 
 @contextlib.contextmanager
-def mock_upstream(token_interval_ms: float = 0) -> Iterator[Target]:
-    """The mock Mistral API in its own process."""
+def mock_upstream(token_interval_ms: float = 0, cpus: str | None = None) -> Iterator[Target]:
+    """The mock Mistral API in its own process (on ``cpus`` when given)."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    with process([PYTHON, "-m", "proxy.cli", "mock-upstream", "--port", str(port),
-                  "--api-key", MOCK_KEY, "--token-interval-ms", str(token_interval_ms)],
+    with process(pinned([PYTHON, "-m", "proxy.cli", "mock-upstream", "--port", str(port),
+                         "--api-key", MOCK_KEY, "--token-interval-ms", str(token_interval_ms)],
+                        cpus),
                  url + "/__mock__/settings") as proc:
         yield Target(url, proc.pid)
 
@@ -112,16 +133,17 @@ def minimal_proxy(upstream: str) -> Iterator[Target]:
 
 
 @contextlib.contextmanager
-def sidecar(upstream: str, env: Mapping[str, str] | None = None) -> Iterator[Target]:
-    """``mistral-sidecar serve`` in its own process with ``env``."""
+def sidecar(upstream: str, env: Mapping[str, str] | None = None,
+            cpus: str | None = None) -> Iterator[Target]:
+    """``mistral-sidecar serve`` in its own process with ``env`` (on ``cpus`` when given)."""
     port = free_port()
     data_dir = tempfile.mkdtemp(prefix="bench-sidecar-")
     full = {"MISTRAL_BASE_URL": upstream, "MISTRAL_API_KEY": MOCK_KEY, "SIDECAR_PORT": str(port),
             "SIDECAR_DATA_DIR": data_dir, "LOG_LEVEL": "WARNING"}
     full.update(env or {})
     try:
-        with process([PYTHON, "-m", "proxy.cli", "serve"], f"http://127.0.0.1:{port}/healthz",
-                     full) as proc:
+        with process(pinned([PYTHON, "-m", "proxy.cli", "serve"], cpus),
+                     f"http://127.0.0.1:{port}/healthz", full) as proc:
             yield Target(f"http://127.0.0.1:{port}", proc.pid)
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
@@ -162,7 +184,7 @@ def _to_ms(text: str) -> float:
 
 def wrk(url: str, connections: int, seconds: float, api_key: str = MOCK_KEY,
         path: str = "/v1/chat/completions", body: str = CHAT_BODY,
-        pid: int | None = None) -> LoadResult:
+        pid: int | None = None, cpus: str | None = None) -> LoadResult:
     """Drive ``url`` with wrk (one thread) and parse its report; with ``pid``, also measure
     that process's CPU time per request."""
     if shutil.which("wrk") is None:
@@ -172,8 +194,8 @@ def wrk(url: str, connections: int, seconds: float, api_key: str = MOCK_KEY,
     threads = max(1, min(connections, 1))
     cpu_before = cpu_seconds(pid) if pid else 0.0
     out = subprocess.run(
-        ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds:g}s", "--latency",
-         "-s", script.name, url + path],
+        pinned(["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds:g}s",
+                "--latency", "-s", script.name, url + path], cpus),
         capture_output=True, text=True, timeout=seconds + 30, check=True).stdout
     cpu = cpu_seconds(pid) - cpu_before if pid else float("nan")
     os.unlink(script.name)
@@ -209,3 +231,66 @@ def stream_ttfb_ms(url: str, api_key: str = MOCK_KEY, count: int = 200) -> float
     """Median time to the first byte of a streamed chat answer, one request at a time."""
     samples = asyncio.run(_stream_ttfb(url, api_key, count))
     return statistics.median(samples[10:])
+
+
+async def _post_many(url: str, api_key: str, count: int, connections: int) -> int:
+    """``count`` chat requests over ``connections`` concurrent connections; how many got 2xx."""
+    ok = 0
+    gate = asyncio.Semaphore(connections)
+    headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
+    async with aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=connections)) as http:
+
+        async def one() -> None:
+            nonlocal ok
+            async with gate, http.post(url + "/v1/chat/completions", data=CHAT_BODY,
+                                       headers=headers) as resp:
+                await resp.read()
+                ok += 200 <= resp.status < 300
+
+        await asyncio.gather(*(one() for _ in range(count)))
+    return ok
+
+
+def instructions_per_request(upstream: str, env: Mapping[str, str], api_key: str,
+                             requests: int = 1000, connections: int = 16) -> float:
+    """Instructions the sidecar executes per chat request, counted by valgrind's callgrind.
+
+    Unlike time, the count does not depend on what else the machine is doing: the same
+    build, configuration and load give the same count to within a fraction of a percent. The
+    sidecar starts uninstrumented (at full speed), is warmed up, then counts exactly
+    ``requests`` requests. Kernel time (system calls) is not included. Under valgrind the
+    sidecar runs some 50 times slower, so its batches (access lines, metrics, database
+    writes) hold fewer requests than at full speed: per-batch costs weigh more here, which
+    errs on the side of overstating a plugin's cost.
+    """
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        raise SystemExit("valgrind is needed for instruction counts: apt-get install valgrind")
+    port = free_port()
+    work = Path(tempfile.mkdtemp(prefix="bench-callgrind-"))
+    full = {"MISTRAL_BASE_URL": upstream, "MISTRAL_API_KEY": MOCK_KEY, "SIDECAR_PORT": str(port),
+            "SIDECAR_DATA_DIR": str(work / "data"), "LOG_LEVEL": "WARNING", **env}
+    url = f"http://127.0.0.1:{port}"
+    try:
+        with process(["valgrind", "--tool=callgrind", "--instr-atstart=no",
+                      f"--callgrind-out-file={work}/callgrind.out", PYTHON, "-m", "proxy.cli",
+                      "serve"], url + "/healthz", full) as proc:
+            asyncio.run(_post_many(url, api_key, 300, connections))  # warm-up, uncounted
+            for command in (["-i", "on"], ["-z"]):
+                subprocess.run(["callgrind_control", *command, str(proc.pid)],
+                               capture_output=True, check=True, timeout=60)
+            ok = asyncio.run(_post_many(url, api_key, requests, connections))
+            if ok != requests:
+                raise RuntimeError(f"{requests - ok} of {requests} requests failed")
+            subprocess.run(["callgrind_control", "-d", str(proc.pid)],
+                           capture_output=True, check=True, timeout=120)
+        dumps = sorted(work.glob("callgrind.out*"), key=lambda p: p.stat().st_mtime)
+        # The explicit dump holds the counted requests; the final one at exit, the shutdown.
+        counted = next(p for p in dumps if p.name != "callgrind.out") if len(dumps) > 1 \
+            else dumps[0]
+        match = re.search(r"^(?:summary|totals): (\d+)", counted.read_text(), re.M)
+        if match is None:
+            raise RuntimeError(f"no totals in {counted}")
+        return int(match.group(1)) / requests
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

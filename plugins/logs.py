@@ -127,17 +127,21 @@ class SidecarJsonFormatter(JsonFormatter):
             text: str = cached[1]
             return text
         if type(record) is AccessRecord:
-            # Complete already (time, level, logger ...); the redaction filter left it to be
-            # checked here, as one string.
-            text = self._encode(record.msg)
-            redactor = self.redactor
-            if redactor is not None and redactor.suspicious(text):
-                text = redactor.redact(text)
+            text = self.encode_line(record.msg)  # type: ignore[arg-type]  # always a dict
         elif type(record.msg) is dict:
             text = self._format_fields(record, record.msg)
         else:
             text = super().format(record)
         attrs["_sidecar_json"] = (self, text)
+        return text
+
+    def encode_line(self, fields: dict[str, Any]) -> str:
+        """A complete line's fields (time, level, logger ...) as JSON, redacted: the
+        redaction filter leaves access lines to be checked here, as one string."""
+        text = self._encode(fields)
+        redactor = self.redactor
+        if redactor is not None and redactor.suspicious(text):
+            text = redactor.redact(text)
         return text
 
     def _format_fields(self, record: logging.LogRecord, fields: dict[str, Any]) -> str:
@@ -558,12 +562,13 @@ class AccessLog:
         same lines the logging path would produce, without its per-record machinery."""
         formatter = handlers[0].formatter
         assert isinstance(formatter, SidecarJsonFormatter)
+        encode = formatter.encode_line
         lines: list[str] = []
         for ctx, ended in batch:
             try:
-                record = self._record(ctx, ended)
-                if record is not None:
-                    lines.append(formatter.format(record))
+                fields = self._fields(ctx, ended)
+                if fields is not None:
+                    lines.append(encode(fields[1]))
             except Exception:
                 logger.exception("cannot write the access line of request %s", ctx.request_id)
         if lines:
@@ -571,6 +576,14 @@ class AccessLog:
                 handler.write_lines(lines)
 
     def _record(self, ctx: RequestContext, ended: float) -> AccessRecord | None:
+        fields = self._fields(ctx, ended)
+        if fields is None:
+            return None
+        return AccessRecord(ACCESS_LOGGER.name, fields[0], fields[1], ended)
+
+    def _fields(self, ctx: RequestContext, ended: float) -> tuple[int, dict[str, Any]] | None:
+        """The level and complete fields of ``ctx``'s access line; ``None`` when that level
+        is not logged."""
         status = ctx.response_status
         if status is not None and status >= 500:
             level, level_name = logging.WARNING, "WARNING"
@@ -586,7 +599,7 @@ class AccessLog:
         fields = {"time": f"{cached[1]}.{int((ended - second) * 1000):03d}Z",
                   "level": level_name, "logger": ACCESS_LOGGER.name}
         access_fields(ctx, self.content, self.content_max_bytes, into=fields)
-        return AccessRecord(ACCESS_LOGGER.name, level, fields, ended)
+        return level, fields
 
 
 def _flush_quietly(handler: logging.Handler) -> None:

@@ -31,6 +31,7 @@ import logging
 import os
 import re
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -229,6 +230,33 @@ class HealthCollector:
         return [up, latency, overall]
 
 
+def observe_all(child: Any, values: list[float]) -> None:
+    """``child.observe(v)`` for every value, with one update per bucket.
+
+    prometheus-client has no batch observe; its histogram child keeps per-bucket counts
+    (``_buckets``, not cumulative), ``_sum`` and ``_upper_bounds``, which this fills the way
+    ``observe`` does: each value in the first bucket whose bound is not below it. A child
+    without them (another version) gets plain ``observe`` calls.
+    """
+    bounds = getattr(child, "_upper_bounds", None)
+    buckets = getattr(child, "_buckets", None)
+    total = getattr(child, "_sum", None)
+    if bounds is None or buckets is None or total is None or len(values) == 1:
+        for value in values:
+            child.observe(value)
+        return
+    counts: dict[int, int] = {}
+    for value in values:
+        if value != value:  # NaN lands in no bucket: leave it to observe()
+            child.observe(value)
+            continue
+        index = bisect_left(bounds, value)
+        counts[index] = counts.get(index, 0) + 1
+    total.inc(sum(v for v in values if v == v))
+    for index, count in counts.items():
+        buckets[index].inc(count)
+
+
 class MetricsState:
     """Every metric family of one application and the cached label children."""
 
@@ -245,6 +273,9 @@ class MetricsState:
         self.pending_errors: list[tuple[str, str]] = []
         self.pending_events: list[tuple[str, dict[str, Any]]] = []
         self.pending_bytes = 0
+        # While a batch is recorded: what each counter child and histogram child gets.
+        self._batch_totals: dict[Any, float] | None = None
+        self._batch_observations: dict[Any, list[float]] | None = None
         self.readiness = readiness
         self.readiness_timeout = readiness_timeout
         self.multiproc_dir = multiproc_dir
@@ -422,22 +453,42 @@ class MetricsState:
         errors, self.pending_errors = self.pending_errors, []
         events, self.pending_events = self.pending_events, []
         self.pending_bytes = 0
-        for operation, code in errors:
-            self._inc(self.errors, (operation, code))
-        for name, fields in events:
-            try:
-                self._event(name, fields)
-            except Exception:
-                logger.exception("cannot count event %s", name)
-        # Counters add up per batch, then each series is incremented once.
+        # Counters add up per batch and histograms collect their values, then each series
+        # is updated once: one lock and one bucket search per series instead of per value.
         totals: dict[Any, float] = {}
-        for ctx in requests:
-            try:
-                self._record(ctx, totals)
-            except Exception:
-                logger.exception("cannot record request %s in metrics", ctx.request_id)
+        observations: dict[Any, list[float]] = {}
+        self._batch_totals, self._batch_observations = totals, observations
+        try:
+            for operation, code in errors:
+                self._inc(self.errors, (operation, code))
+            for name, fields in events:
+                try:
+                    self._event(name, fields)
+                except Exception:
+                    logger.exception("cannot count event %s", name)
+            for ctx in requests:
+                try:
+                    self._record(ctx, totals)
+                except Exception:
+                    logger.exception("cannot record request %s in metrics", ctx.request_id)
+        finally:
+            self._batch_totals = self._batch_observations = None
         for child, amount in totals.items():
             child.inc(amount)
+        for child, values in observations.items():
+            observe_all(child, values)
+
+    def _observe(self, child: Any, value: float) -> None:
+        """Observe ``value`` on a histogram child: with the batch, or now outside one."""
+        batch = self._batch_observations
+        if batch is None:
+            child.observe(value)
+            return
+        values = batch.get(child)
+        if values is None:
+            batch[child] = [value]
+        else:
+            values.append(value)
 
     def _record(self, ctx: RequestContext, totals: dict[Any, float]) -> None:
         state = ctx.state
@@ -463,16 +514,16 @@ class MetricsState:
         if finished is None:
             finished = timing.finished = time.perf_counter()
         duration = finished - timing.started
-        duration_child.observe(duration)
+        self._observe(duration_child, duration)
         if timing.upstream_started is not None:
-            upstream_child.observe(finished - timing.upstream_started)
+            self._observe(upstream_child, finished - timing.upstream_started)
         if ctx.attempts:
             totals[attempts_child] = totals.get(attempts_child, 0) + ctx.attempts
 
         # The concurrency plugin notes how long an admitted request waited for its slot.
         queued = ctx.log.get("queued_s")
         if isinstance(queued, int | float):
-            self.queue_wait.labels("admitted").observe(queued)
+            self._observe(self.queue_wait.labels("admitted"), queued)
 
         if status is None or not 200 <= status < 300:
             return
@@ -487,10 +538,10 @@ class MetricsState:
         first = state.get(_STATE_FIRST_TOKEN)
         if first is not None:
             ttft_child, tps_child = self._stream_children(operation, model or "unknown")
-            ttft_child.observe(first - timing.started)
+            self._observe(ttft_child, first - timing.started)
             generating = finished - first
             if usage is not None and usage.completion_tokens > 1 and generating > 0:
-                tps_child.observe((usage.completion_tokens - 1) / generating)
+                self._observe(tps_child, (usage.completion_tokens - 1) / generating)
         if operation in _CONVERSATION_OPS:
             self._count_conversation(ctx, operation, body, duration)
 
@@ -532,9 +583,9 @@ class MetricsState:
 
     def _count_conversation(self, ctx: RequestContext, operation: str, body: Any,
                             duration: float) -> None:
-        self.conversation_duration.labels(operation).observe(duration)
+        self._observe(self.conversation_duration.labels(operation), duration)
         if isinstance(body, dict) and isinstance(body.get("outputs"), list):
-            self.conversation_entries.labels(operation).observe(len(body["outputs"]))
+            self._observe(self.conversation_entries.labels(operation), len(body["outputs"]))
         if operation in _START_OPS:
             target = "agent" if ctx.resource_ids.get("agent_id") else "model"
             self.conversations_started.labels(target).inc()
@@ -565,7 +616,11 @@ class MetricsState:
             child = family.labels(*(guard("none" if v is None else v) for v in values))
             if len(cache) < 1000:
                 cache[values] = child
-        child.inc(amount)
+        totals = self._batch_totals
+        if totals is None:
+            child.inc(amount)
+        else:
+            totals[child] = totals.get(child, 0) + amount
 
     def event(self, name: str, fields: dict[str, Any]) -> None:
         """Count one plugin event (with the next batch)."""
@@ -593,7 +648,7 @@ class MetricsState:
         self._inc(self.concurrency_rejections, (f.get("scope"),))
         waited = f.get("waited_s")
         if isinstance(waited, int | float):
-            self.queue_wait.labels("rejected").observe(waited)
+            self._observe(self.queue_wait.labels("rejected"), waited)
 
     def _on_retry(self, f: dict[str, Any]) -> None:
         self._inc(self.retries, (f.get("reason"),))

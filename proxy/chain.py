@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import operator
 from collections.abc import Awaitable, Callable, Iterator
 from importlib.metadata import entry_points
 from types import ModuleType
@@ -49,7 +50,7 @@ def _import_plugin(name: str) -> object:
 class HookCaller:
     """One plugin's implementation of one hook, called with only the arguments it declares."""
 
-    __slots__ = ("_call", "argnames", "function", "plugin_name")
+    __slots__ = ("_call", "argnames", "function", "on_ctx", "plugin_name")
 
     def __init__(self, plugin_name: str, function: Callable[..., Any],
                  argnames: tuple[str, ...]) -> None:
@@ -63,11 +64,22 @@ class HookCaller:
         elif len(argnames) == 2:
             first, second = argnames
             self._call = lambda kw: function(kw[first], kw[second])
+        elif argnames:
+            pick = operator.itemgetter(*argnames)
+            self._call = lambda kw: function(*pick(kw))
         else:
-            self._call = lambda kw: function(*[kw[name] for name in argnames])
+            self._call = lambda kw: function()
+        # Request hooks are called with the request context alone, dozens of times per
+        # request: an implementation taking exactly that is called directly.
+        self.on_ctx: Callable[[Any], Any] = (
+            function if argnames == ("ctx",) else lambda ctx: self._call({"ctx": ctx}))
 
     def __call__(self, **kwargs: Any) -> Any:
         """Call the implementation with the arguments it asks for."""
+        return self._call(kwargs)
+
+    def call_with(self, kwargs: dict[str, Any]) -> Any:
+        """Like calling it, with the arguments already in a dict (reused across callers)."""
         return self._call(kwargs)
 
 

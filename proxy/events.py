@@ -18,9 +18,13 @@ def emit(app: web.Application, name: str, ctx: RequestContext | None = None,
     """
     from proxy.app import PLUGINS
 
-    for caller in app[PLUGINS].callers("on_event"):
+    callers = app[PLUGINS].callers("on_event")
+    if not callers:
+        return
+    arguments = {"app": app, "ctx": ctx, "name": name, "fields": fields}
+    for caller in callers:
         try:
-            caller(app=app, ctx=ctx, name=name, fields=fields)
+            caller.call_with(arguments)
         except Exception:
             import logging
 

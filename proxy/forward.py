@@ -126,7 +126,7 @@ class Forwarder:
 
             for hook in self.on_request_hooks:
                 # Most hooks are synchronous and return None: no coroutine for them.
-                answer = hook(ctx=ctx)
+                answer = hook.on_ctx(ctx)
                 if answer is not None and inspect.isawaitable(answer):
                     answer = await answer
                 if answer is not None:
@@ -440,7 +440,7 @@ class Forwarder:
         if ctx.timing.finished is None:
             ctx.timing.finished = _now()
         for hook in self.complete_hooks:
-            pending = _guarded(hook, ctx=ctx)
+            pending = _guarded(hook, ctx)
             if pending is not None:
                 await pending
 
@@ -452,7 +452,7 @@ class Forwarder:
 
     async def _notify_error(self, ctx: RequestContext, error: SidecarError) -> None:
         for hook in self.error_hooks:
-            pending = _guarded(hook, ctx=ctx, error=error)
+            pending = _guarded(hook, ctx, error=error)
             if pending is not None:
                 await pending
 
@@ -472,14 +472,15 @@ class Forwarder:
             await asyncio.gather(*self._background, return_exceptions=True)
 
 
-def _guarded(hook: HookCaller, **kwargs: Any) -> Awaitable[None] | None:
-    """Call an observation hook; what is left to await when it returned an awaitable.
+def _guarded(hook: HookCaller, ctx: RequestContext, **more: Any) -> Awaitable[None] | None:
+    """Call an observation hook with ``ctx`` (and ``more``); what is left to await when it
+    returned an awaitable.
 
     Observation hooks must never turn a delivered response into an error. Synchronous hooks
     (most of them) run without any coroutine being created for them.
     """
     try:
-        result = hook(**kwargs)
+        result = hook(ctx=ctx, **more) if more else hook.on_ctx(ctx)
     except Exception:
         logger.exception("plugin %s failed in an observation hook", hook.plugin_name)
         return None

@@ -12,7 +12,6 @@ over, so results never change, only their cost.
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import orjson
@@ -21,15 +20,21 @@ _STDLIB_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
 
 # orjson reads integers beyond 64 bits as floats, silently; a run of 20 digits anywhere (even
 # inside a string, which merely costs the slower parse) sends the text to the exact parser.
-_LONG_NUMBER = re.compile(rb"\d{20}")
-_LONG_NUMBER_TEXT = re.compile(r"\d{20}")
+# Digits mapped to "0" and the rest to ".", then a substring search: several times cheaper
+# than a regular expression, which backtracks through every shorter run of digits.
+_DIGITS_AS_ZERO = bytes(0x30 if 0x30 <= i <= 0x39 else 0x2E for i in range(256))
+_LONG_RUN = b"0" * 20
 
 
-def loads(data: bytes | str) -> Any:
+def _has_long_number(data: bytes | bytearray | str) -> bool:
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+    return _LONG_RUN in raw.translate(_DIGITS_AS_ZERO)
+
+
+def loads(data: bytes | bytearray | str) -> Any:
     """Parse JSON text exactly as :func:`json.loads` would; raises ``ValueError`` (or
     ``RecursionError``/``UnicodeDecodeError``) on what it would reject."""
-    pattern = _LONG_NUMBER if isinstance(data, bytes | bytearray) else _LONG_NUMBER_TEXT
-    if pattern.search(data) is None:  # type: ignore[arg-type]
+    if not _has_long_number(data):
         try:
             return orjson.loads(data)
         except orjson.JSONDecodeError:

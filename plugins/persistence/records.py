@@ -56,7 +56,20 @@ class Record:
 
 def iso_from_unix(seconds: float) -> str:
     """Unix seconds as the canonical timestamp text (UTC, microseconds, ``Z``)."""
-    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="microseconds")[:-6] + "Z"
+    whole = int(seconds // 1)
+    micros = round((seconds - whole) * 1_000_000)
+    if micros >= 1_000_000:
+        whole, micros = whole + 1, micros - 1_000_000
+    second = _last_second[0]
+    if second[0] != whole:
+        # Every record of the same second shares its date and time of day; one tuple, swapped
+        # at once, so a thread never sees one second's date with another's time.
+        second = (whole, datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S"))
+        _last_second[0] = second
+    return f"{second[1]}.{micros:06d}Z"
+
+
+_last_second: list[tuple[int, str]] = [(-1, "")]
 
 
 def canonical_time(value: Any, fallback: str | None = None) -> str | None:

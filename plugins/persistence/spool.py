@@ -153,10 +153,11 @@ class Spool:
     def append(segment: Segment, data: bytes) -> None:
         """Write ``data`` at the end of ``segment`` (raises ``OSError``, e.g. disk full)."""
         assert segment.fd is not None
-        view = memoryview(data)
-        while view:
-            written = os.write(segment.fd, view)
-            view = view[written:]
+        written = os.write(segment.fd, data)
+        if written < len(data):  # a short write (rare): finish it
+            view = memoryview(data)[written:]
+            while view:
+                view = view[os.write(segment.fd, view):]
         segment.size += len(data)
         segment.dirty = True
 

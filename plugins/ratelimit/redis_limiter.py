@@ -115,10 +115,11 @@ class RedisLimiter:
             reply = await pipeline.send(encode(b"EVAL", GCRA_SCRIPT, *args), deadline)
         if not isinstance(reply, list) or len(reply) != 2 + 2 * len(limits):
             raise RespError(f"unexpected reply to the rate-limit script: {reply!r}")
-        states = tuple(
-            LimitState(int(reply[2 * i + 2]), int(reply[2 * i + 3]) / 1e6)
-            for i in range(len(limits))
-        )
+        if len(limits) == 1:  # the usual plan: a request limit alone
+            states: tuple[LimitState, ...] = (LimitState(int(reply[2]), int(reply[3]) / 1e6),)
+        else:
+            states = tuple(LimitState(int(reply[2 * i + 2]), int(reply[2 * i + 3]) / 1e6)
+                           for i in range(len(limits)))
         return Decision(bool(reply[0]), int(reply[1]) / 1e6, states)
 
     def _command(self, limits: tuple[Limit, ...]) -> tuple[bytes, list[bytes | str | int]]:

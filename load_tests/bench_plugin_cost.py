@@ -1,0 +1,242 @@
+"""What a plugin costs in the deployment operators run: the default chain on PostgreSQL and
+Redis, with and without the plugin(s) under test.
+
+Both sidecars run side by side against one mock upstream, with the full default chain (auth
+with a real key, persistence into a scratch PostgreSQL database, the limiter on Redis, JSON
+access lines at INFO into a file, metrics, tracing ...). The second one leaves out the named
+plugins. wrk drives each in turn with 32 keep-alive connections, alternating the order every
+round (ABBA, against drift); the report gives medians of per-round paired ratios:
+
+- instructions per request, counted by valgrind's callgrind over the same requests for both
+  (``with/without - 1``): deterministic to a fraction of a percent, whatever else the
+  machine does. This decides the verdict;
+- throughput cost: ``1 - with/without`` requests per second, under wrk;
+- CPU cost: the sidecar process's own CPU time per request, ``with/without - 1``.
+
+The two wall-clock figures are reported as a check; on a shared 2-core machine they swing by
+10-20 % between runs of the same build, more than the targets they would judge (with
+``--requests 0`` they decide, the larger of the two). The sidecars are pinned to the last CPU and
+wrk and the mock to the others (``--no-pin`` lets them float), so a sidecar's throughput is
+what one core of its own can do rather than what the neighbours leave it at that moment.
+``--base via`` measures against the bare forwarder instead (the plugin's worst case, reported
+for comparison); plugins the measured ones need (``store`` for persistence) are kept.
+
+    .venv/bin/python load_tests/bench_plugin_cost.py --without persistence --target 5
+    .venv/bin/python load_tests/bench_plugin_cost.py --without ratelimit --target 10
+    .venv/bin/python load_tests/bench_plugin_cost.py --without logs,metrics --target 5
+
+Needs wrk (``apt-get install wrk``), PostgreSQL (TEST_PG_HOST/PORT/USER, default
+127.0.0.1:5432 postgres, admin database ``test``) and Redis (TEST_REDIS_HOST/PORT).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+
+import psycopg
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from load_tests.harness import (
+    MOCK_KEY,
+    PYTHON,
+    REPO,
+    LoadResult,
+    instructions_per_request,
+    mock_upstream,
+    sidecar,
+    split_cpus,
+    wrk,
+)
+from proxy.settings import DEFAULT_CHAIN
+
+RESULTS = Path(__file__).resolve().parent / "results"
+PG = {"host": os.environ.get("TEST_PG_HOST", "127.0.0.1"),
+      "port": os.environ.get("TEST_PG_PORT", "5432"),
+      "user": os.environ.get("TEST_PG_USER", "postgres")}
+REDIS = {"host": os.environ.get("TEST_REDIS_HOST", "127.0.0.1"),
+         "port": os.environ.get("TEST_REDIS_PORT", "6379")}
+#: What each plugin needs before it in the chain when measured against the bare forwarder.
+NEEDS = {"persistence": ["store"], "auth": ["store"]}
+
+
+@contextlib.contextmanager
+def scratch_database() -> Iterator[dict[str, str]]:
+    """A fresh PostgreSQL database for one run; yields its ``DB_*`` environment."""
+    name = f"bench_{uuid.uuid4().hex[:12]}"
+    admin = f"host={PG['host']} port={PG['port']} user={PG['user']} dbname=test"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield {"DB_HOST": PG["host"], "DB_PORT": PG["port"], "DB_USER": PG["user"],
+               "DB_NAME": name}
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def usage_rows(db_env: dict[str, str]) -> int:
+    """Rows in the usage log of the scratch database."""
+    info = (f"host={db_env['DB_HOST']} port={db_env['DB_PORT']} user={db_env['DB_USER']} "
+            f"dbname={db_env['DB_NAME']}")
+    with psycopg.connect(info) as conn:
+        row = conn.execute("SELECT COUNT(*) FROM usage_log").fetchone()
+    return int(row[0]) if row else 0
+
+
+def chains(without: list[str], base: str) -> dict[str, list[str]]:
+    """``with`` and ``without`` plugin lists for the comparison."""
+    unknown = [name for name in without if name not in DEFAULT_CHAIN]
+    if unknown:
+        raise SystemExit(f"not in the default chain: {', '.join(unknown)}")
+    if base == "default":
+        full = list(DEFAULT_CHAIN)
+    else:
+        wanted = {"via", *without, *(n for p in without for n in NEEDS.get(p, []))}
+        full = [name for name in DEFAULT_CHAIN if name in wanted]
+    return {"with": full, "without": [name for name in full if name not in without]}
+
+
+def cli(env: dict[str, str], *args: str) -> str:
+    """Run ``mistral-sidecar ARGS`` with ``env``; its standard output."""
+    done = subprocess.run([PYTHON, "-m", "proxy.cli", *args], env=dict(os.environ) | env,
+                          capture_output=True, text=True, cwd=REPO)
+    if done.returncode:
+        raise SystemExit(f"mistral-sidecar {' '.join(args)} failed: {done.stderr.strip()}")
+    return done.stdout
+
+
+def main() -> int:
+    """Run the comparison, print and save the report; exit 1 when the target is missed."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--without", required=True,
+                        help="comma-separated plugins whose cost is measured")
+    parser.add_argument("--target", type=float, required=True, help="allowed cost in percent")
+    parser.add_argument("--base", choices=("default", "via"), default="default")
+    parser.add_argument("--seconds", type=float, default=5)
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--requests", type=int, default=1000,
+                        help="requests counted under callgrind per configuration (0: skip)")
+    parser.add_argument("--no-pin", action="store_true",
+                        help="let every process float over all CPUs")
+    args = parser.parse_args()
+    side_cpus, load_cpus = (None, None) if args.no_pin else split_cpus()
+    without = [name for name in args.without.split(",") if name]
+    configs = chains(without, args.base)
+
+    loads: dict[str, list[LoadResult]] = {name: [] for name in configs}
+    served = dict.fromkeys(configs, 0)
+    instructions: dict[str, float] = {}
+    with scratch_database() as db_env, tempfile.TemporaryDirectory(prefix="bench-cost-") as tmp:
+        with ExitStack() as stack:
+            upstream = stack.enter_context(mock_upstream(cpus=load_cpus)).url
+            common = {**db_env, "MISTRAL_BASE_URL": upstream, "MISTRAL_API_KEY": MOCK_KEY,
+                      "REDIS_HOST": REDIS["host"], "REDIS_PORT": REDIS["port"],
+                      "SIDECAR_REDIS_PREFIX": f"bench-{uuid.uuid4().hex[:8]}:",
+                      "RATE_LIMIT_REQUESTS": "50000000", "RATE_LIMIT_WINDOW": "60",
+                      "LOG_LEVEL": "INFO", "SIDECAR_LOG_STDOUT": "false"}
+            cli(common, "migrate")
+            caller_key = "any-caller-key"
+            if "auth" in configs["with"]:
+                caller_key = cli(common, "keys", "create", "--owner", "bench",
+                                 "--role", "user").strip().splitlines()[-1]
+            envs = {name: {**common, "SIDECAR_PLUGINS": ",".join(plugins),
+                           "SIDECAR_LOG_FILE": str(Path(tmp) / f"access-{name}.log")}
+                    for name, plugins in configs.items()}
+            if args.requests:
+                for name, env in envs.items():
+                    instructions[name] = instructions_per_request(
+                        upstream, env, caller_key, args.requests, args.connections)
+                    served[name] += args.requests + 300
+                    print(f"{name:>7}: {instructions[name] / 1e3:8.0f} k instructions/request",
+                          flush=True)
+            targets = {name: stack.enter_context(sidecar(upstream, env, cpus=side_cpus))
+                       for name, env in envs.items()}
+            for name, target in targets.items():
+                served[name] += wrk(target.url, args.connections, 2, api_key=caller_key,
+                                   cpus=load_cpus).requests
+            for round_ in range(args.rounds):
+                order = list(configs) if round_ % 4 in (0, 3) else list(reversed(configs))
+                for name in order:
+                    result = wrk(targets[name].url, args.connections, args.seconds,
+                                 api_key=caller_key, pid=targets[name].pid, cpus=load_cpus)
+                    loads[name].append(result)
+                    served[name] += result.requests
+                    print(f"round {round_ + 1:2d} {name:>7}: {result.requests_per_s:7.0f} "
+                          f"req/s, {result.cpu_us_per_request:5.0f} us CPU/request, "
+                          f"errors {result.errors}", flush=True)
+        # The sidecars have stopped (SIGTERM flushes what they held): every answered request
+        # of a chain with persistence must be in the usage log.
+        expected = sum(served[name] for name, plugins in configs.items()
+                       if "persistence" in plugins)
+        recorded = usage_rows(db_env) if expected else 0
+
+    with_, without_ = loads["with"], loads["without"]
+    throughput_cost = 1 - statistics.median(
+        a.requests_per_s / b.requests_per_s for a, b in zip(with_, without_, strict=True))
+    cpu_cost = statistics.median(
+        a.cpu_us_per_request / b.cpu_us_per_request
+        for a, b in zip(with_, without_, strict=True)) - 1
+    instruction_cost = (instructions["with"] / instructions["without"] - 1
+                        if instructions else float("nan"))
+    # Instructions decide when they were counted: wall-clock figures on a shared 2-core
+    # machine swing by 10-20 % from one run to the next, far more than the targets.
+    cost = instruction_cost if instructions else max(throughput_cost, cpu_cost)
+    met = cost * 100 <= args.target
+    errors = sum(r.errors for r in with_ + without_)
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        f"# Cost of `{','.join(without)}` ({stamp})", "",
+        f"Base: `{args.base}` chain on PostgreSQL and Redis; {args.connections} connections "
+        f"(wrk), {args.rounds} rounds of {args.seconds:g} s in ABBA order on "
+        f"{os.cpu_count()} cores: " + (
+            f"the sidecars pinned to CPU {side_cpus}, wrk and the mock to CPU {load_cpus}"
+            if side_cpus else "every process on every core") +
+        " (PostgreSQL and Redis unpinned). Medians; ratios are medians of per-round pairs.",
+        "",
+        f"- with: `{','.join(configs['with'])}`",
+        f"- without: `{','.join(configs['without'])}`", "",
+        "| sidecar | instructions/request | req/s | CPU us/request | errors |",
+        "| --- | ---: | ---: | ---: | ---: |"]
+    for name, results in loads.items():
+        counted = f"{instructions[name] / 1e3:.0f} k" if instructions else "-"
+        lines.append(f"| {name} | {counted} | "
+                     f"{statistics.median(r.requests_per_s for r in results):.0f} | "
+                     f"{statistics.median(r.cpu_us_per_request for r in results):.0f} | "
+                     f"{sum(r.errors for r in results)} |")
+    lines += ["", f"Instructions per request {instruction_cost:+.1%} (callgrind, "
+              f"{args.requests} requests each); wall clock: throughput cost "
+              f"{throughput_cost:.1%}, CPU time {cpu_cost:+.1%}.", "",
+              f"Cost {cost:.1%} against a target of <= {args.target:g}%: "
+              f"{'met' if met and not errors else 'NOT met'}."]
+    complete = recorded >= expected
+    if expected:
+        lines.append(f"Usage rows after the sidecars stopped: {recorded} for {expected} answered "
+                     f"requests ({'all recorded' if complete else 'SOME MISSING'}).")
+    report = "\n".join(lines) + "\n"
+    RESULTS.mkdir(exist_ok=True)
+    stem = f"cost-{'-'.join(without)}" + ("" if args.base == "default" else f"-{args.base}")
+    (RESULTS / f"{stem}.md").write_text(report)
+    (RESULTS / f"{stem}.json").write_text(json.dumps(
+        {name: [r.__dict__ for r in results] for name, results in loads.items()}, indent=1)
+        + "\n")
+    print()
+    print(report)
+    return 0 if met and not errors and complete else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
