@@ -253,16 +253,18 @@ async def _post_many(url: str, api_key: str, count: int, connections: int) -> in
 
 
 def instructions_per_request(upstream: str, env: Mapping[str, str], api_key: str,
-                             requests: int = 1000, connections: int = 16) -> float:
-    """Instructions the sidecar executes per chat request, counted by valgrind's callgrind.
+                             requests: int = 1000, connections: int = 16
+                             ) -> tuple[float, float]:
+    """Instructions the sidecar executes per chat request, counted by valgrind's callgrind,
+    and the requests per second it served while counted.
 
     Unlike time, the count does not depend on what else the machine is doing: the same
     build, configuration and load give the same count to within a fraction of a percent. The
     sidecar starts uninstrumented (at full speed), is warmed up, then counts exactly
     ``requests`` requests. Kernel time (system calls) is not included. Under valgrind the
-    sidecar runs some 50 times slower, so its batches (access lines, metrics, database
-    writes) hold fewer requests than at full speed: per-batch costs weigh more here, which
-    errs on the side of overstating a plugin's cost.
+    sidecar runs some 40 times slower, so batches formed over a fixed time (metrics,
+    database writes) hold fewer requests than at full speed unless ``env`` stretches their
+    intervals by as much (compare the requests per second returned here with wrk's).
     """
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         raise SystemExit("valgrind is needed for instruction counts: apt-get install valgrind")
@@ -279,7 +281,9 @@ def instructions_per_request(upstream: str, env: Mapping[str, str], api_key: str
             for command in (["-i", "on"], ["-z"]):
                 subprocess.run(["callgrind_control", *command, str(proc.pid)],
                                capture_output=True, check=True, timeout=60)
+            started = time.perf_counter()
             ok = asyncio.run(_post_many(url, api_key, requests, connections))
+            rate = requests / (time.perf_counter() - started)
             if ok != requests:
                 raise RuntimeError(f"{requests - ok} of {requests} requests failed")
             subprocess.run(["callgrind_control", "-d", str(proc.pid)],
@@ -291,6 +295,6 @@ def instructions_per_request(upstream: str, env: Mapping[str, str], api_key: str
         match = re.search(r"^(?:summary|totals): (\d+)", counted.read_text(), re.M)
         if match is None:
             raise RuntimeError(f"no totals in {counted}")
-        return int(match.group(1)) / requests
+        return int(match.group(1)) / requests, rate
     finally:
         shutil.rmtree(work, ignore_errors=True)

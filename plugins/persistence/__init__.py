@@ -148,23 +148,26 @@ def on_complete(ctx: RequestContext) -> None:
 
 def exchange_from(ctx: RequestContext, record_id: str) -> Exchange:
     """What capture needs from the request context (the request body is parsed lazily)."""
-    started = time.time() - (time.perf_counter() - ctx.timing.started)
-    duration = ctx.timing.duration()
+    timing = ctx.timing
+    now = time.perf_counter()
+    finished = timing.finished
     usage = ctx.usage
+    identity = ctx.identity
+    # Positional: this runs for every recorded request.
     return Exchange(
-        operation=ctx.operation_name,
-        record_id=record_id,
-        request_id=ctx.request_id,
-        owner=ctx.identity.owner if ctx.identity is not None else "anonymous",
-        status=ctx.response_status or 0,
-        streamed=ctx.is_stream,
-        started_at=started,
-        latency_ms=None if duration is None else duration * 1000,
-        path_params=ctx.path_params,
-        request=lambda: ctx.json,
-        response=ctx.response_json,
-        usage=None if usage is None else (usage.prompt_tokens, usage.completion_tokens,
-                                          usage.total_tokens),
+        ctx.operation_name,
+        record_id,
+        ctx.request_id,
+        identity.owner if identity is not None else "anonymous",
+        ctx.response_status or 0,
+        ctx.is_stream,
+        time.time() - (now - timing.started),
+        None if finished is None else (finished - timing.started) * 1000,
+        ctx.path_params,
+        lambda: ctx.json,
+        ctx.response_json,
+        None if usage is None else (usage.prompt_tokens, usage.completion_tokens,
+                                    usage.total_tokens),
     )
 
 

@@ -31,18 +31,23 @@ class Record:
     kind: str
     data: dict[str, Any]
     at: float
-    _json: str | None = field(default=None, repr=False, compare=False)
+    _json: bytes | None = field(default=None, repr=False, compare=False)
+
+    def data_json_bytes(self) -> bytes:
+        """``data`` as UTF-8 JSON, encoded once: the spool line and the database write share
+        it."""
+        if self._json is None:
+            self._json = jsoncodec.dumps_bytes(self.data)
+        return self._json
 
     def data_json(self) -> str:
-        """``data`` as JSON, encoded once: the spool line and the database write share it."""
-        if self._json is None:
-            self._json = jsoncodec.dumps(self.data)
-        return self._json
+        """``data`` as JSON text."""
+        return self.data_json_bytes().decode()
 
     def to_line(self) -> bytes:
         """The record as one JSON line (the spool format)."""
-        return (f'{{"kind":"{self.kind}","at":{self.at!r},"data":{self.data_json()}}}\n'
-                .encode())
+        return b'{"kind":"%b","at":%a,"data":%b}\n' % (
+            self.kind.encode(), self.at, self.data_json_bytes())
 
     @classmethod
     def from_line(cls, line: bytes) -> Record:

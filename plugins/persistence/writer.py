@@ -279,7 +279,7 @@ def _statement(kind: str, mode: str) -> tuple[str, Callable[[dict[str, Any]], tu
 
 
 async def _write_usage(tx: Executor, records: Sequence[Record], dialect: str) -> None:
-    payload = "[" + ",".join([r.data_json() for r in records]) + "]"
+    payload = (b"[" + b",".join([r.data_json_bytes() for r in records]) + b"]").decode()
     if dialect in _USAGE_FROM_JSON and "\\u0000" not in payload:
         await tx.execute(_USAGE_FROM_JSON[dialect], (payload,))
     else:
