@@ -105,10 +105,16 @@ class Target:
     pid: int
 
 
+def cpu_split(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds a process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / ticks, int(fields[12]) / ticks
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time a process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return sum(cpu_split(pid))
 
 
 @contextlib.contextmanager
@@ -158,6 +164,8 @@ class LoadResult:
     p99_ms: float
     errors: int
     cpu_us_per_request: float = float("nan")
+    #: The system (kernel) part of ``cpu_us_per_request``.
+    sys_us_per_request: float = float("nan")
     requests: int = 0
 
     def row(self, name: str) -> str:
@@ -192,12 +200,13 @@ def wrk(url: str, connections: int, seconds: float, api_key: str = MOCK_KEY,
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(_WRK_SCRIPT.format(body=json.dumps(body), key=api_key))
     threads = max(1, min(connections, 1))
-    cpu_before = cpu_seconds(pid) if pid else 0.0
+    user_before, sys_before = cpu_split(pid) if pid else (0.0, 0.0)
     out = subprocess.run(
         pinned(["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds:g}s",
                 "--latency", "-s", script.name, url + path], cpus),
         capture_output=True, text=True, timeout=seconds + 30, check=True).stdout
-    cpu = cpu_seconds(pid) - cpu_before if pid else float("nan")
+    user_after, sys_after = cpu_split(pid) if pid else (float("nan"), float("nan"))
+    cpu = user_after - user_before + sys_after - sys_before
     os.unlink(script.name)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
@@ -210,7 +219,9 @@ def wrk(url: str, connections: int, seconds: float, api_key: str = MOCK_KEY,
     if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)",
                       out):
         errors += sum(int(g) for g in m.groups())
-    return LoadResult(rps, p50, p99, errors, cpu * 1e6 / max(total, 1), total)
+    return LoadResult(rps, p50, p99, errors, cpu_us_per_request=cpu * 1e6 / max(total, 1),
+                      sys_us_per_request=(sys_after - sys_before) * 1e6 / max(total, 1),
+                      requests=total)
 
 
 async def _stream_ttfb(url: str, api_key: str, count: int) -> list[float]:

@@ -625,7 +625,8 @@ class MetricsState:
     def event(self, name: str, fields: dict[str, Any]) -> None:
         """Count one plugin event (with the next batch)."""
         self.pending_events.append((name, fields))
-        self._queued(0)
+        if self.timer is None:
+            self._queued(0)
 
     def _event(self, name: str, fields: dict[str, Any]) -> None:
         """Count one event, generically and in its own family when it has one."""

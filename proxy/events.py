@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from proxy.app import PLUGINS
+
 if TYPE_CHECKING:
     from aiohttp import web
 
@@ -16,8 +18,6 @@ def emit(app: web.Application, name: str, ctx: RequestContext | None = None,
 
     Observers must not break the caller: their exceptions are logged and swallowed.
     """
-    from proxy.app import PLUGINS
-
     callers = app[PLUGINS].callers("on_event")
     if not callers:
         return
@@ -30,3 +30,4 @@ def emit(app: web.Application, name: str, ctx: RequestContext | None = None,
 
             logging.getLogger("mistral_sidecar.events").exception(
                 "plugin %s failed observing %s", caller.plugin_name, name)
+

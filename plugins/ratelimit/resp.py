@@ -76,6 +76,14 @@ def _parse(buffer: bytes, pos: int) -> tuple[Reply | RespError, int]:
             return None, pos
         items: list[Any] = []
         for _ in range(count):
+            if buffer[pos:pos + 1] == b":":
+                # Integers, the rate-limit script's whole reply, without a call for each.
+                end = buffer.find(b"\r\n", pos)
+                if end < 0:
+                    raise _Incomplete
+                items.append(int(buffer[pos + 1:end]))
+                pos = end + 2
+                continue
             item, pos = _parse(buffer, pos)
             items.append(item)
         return items, pos
