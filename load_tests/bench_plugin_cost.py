@@ -145,7 +145,7 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--requests", type=int, default=1000,
                         help="requests counted under callgrind per configuration (0: skip)")
-    parser.add_argument("--dilation", type=float, default=40,
+    parser.add_argument("--dilation", type=float, default=30,
                         help="how much slower the sidecar runs under callgrind; time-based "
                         "batch intervals are stretched as much while counting")
     parser.add_argument("--no-pin", action="store_true",

@@ -273,7 +273,7 @@ def instructions_per_request(upstream: str, env: Mapping[str, str], api_key: str
     build, configuration and load give the same count to within a fraction of a percent. The
     sidecar starts uninstrumented (at full speed), is warmed up, then counts exactly
     ``requests`` requests. Kernel time (system calls) is not included. Under valgrind the
-    sidecar runs some 40 times slower, so batches formed over a fixed time (metrics,
+    sidecar runs some 30 times slower, so batches formed over a fixed time (metrics,
     database writes) hold fewer requests than at full speed unless ``env`` stretches their
     intervals by as much (compare the requests per second returned here with wrk's).
     """

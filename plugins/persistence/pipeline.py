@@ -151,7 +151,8 @@ class WriteBehind:
         """
         if not records:
             return
-        data = b"".join([r.to_line() for r in records])
+        data = (records[0].to_line() if len(records) == 1
+                else b"".join([r.to_line() for r in records]))
         if self._closed:
             self._spool_late(data)
             return
