@@ -35,7 +35,6 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -44,11 +43,12 @@ import aiohttp
 import psycopg
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from load_tests.harness import conninfo, scratch_database, usage_rows  # noqa: E402
+
 PYTHON = sys.executable
 MOCK_KEY = "bench-upstream-key"
-PG = {"host": os.environ.get("TEST_PG_HOST", "127.0.0.1"),
-      "port": os.environ.get("TEST_PG_PORT", "5432"),
-      "user": os.environ.get("TEST_PG_USER", "postgres")}
 CHAT = {"model": "mistral-small-latest",
         "messages": [{"role": "user", "content": "benchmark me please"}]}
 
@@ -91,21 +91,6 @@ def process(args: list[str], ready_url: str, env: dict[str, str] | None = None
         Path(log.name).unlink(missing_ok=True)
 
 
-@contextlib.contextmanager
-def scratch_database() -> Iterator[dict[str, str]]:
-    """A fresh PostgreSQL database; yields the DB_* environment for it."""
-    name = f"bench_persistence_{uuid.uuid4().hex[:10]}"
-    admin = f"host={PG['host']} port={PG['port']} user={PG['user']} dbname=test"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield {"DB_HOST": PG["host"], "DB_PORT": PG["port"], "DB_USER": PG["user"],
-               "DB_NAME": name}
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (0 if it is gone)."""
     try:
@@ -117,15 +102,10 @@ def cpu_seconds(pid: int) -> float:
 
 def backend_cpu(db_env: dict[str, str]) -> dict[int, float]:
     """CPU seconds of every PostgreSQL backend connected to the benchmark database."""
-    with psycopg.connect(_conninfo(db_env), autocommit=True) as conn:
+    with psycopg.connect(conninfo(db_env), autocommit=True) as conn:
         rows = conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s AND "
                             "pid <> pg_backend_pid()", (db_env["DB_NAME"],)).fetchall()
     return {int(pid): cpu_seconds(int(pid)) for (pid,) in rows}
-
-
-def _conninfo(db_env: dict[str, str]) -> str:
-    return (f"host={db_env['DB_HOST']} port={db_env['DB_PORT']} user={db_env['DB_USER']} "
-            f"dbname={db_env['DB_NAME']}")
 
 
 @contextlib.contextmanager
@@ -177,13 +157,6 @@ async def drive(url: str, connections: int, seconds: float, workload: str) -> tu
 
         await asyncio.gather(*(worker() for _ in range(connections)))
     return counts["ok"], counts["errors"]
-
-
-def usage_rows(db_env: dict[str, str]) -> int:
-    """Rows in usage_log."""
-    with psycopg.connect(_conninfo(db_env)) as conn:
-        row = conn.execute("SELECT COUNT(*) FROM usage_log").fetchone()
-    return int(row[0]) if row else 0
 
 
 def with_persistence(chain: str) -> str:

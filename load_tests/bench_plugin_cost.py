@@ -34,7 +34,6 @@ Needs wrk (``apt-get install wrk``), PostgreSQL (TEST_PG_HOST/PORT/USER, default
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime
 import json
 import os
@@ -43,11 +42,8 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import Iterator
 from contextlib import ExitStack
 from pathlib import Path
-
-import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -58,16 +54,15 @@ from load_tests.harness import (
     LoadResult,
     instructions_per_request,
     mock_upstream,
+    scratch_database,
     sidecar,
     split_cpus,
+    usage_rows,
     wrk,
 )
 from proxy.settings import DEFAULT_CHAIN
 
 RESULTS = Path(__file__).resolve().parent / "results"
-PG = {"host": os.environ.get("TEST_PG_HOST", "127.0.0.1"),
-      "port": os.environ.get("TEST_PG_PORT", "5432"),
-      "user": os.environ.get("TEST_PG_USER", "postgres")}
 REDIS = {"host": os.environ.get("TEST_REDIS_HOST", "127.0.0.1"),
          "port": os.environ.get("TEST_REDIS_PORT", "6379")}
 #: What each plugin needs before it in the chain when measured against the bare forwarder.
@@ -85,30 +80,6 @@ def dilated_intervals(factor: float) -> dict[str, str]:
     return {setting.env: f"{float(setting.default) * factor:g}"
             for setting in [*metrics_settings(), *persistence_settings()]
             if setting.name in wanted and setting.env}
-
-
-@contextlib.contextmanager
-def scratch_database() -> Iterator[dict[str, str]]:
-    """A fresh PostgreSQL database for one run; yields its ``DB_*`` environment."""
-    name = f"bench_{uuid.uuid4().hex[:12]}"
-    admin = f"host={PG['host']} port={PG['port']} user={PG['user']} dbname=test"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield {"DB_HOST": PG["host"], "DB_PORT": PG["port"], "DB_USER": PG["user"],
-               "DB_NAME": name}
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-
-
-def usage_rows(db_env: dict[str, str]) -> int:
-    """Rows in the usage log of the scratch database."""
-    info = (f"host={db_env['DB_HOST']} port={db_env['DB_PORT']} user={db_env['DB_USER']} "
-            f"dbname={db_env['DB_NAME']}")
-    with psycopg.connect(info) as conn:
-        row = conn.execute("SELECT COUNT(*) FROM usage_log").fetchone()
-    return int(row[0]) if row else 0
 
 
 def chains(without: list[str], base: str) -> dict[str, list[str]]:

@@ -19,13 +19,19 @@ import sys
 import tempfile
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
+import psycopg
 
 REPO = Path(__file__).resolve().parent.parent
+#: The PostgreSQL server benchmarks create their scratch databases on (admin database test).
+PG = {"host": os.environ.get("TEST_PG_HOST", "127.0.0.1"),
+      "port": os.environ.get("TEST_PG_PORT", "5432"),
+      "user": os.environ.get("TEST_PG_USER", "postgres")}
 PYTHON = sys.executable
 MOCK_KEY = "bench-upstream-key"
 CHAT_BODY = json.dumps({"model": "mistral-small-latest",
@@ -309,3 +315,32 @@ def instructions_per_request(upstream: str, env: Mapping[str, str], api_key: str
         return int(match.group(1)) / requests, rate
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def scratch_database(prefix: str = "bench") -> Iterator[dict[str, str]]:
+    """A fresh PostgreSQL database for one run, dropped afterwards; yields its ``DB_*``
+    environment."""
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = f"host={PG['host']} port={PG['port']} user={PG['user']} dbname=test"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield {"DB_HOST": PG["host"], "DB_PORT": PG["port"], "DB_USER": PG["user"],
+               "DB_NAME": name}
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def conninfo(db_env: Mapping[str, str]) -> str:
+    """A libpq connection string for the database of a ``DB_*`` environment."""
+    return (f"host={db_env['DB_HOST']} port={db_env['DB_PORT']} user={db_env['DB_USER']} "
+            f"dbname={db_env['DB_NAME']}")
+
+
+def usage_rows(db_env: Mapping[str, str]) -> int:
+    """Rows in the usage log of that database."""
+    with psycopg.connect(conninfo(db_env)) as conn:
+        row = conn.execute("SELECT COUNT(*) FROM usage_log").fetchone()
+    return int(row[0]) if row else 0
