@@ -67,9 +67,6 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 TOKENS_PER_SECOND_BUCKETS = (1.0, 5.0, 10.0, 20.0, 30.0, 50.0, 75.0, 100.0, 150.0, 200.0,
                              300.0, 500.0, 1000.0)
 ENTRY_BUCKETS = (1.0, 2.0, 3.0, 4.0, 5.0, 8.0, 12.0, 16.0, 24.0, 32.0, 64.0)
-#: A batch is recorded early once it holds this many items or bytes of request bodies.
-BATCH_MAX_ITEMS = 512
-BATCH_MAX_BYTES = 8 * 1024 * 1024
 QUEUE_WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
                       30.0)
 
@@ -264,18 +261,17 @@ class MetricsState:
                  readiness_timeout: float, multiproc_dir: str | None,
                  flush_interval: float = 0.0) -> None:
         self.owner_label = owner_label
-        # Finished requests wait here and are recorded in batches: a request's dozen metric
-        # updates cost several times more done alone, cold, right after its own work.
+        # A finished request is read at once, while it is still in the processor's caches,
+        # and nothing of it is kept: what it adds to each counter and histogram series
+        # accumulates here, and every series is updated once per flush (one lock and one
+        # bucket search per series instead of per value). Keeping the requests themselves
+        # until the flush would keep their whole object graphs alive for the garbage
+        # collector to walk, which cost more than recording them.
         self.flush_interval = flush_interval
         self.loop: asyncio.AbstractEventLoop | None = None
         self.timer: asyncio.TimerHandle | None = None
-        self.pending: list[RequestContext] = []
-        self.pending_errors: list[tuple[str, str]] = []
-        self.pending_events: list[tuple[str, dict[str, Any]]] = []
-        self.pending_bytes = 0
-        # While a batch is recorded: what each counter child and histogram child gets.
-        self._batch_totals: dict[Any, float] | None = None
-        self._batch_observations: dict[Any, list[float]] | None = None
+        self._totals: dict[Any, float] = {}
+        self._observations: dict[Any, list[float]] = {}
         self.readiness = readiness
         self.readiness_timeout = readiness_timeout
         self.multiproc_dir = multiproc_dir
@@ -429,64 +425,37 @@ class MetricsState:
                 self.inflight.dec()
             else:
                 self.inflight_count -= 1
-        self.pending.append(ctx)
-        self._queued(len(ctx.response_body or b"") + len(ctx.body or b""))
+        try:
+            self._record(ctx, self._totals)
+        except Exception:
+            logger.exception("cannot record request %s in metrics", ctx.request_id)
+        self._added()
 
-    def _queued(self, size: int) -> None:
+    def _added(self) -> None:
+        """Something was accumulated: flush now (no interval, or no loop), or soon."""
         if self.flush_interval <= 0 or self.loop is None:
-            self.flush()
-            return
-        self.pending_bytes += size
-        if (len(self.pending) + len(self.pending_events) >= BATCH_MAX_ITEMS
-                or self.pending_bytes >= BATCH_MAX_BYTES):
             self.flush()
         elif self.timer is None:
             self.timer = self.loop.call_later(self.flush_interval, self.flush)
 
     def flush(self) -> None:
-        """Record every queued request, error and event now (before each scrape, on a timer,
+        """Apply what was accumulated to the metric series (before each scrape, on a timer,
         at shutdown)."""
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        requests, self.pending = self.pending, []
-        errors, self.pending_errors = self.pending_errors, []
-        events, self.pending_events = self.pending_events, []
-        self.pending_bytes = 0
-        # Counters add up per batch and histograms collect their values, then each series
-        # is updated once: one lock and one bucket search per series instead of per value.
-        totals: dict[Any, float] = {}
-        observations: dict[Any, list[float]] = {}
-        self._batch_totals, self._batch_observations = totals, observations
-        try:
-            for operation, code in errors:
-                self._inc(self.errors, (operation, code))
-            for name, fields in events:
-                try:
-                    self._event(name, fields)
-                except Exception:
-                    logger.exception("cannot count event %s", name)
-            for ctx in requests:
-                try:
-                    self._record(ctx, totals)
-                except Exception:
-                    logger.exception("cannot record request %s in metrics", ctx.request_id)
-        finally:
-            self._batch_totals = self._batch_observations = None
+        totals, self._totals = self._totals, {}
+        observations, self._observations = self._observations, {}
         for child, amount in totals.items():
             child.inc(amount)
         for child, values in observations.items():
             observe_all(child, values)
 
     def _observe(self, child: Any, value: float) -> None:
-        """Observe ``value`` on a histogram child: with the batch, or now outside one."""
-        batch = self._batch_observations
-        if batch is None:
-            child.observe(value)
-            return
-        values = batch.get(child)
+        """Observe ``value`` on a histogram child with the next flush."""
+        values = self._observations.get(child)
         if values is None:
-            batch[child] = [value]
+            self._observations[child] = [value]
         else:
             values.append(value)
 
@@ -592,12 +561,12 @@ class MetricsState:
 
     def request_failed(self, ctx: RequestContext, error: SidecarError) -> None:
         """Count an error answer (or broken stream)."""
-        self.pending_errors.append((ctx.operation_name, error.code))
+        self._inc(self.errors, (ctx.operation_name, error.code))
         # A stream that broke after it started still reaches on_complete, which counts it.
         if ctx.log.get("outcome") != "upstream_broken":
             self.request_finished(ctx)
         else:
-            self._queued(0)
+            self._added()
 
     # --- events -------------------------------------------------------------------------
 
@@ -616,17 +585,16 @@ class MetricsState:
             child = family.labels(*(guard("none" if v is None else v) for v in values))
             if len(cache) < 1000:
                 cache[values] = child
-        totals = self._batch_totals
-        if totals is None:
-            child.inc(amount)
-        else:
-            totals[child] = totals.get(child, 0) + amount
+        totals = self._totals
+        totals[child] = totals.get(child, 0) + amount
 
     def event(self, name: str, fields: dict[str, Any]) -> None:
-        """Count one plugin event (with the next batch)."""
-        self.pending_events.append((name, fields))
-        if self.timer is None:
-            self._queued(0)
+        """Count one plugin event (applied with the next flush)."""
+        try:
+            self._event(name, fields)
+        except Exception:
+            logger.exception("cannot count event %s", name)
+        self._added()
 
     def _event(self, name: str, fields: dict[str, Any]) -> None:
         """Count one event, generically and in its own family when it has one."""

@@ -35,6 +35,17 @@ def rate_limit_headers(names: Sequence[str], limits: Sequence[Limit],
     ``policy`` is :func:`policy_header` of the same, when already known."""
     if not limits:
         return {}
+    if len(limits) == 1:  # the usual plan, a request limit alone: no lists to join
+        limit, state = limits[0], states[0]
+        remaining = str(min(limit.quota, max(0, state.remaining)))
+        reset = str(reset_seconds(limit, state))
+        return {
+            "RateLimit-Policy": policy or policy_header(names, limits),
+            "RateLimit": f'"{names[0]}";r={remaining};t={reset}',
+            "X-RateLimit-Limit": str(limit.quota),
+            "X-RateLimit-Remaining": remaining,
+            "X-RateLimit-Reset": reset,
+        }
     values: list[str] = []
     legacy: tuple[int, int] | None = None
     for name, limit, state in zip(names, limits, states, strict=True):

@@ -51,11 +51,12 @@ class PlanCache:
 
     def __init__(self, size: int = 10_000) -> None:
         self.size = size
-        self._plans: dict[tuple[str, Policy], Plan] = {}
+        self._plans: dict[tuple[str, int, int, int, str], Plan] = {}
 
     def get(self, caller: str, policy: Policy) -> Plan:
         """The plan for ``caller`` under ``policy``."""
-        key = (caller, policy)
+        # Plain values, not the Policy: a frozen dataclass hashes in Python, on every request.
+        key = (caller, policy.requests, policy.window, policy.tokens_per_minute, policy.scope)
         plan = self._plans.get(key)
         if plan is None:
             if len(self._plans) >= self.size:

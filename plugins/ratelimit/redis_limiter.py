@@ -96,13 +96,13 @@ class RedisLimiter:
         self.client: Any = _control_client(host, port, password, db, max(timeout, 1.0))
         self._pipeline: RespConnection | None = None
         self._connecting: asyncio.Task[RespConnection] | None = None
-        self._commands: dict[tuple[Limit, ...], tuple[bytes, list[bytes | str | int]]] = {}
+        self._commands: dict[int, tuple[Sequence[Limit], bytes, list[bytes | str | int]]] = {}
 
     async def evaluate(self, limits: Sequence[Limit]) -> Decision:
         """Decide on ``limits`` atomically on Redis and record what the decision took."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
-        command, args = self._command(tuple(limits))
+        command, args = self._command(limits)
         pipeline = self._pipeline
         if pipeline is None or pipeline.closed:
             async with asyncio.timeout_at(deadline):
@@ -122,19 +122,24 @@ class RedisLimiter:
                            for i in range(len(limits)))
         return Decision(bool(reply[0]), int(reply[1]) / 1e6, states)
 
-    def _command(self, limits: tuple[Limit, ...]) -> tuple[bytes, list[bytes | str | int]]:
-        # A caller's limits are the same on every request: encode its command once.
-        cached = self._commands.get(limits)
-        if cached is None:
-            args: list[bytes | str | int] = [len(limits)]
-            args.extend(self.prefix + limit.key for limit in limits)
-            for limit in limits:
-                args.extend((limit.quota, limit.window * 1_000_000, limit.check, limit.consume))
-            cached = (encode(b"EVALSHA", self.sha, *args), args)
+    def _command(self, limits: Sequence[Limit]) -> tuple[bytes, list[bytes | str | int]]:
+        # A caller's limits are the same on every request (its cached plan hands the same
+        # tuple each time): encode its command once, found by identity, since hashing the
+        # limits would cost more than it saves. The cache holds the tuple, so its id cannot
+        # be reused by another object while the entry exists.
+        cached = self._commands.get(id(limits))
+        if cached is not None and cached[0] is limits:
+            return cached[1], cached[2]
+        args: list[bytes | str | int] = [len(limits)]
+        args.extend(self.prefix + limit.key for limit in limits)
+        for limit in limits:
+            args.extend((limit.quota, limit.window * 1_000_000, limit.check, limit.consume))
+        command = encode(b"EVALSHA", self.sha, *args)
+        if isinstance(limits, tuple):
             if len(self._commands) >= 10_000:
                 self._commands.clear()
-            self._commands[limits] = cached
-        return cached
+            self._commands[id(limits)] = (limits, command, args)
+        return command, args
 
     async def _connection(self) -> RespConnection:
         if self._connecting is None:
