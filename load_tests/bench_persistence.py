@@ -18,6 +18,11 @@ forwarder, its worst case); persistence goes in where the default chain has it.
 
 PostgreSQL: TEST_PG_HOST / TEST_PG_PORT / TEST_PG_USER (default 127.0.0.1:5432, postgres),
 admin database ``test``; a scratch database is created and dropped. Everything is on 127.0.0.1.
+
+The project's verdict on this target comes from ``load_tests/bench_plugin_cost.py`` (the
+default chain on PostgreSQL and Redis, exact instruction counts plus measured system time);
+this script gives the wall-clock view; by default against the bare forwarder, the plugin's
+worst case.
 """
 
 from __future__ import annotations

@@ -15,6 +15,11 @@ is reported too, with Redis's CPU per request beside it.
 
 Needs a Redis on 127.0.0.1:6379 (``--redis-host``/``--redis-port``); keys go under a fresh
 prefix and are deleted afterwards. Everything runs on 127.0.0.1.
+
+The project's verdict on this target comes from ``load_tests/bench_plugin_cost.py`` (the
+default chain on PostgreSQL and Redis, exact instruction counts plus measured system time);
+this script gives the wall-clock view; by default against the bare forwarder, the plugin's
+worst case.
 """
 
 from __future__ import annotations

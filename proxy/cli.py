@@ -109,7 +109,7 @@ def _serve_one(settings: Settings, chain: PluginChain, reuse_port: bool) -> int:
         asyncio.run(serve_until_signal(
             create_app(settings, chain), settings["server.host"], settings["server.port"],
             settings["server.shutdown_grace_seconds"], on_ready=announce,
-            reuse_port=reuse_port))
+            reuse_port=reuse_port, gc_threshold=settings["server.gc_threshold"]))
     except ConfigError as error:
         return _fail_config(error)
     except Exception as error:

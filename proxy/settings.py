@@ -296,6 +296,11 @@ def core_settings() -> list[Setting]:
                 "Worker processes sharing the port (SO_REUSEPORT); more than one needs a "
                 "fixed port, and Redis for limits shared across workers.",
                 env="SIDECAR_WORKERS", minimum=1),
+        Setting("server.gc_threshold", "int", 10_000,
+                "Allocations between the garbage collector's youngest-generation passes "
+                "(Python's default is 700, which makes it re-scan the objects of every "
+                "request in flight many times per request; 0 keeps Python's setting).",
+                env="SIDECAR_GC_THRESHOLD", minimum=0),
         Setting("server.shutdown_grace_seconds", "float", 30.0,
                 "On SIGTERM, how long in-flight requests and streams may take to finish.",
                 env="SIDECAR_SHUTDOWN_GRACE_SECONDS", minimum=0),

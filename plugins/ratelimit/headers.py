@@ -36,15 +36,15 @@ def rate_limit_headers(names: Sequence[str], limits: Sequence[Limit],
     if not limits:
         return {}
     if len(limits) == 1:  # the usual plan, a request limit alone: no lists to join
-        limit, state = limits[0], states[0]
-        remaining = str(min(limit.quota, max(0, state.remaining)))
-        reset = str(reset_seconds(limit, state))
+        only, now = limits[0], states[0]
+        left = str(min(only.quota, max(0, now.remaining)))
+        after = str(reset_seconds(only, now))
         return {
             "RateLimit-Policy": policy or policy_header(names, limits),
-            "RateLimit": f'"{names[0]}";r={remaining};t={reset}',
-            "X-RateLimit-Limit": str(limit.quota),
-            "X-RateLimit-Remaining": remaining,
-            "X-RateLimit-Reset": reset,
+            "RateLimit": f'"{names[0]}";r={left};t={after}',
+            "X-RateLimit-Limit": str(only.quota),
+            "X-RateLimit-Remaining": left,
+            "X-RateLimit-Reset": after,
         }
     values: list[str] = []
     legacy: tuple[int, int] | None = None
