@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import pytest
 from mistralai.client import Mistral
 from mistralai.client.utils import BackoffStrategy, RetryConfig
 from toxiproxy import Proxy, Toxiproxy
@@ -46,6 +47,29 @@ async def send(url: str, path: str = CHAT_PATH, payload: Any = CHAT, method: str
         body: Any = (await response.json() if response.content_type == "application/json"
                      else await response.read())
         return Reply(response.status, dict(response.headers), body, time.monotonic() - started)
+
+
+def jsonl_upload() -> aiohttp.FormData:
+    """A one-line batch file as ``POST /v1/files`` takes it: a streamed multipart body."""
+    form = aiohttp.FormData()
+    form.add_field("purpose", "batch")
+    form.add_field("file", b'{"x": 1}\n', filename="data.jsonl",
+                   content_type="application/octet-stream")
+    return form
+
+
+async def read_broken_stream(url: str) -> bytes:
+    """Post a streamed chat that must start on the first attempt and then break off; what the
+    caller received before the break."""
+    received = b""
+    async with aiohttp.ClientSession() as session, session.post(
+            url + CHAT_PATH, json=CHAT_STREAM) as response:
+        assert response.status == 200
+        assert response.headers["X-Sidecar-Attempts"] == "1"
+        with pytest.raises(aiohttp.ClientPayloadError):
+            async for chunk in response.content.iter_any():
+                received += chunk
+    return received
 
 
 def sdk_without_retries(url: str) -> Mistral:

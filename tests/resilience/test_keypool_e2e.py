@@ -16,6 +16,7 @@ from tests.resilience.resilience_support import (
     CHAT,
     CHAT_PATH,
     PLUGINS,
+    jsonl_upload,
     sdk_without_retries,
     send,
     upstream_keys,
@@ -120,12 +121,8 @@ async def test_a_callers_own_key_is_left_alone(start_sidecar: SidecarFactory,
 async def test_a_streamed_upload_does_not_move_to_another_key(
         start_sidecar: SidecarFactory, mock_upstream: MockUpstream) -> None:
     sidecar = await start_sidecar(SIDECAR_PLUGINS=PLUGINS, MISTRAL_API_KEY="bad-key,key-a")
-    form = aiohttp.FormData()
-    form.add_field("purpose", "batch")
-    form.add_field("file", b'{"x": 1}\n', filename="data.jsonl",
-                   content_type="application/octet-stream")
     async with aiohttp.ClientSession() as session, session.post(
-            sidecar.url + "/v1/files", data=form) as response:
+            sidecar.url + "/v1/files", data=jsonl_upload()) as response:
         # The body went out with the first key and cannot be sent again: upstream's refusal
         # is the honest answer. The key still cools down, so the caller's retry succeeds.
         assert response.status == 401

@@ -19,6 +19,8 @@ from tests.resilience.resilience_support import (
     CHAT_PATH,
     CHAT_STREAM,
     PLUGINS,
+    jsonl_upload,
+    read_broken_stream,
     sdk_without_retries,
     send,
     sleep_then,
@@ -175,12 +177,8 @@ async def test_streamed_upload_is_never_replayed(start_sidecar: SidecarFactory,
                                                  mock_upstream: MockUpstream) -> None:
     sidecar = await start_sidecar(SIDECAR_PLUGINS=PLUGINS, SIDECAR_RETRY_NON_IDEMPOTENT="true")
     await mock_upstream.fault(action="respond", status=503, times=1, path_prefix="/v1/files")
-    form = aiohttp.FormData()
-    form.add_field("purpose", "batch")
-    form.add_field("file", b'{"x": 1}\n', filename="data.jsonl",
-                   content_type="application/octet-stream")
     async with aiohttp.ClientSession() as session, session.post(
-            sidecar.url + "/v1/files", data=form) as response:
+            sidecar.url + "/v1/files", data=jsonl_upload()) as response:
         assert response.status == 503
         assert response.headers["X-Sidecar-Attempts"] == "1"
     assert len(await mock_upstream.requests()) == 1
@@ -203,14 +201,7 @@ async def test_stream_is_never_retried_after_its_first_frame(
     sidecar = await start_sidecar(SIDECAR_PLUGINS=PLUGINS)
     await mock_upstream.fault(action="cut_stream", after_frames=2, times=1,
                               path_prefix=CHAT_PATH)
-    received = b""
-    async with aiohttp.ClientSession() as session, session.post(
-            sidecar.url + CHAT_PATH, json=CHAT_STREAM) as response:
-        assert response.status == 200
-        assert response.headers["X-Sidecar-Attempts"] == "1"
-        with pytest.raises(aiohttp.ClientPayloadError):
-            async for chunk in response.content.iter_any():
-                received += chunk
+    received = await read_broken_stream(sidecar.url)
     assert received.count(b"data: ") == 2 and b"[DONE]" not in received
     assert len(await mock_upstream.requests()) == 1
     assert events(sidecar.app, "retry.attempt") == []
