@@ -30,17 +30,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
-import shutil
-import socket
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,59 +42,18 @@ import psycopg
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from load_tests.harness import conninfo, scratch_database, usage_rows  # noqa: E402
+from load_tests.harness import (  # noqa: E402
+    Target,
+    conninfo,
+    cpu_seconds,
+    mock_upstream,
+    scratch_database,
+    sidecar,
+    usage_rows,
+)
 
-PYTHON = sys.executable
-MOCK_KEY = "bench-upstream-key"
 CHAT = {"model": "mistral-small-latest",
         "messages": [{"role": "user", "content": "benchmark me please"}]}
-
-
-def free_port() -> int:
-    """A loopback port that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextlib.contextmanager
-def process(args: list[str], ready_url: str, env: dict[str, str] | None = None
-            ) -> Iterator[subprocess.Popen[bytes]]:
-    """Run ``args`` until the block ends (SIGTERM, then SIGKILL after 30 s)."""
-    log = tempfile.NamedTemporaryFile(prefix="bench-persistence-", suffix=".log", delete=False)
-    proc = subprocess.Popen(args, env={**os.environ, **(env or {})}, stdout=log,
-                            stderr=subprocess.STDOUT, cwd=REPO)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{args} exited:\n{Path(log.name).read_text()[-3000:]}")
-            try:
-                urllib.request.urlopen(ready_url, timeout=1)
-                break
-            except urllib.error.HTTPError:
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{ready_url} did not come up") from None
-                time.sleep(0.05)
-        yield proc
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        Path(log.name).unlink(missing_ok=True)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (0 if it is gone)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def backend_cpu(db_env: dict[str, str]) -> dict[int, float]:
@@ -110,24 +61,18 @@ def backend_cpu(db_env: dict[str, str]) -> dict[int, float]:
     with psycopg.connect(conninfo(db_env), autocommit=True) as conn:
         rows = conn.execute("SELECT pid FROM pg_stat_activity WHERE datname = %s AND "
                             "pid <> pg_backend_pid()", (db_env["DB_NAME"],)).fetchall()
-    return {int(pid): cpu_seconds(int(pid)) for (pid,) in rows}
+    found = {}
+    for (pid,) in rows:
+        with contextlib.suppress(OSError):  # a backend that has just ended
+            found[int(pid)] = cpu_seconds(int(pid))
+    return found
 
 
-@contextlib.contextmanager
-def sidecar(upstream: str, db_env: dict[str, str], plugins: str
-            ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """A sidecar process with ``plugins`` in front of ``upstream``; yields URL and process."""
-    port = free_port()
-    data_dir = tempfile.mkdtemp(prefix="bench-persistence-")
-    env = {"MISTRAL_BASE_URL": upstream, "MISTRAL_API_KEY": MOCK_KEY,
-           "SIDECAR_PORT": str(port), "SIDECAR_DATA_DIR": data_dir, "LOG_LEVEL": "WARNING",
-           "SIDECAR_PLUGINS": plugins, "SIDECAR_MIGRATE_ON_START": "true", **db_env}
-    try:
-        with process([PYTHON, "-m", "proxy.cli", "serve"],
-                     f"http://127.0.0.1:{port}/healthz", env) as proc:
-            yield f"http://127.0.0.1:{port}", proc
-    finally:
-        shutil.rmtree(data_dir, ignore_errors=True)
+def persistence_sidecar(upstream: str, db_env: dict[str, str], plugins: str
+                        ) -> contextlib.AbstractContextManager[Target]:
+    """A sidecar process with ``plugins`` in front of ``upstream`` on the scratch database."""
+    return sidecar(upstream, {"SIDECAR_PLUGINS": plugins, "SIDECAR_MIGRATE_ON_START": "true",
+                              **db_env})
 
 
 async def drive(url: str, connections: int, seconds: float, workload: str) -> tuple[int, int]:
@@ -189,27 +134,24 @@ def main() -> int:
     chains = {"without": args.chain, "with": with_persistence(args.chain)}
     rates: dict[str, list[float]] = {name: [] for name in chains}
     cpu_per_request: dict[str, list[float]] = {name: [] for name in chains}
-    mock_port = free_port()
-    upstream = f"http://127.0.0.1:{mock_port}"
     recorded_expected = recorded = 0
-    with scratch_database() as db_env, process(
-            [PYTHON, "-m", "proxy.cli", "mock-upstream", "--port", str(mock_port),
-             "--api-key", MOCK_KEY], upstream + "/__mock__/settings"):
+    with scratch_database() as db_env, mock_upstream() as mock:
+        upstream = mock.url
         for round_ in range(args.rounds):
             order = list(chains) if round_ % 2 == 0 else list(reversed(chains))
             for name in order:
-                with sidecar(upstream, db_env, chains[name]) as (url, proc):
+                with persistence_sidecar(upstream, db_env, chains[name]) as side:
+                    url = side.url
                     asyncio.run(drive(url, args.connections, 1.0, args.workload))  # warm-up
                     before_rows = usage_rows(db_env) if name == "with" else 0
                     time.sleep(0.5)  # let the warm-up's records reach the database
-                    cpu_before, pg_before = cpu_seconds(proc.pid), backend_cpu(db_env)
+                    cpu_before, pg_before = cpu_seconds(side.pid), backend_cpu(db_env)
                     ok, errors = asyncio.run(
                         drive(url, args.connections, args.seconds, args.workload))
                     line = ""
                     if name == "with":
                         drained_at = time.perf_counter()
-                        recorded_expected = usage_rows(db_env) - before_rows + ok
-                        target = before_rows + ok
+                        target = recorded_expected = before_rows + ok
                         while usage_rows(db_env) < target and \
                                 time.perf_counter() - drained_at < 60:
                             time.sleep(0.02)
@@ -217,7 +159,7 @@ def main() -> int:
                                 f"{time.perf_counter() - drained_at:.2f} s after the load")
                     pg_after = backend_cpu(db_env)
                     pg_used = sum(cpu - pg_before.get(pid, 0.0) for pid, cpu in pg_after.items())
-                    side_used = cpu_seconds(proc.pid) - cpu_before
+                    side_used = cpu_seconds(side.pid) - cpu_before
                     used = side_used + pg_used
                     rates[name].append(ok / args.seconds)
                     cpu_per_request[name].append(used / max(ok, 1) * 1e6)
