@@ -53,13 +53,18 @@ class SidecarError(Exception):
         """The JSON body, in Mistral's error shape."""
         return {"object": "error", "message": self.message, "type": self.type, "code": self.code}
 
-    def to_response(self, extra_headers: Mapping[str, str] | None = None) -> web.Response:
-        """Render as an aiohttp response."""
+    def encoded(self) -> bytes:
+        """The JSON body as sent."""
+        return json.dumps(self.body()).encode()
+
+    def to_response(self, extra_headers: Mapping[str, str] | None = None,
+                    body: bytes | None = None) -> web.Response:
+        """Render as an aiohttp response (``body``: :meth:`encoded`, when already made)."""
         headers = dict(extra_headers or {})
         headers.update(self.headers)
         return web.Response(
             status=self.status,
-            body=json.dumps(self.body()).encode(),
+            body=self.encoded() if body is None else body,
             content_type="application/json",
             headers=headers,
         )

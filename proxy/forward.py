@@ -461,10 +461,13 @@ class Forwarder:
         ctx.log.setdefault("outcome", "error")
         ctx.log["error_code"] = error.code
         ctx.timing.finished = _now()
+        body = error.encoded()
+        # Observers (the access line) see the size of the answer they are told about.
+        ctx.response_bytes = len(body)
         await self._notify_error(ctx, error)
         headers = {"X-Request-ID": ctx.request_id}
         headers.update(ctx.response_headers)
-        return error.to_response(headers)
+        return error.to_response(headers, body)
 
     async def drain_background(self) -> None:
         """Wait for completion hooks still running for cancelled requests."""

@@ -120,6 +120,8 @@ class Traffic:
     conversation_outputs: dict[str, list[int]] = field(default_factory=dict)
     replies: list[str] = field(default_factory=list)
     resource_ids: set[str] = field(default_factory=set)
+    #: Size of each error answer the sidecar itself gave, by request id.
+    error_bytes: dict[str, int] = field(default_factory=dict)
 
     def next_id(self, label: str) -> str:
         """A fresh X-Request-ID to send (and find again in the access log)."""

@@ -66,11 +66,13 @@ async def logged_run(start_sidecar: SidecarFactory, mock_upstream: MockUpstream,
     sidecar = await start_sidecar(**obs_env(tmp_path, DB_PASSWORD=DB_PASSWORD,
                                             SIDECAR_MAX_JSON_BODY_BYTES="4096"))
     traffic = await run_traffic(sidecar, mock_upstream)
-    status, _ = await raw_post(sidecar, "/v1/chat/completions",
-                               {"model": MODEL, "messages": [{"role": "user",
-                                                              "content": "x" * 5000}]},
-                               traffic.next_id("too-large"))
-    assert status == 413
+    too_large = traffic.next_id("too-large")
+    status, error = await raw_post(sidecar, "/v1/chat/completions",
+                                   {"model": MODEL, "messages": [{"role": "user",
+                                                                  "content": "x" * 5000}]},
+                                   too_large)
+    assert status == 413 and error is not None
+    traffic.error_bytes[too_large] = len(json.dumps(error).encode())
     await _broken_stream(sidecar, mock_upstream, traffic.next_id("broken"))
     abandoned = traffic.next_id("abandoned")
     await _abandoned_stream(sidecar, mock_upstream, abandoned)
@@ -143,6 +145,7 @@ async def test_access_line_fields(logged_run: tuple[Traffic, list[dict[str, Any]
 
     too_large = by_id["obs-too-large-13"]
     assert (too_large["status"], too_large["error_code"]) == (413, "request_too_large")
+    assert too_large["bytes"] == traffic.error_bytes["obs-too-large-13"]
     broken = by_id["obs-broken-14"]
     assert (broken["status"], broken["outcome"], broken["error_code"]) == \
         (200, "upstream_broken", "upstream_reset")
