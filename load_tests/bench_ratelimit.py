@@ -26,17 +26,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import random
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,11 +43,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from load_tests.harness import (
     CHAT_BODY,
-    MOCK_KEY,
-    PYTHON,
-    free_port,
+    cpu_seconds,
     mock_upstream,
-    process,
+    sidecar,
     wrk,
 )
 
@@ -88,12 +82,6 @@ async def _drive(url: str, connections: int, seconds: float) -> tuple[float, flo
     p50 = latencies[len(latencies) // 2] * 1000
     p99 = latencies[int(len(latencies) * 0.99)] * 1000
     return len(latencies) / elapsed, p50, p99, failures
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process ``pid`` so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def redis_cpu_seconds(host: str, port: int) -> float:
@@ -133,21 +121,6 @@ def measure(url: str, pid: int, driver: str, connections: int, seconds: int,
     cpu = cpu_seconds(pid) - cpu0
     redis_cpu = redis_cpu_seconds(*redis_at) - redis0
     return Run(rps, p99, errors, cpu / count * 1e6, redis_cpu / count * 1e6)
-
-
-@contextlib.contextmanager
-def sidecar(upstream: str, env: dict[str, str]) -> Iterator[tuple[str, int]]:
-    """A sidecar process; yields its URL and pid."""
-    port = free_port()
-    data_dir = tempfile.mkdtemp(prefix="bench-ratelimit-")
-    full = {"MISTRAL_BASE_URL": upstream, "MISTRAL_API_KEY": MOCK_KEY, "SIDECAR_PORT": str(port),
-            "SIDECAR_DATA_DIR": data_dir, "LOG_LEVEL": "WARNING", **env}
-    url = f"http://127.0.0.1:{port}"
-    try:
-        with process([PYTHON, "-m", "proxy.cli", "serve"], url + "/healthz", full) as proc:
-            yield url, proc.pid
-    finally:
-        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def _clear_prefix(host: str, port: int, prefix: str) -> None:
@@ -202,15 +175,16 @@ def main() -> int:
                               for _ in range(args.processes)]
                        for name, env in configs.items()}
             for instances in targets.values():
-                for url, pid in instances:
-                    measure(url, pid, args.driver, args.connections, 1, redis_at)  # warm-up
+                for target in instances:
+                    measure(target.url, target.pid, args.driver, args.connections, 1,
+                            redis_at)  # warm-up
             for round_no in range(args.rounds):
                 names = list(configs)
                 order.shuffle(names)
                 for name in names:
-                    url, pid = targets[name][round_no % args.processes]
-                    run = measure(url, pid, args.driver, args.connections, args.seconds,
-                                  redis_at)
+                    target = targets[name][round_no % args.processes]
+                    run = measure(target.url, target.pid, args.driver, args.connections,
+                                  args.seconds, redis_at)
                     runs[name].append(run)
                     print(f"round {round_no + 1} {name:<20} {run.rps:>8.0f} req/s "
                           f"p99 {run.p99_ms:6.2f} ms  sidecar CPU {run.cpu_us:6.1f} us/req  "
