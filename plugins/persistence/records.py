@@ -40,10 +40,6 @@ class Record:
             self._json = jsoncodec.dumps_bytes(self.data)
         return self._json
 
-    def data_json(self) -> str:
-        """``data`` as JSON text."""
-        return self.data_json_bytes().decode()
-
     def to_line(self) -> bytes:
         """The record as one JSON line (the spool format)."""
         return b'{"kind":"%b","at":%a,"data":%b}\n' % (
