@@ -305,10 +305,9 @@ def instructions_per_request(upstream: str, env: Mapping[str, str], api_key: str
                 raise RuntimeError(f"{requests - ok} of {requests} requests failed")
             subprocess.run(["callgrind_control", "-d", str(proc.pid)],
                            capture_output=True, check=True, timeout=120)
-        dumps = sorted(work.glob("callgrind.out*"), key=lambda p: p.stat().st_mtime)
-        # The explicit dump holds the counted requests; the final one at exit, the shutdown.
-        counted = next(p for p in dumps if p.name != "callgrind.out") if len(dumps) > 1 \
-            else dumps[0]
+        # The explicit dump (callgrind.out.1) holds the counted requests; callgrind.out, written
+        # at exit, the shutdown.
+        counted = work / "callgrind.out.1"
         match = re.search(r"^(?:summary|totals): (\d+)", counted.read_text(), re.M)
         if match is None:
             raise RuntimeError(f"no totals in {counted}")
