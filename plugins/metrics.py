@@ -32,9 +32,10 @@ import os
 import re
 import time
 from bisect import bisect_left
+from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -254,6 +255,17 @@ def observe_all(child: Any, values: list[float]) -> None:
         buckets[index].inc(count)
 
 
+class _Series(NamedTuple):
+    """What one kind of request (operation, method, status, streamed) adds to: its cached
+    children and histogram value lists."""
+
+    requests: Any
+    durations: list[float]
+    upstream_durations: list[float]
+    attempts: Any
+    conversation: bool
+
+
 class MetricsState:
     """Every metric family of one application and the cached label children."""
 
@@ -270,7 +282,9 @@ class MetricsState:
         self.flush_interval = flush_interval
         self.loop: asyncio.AbstractEventLoop | None = None
         self.timer: asyncio.TimerHandle | None = None
-        self._totals: dict[Any, float] = {}
+        self._totals: defaultdict[Any, float] = defaultdict(float)
+        # Kept per histogram child across flushes (emptied by each), so that cached series can
+        # hold their lists and append without a lookup.
         self._observations: dict[Any, list[float]] = {}
         self.readiness = readiness
         self.readiness_timeout = readiness_timeout
@@ -381,12 +395,14 @@ class MetricsState:
         self._children: dict[Any, dict[tuple[Any, ...], Any]] = {}
 
         # Cached children of the per-request families.
-        self._requests: dict[tuple[str, str, int], Any] = {}
-        self._per_op: dict[tuple[str, bool], tuple[Any, Any, Any]] = {}
+        self._series: dict[tuple[str, str, int | None, bool], _Series] = {}
         self._tokens: dict[tuple[str, ...], tuple[Any, Any]] = {}
+        # Token children by the model name exactly as upstream reported it (when it needs no
+        # guarding and owners are not labelled): the common case, in one lookup.
+        self._tokens_by_model: dict[str, tuple[Any, Any]] = {}
+        self._decisions: dict[tuple[Any, bool, Any], tuple[Any, Any]] = {}
         self._stream: dict[tuple[str, str], tuple[Any, Any]] = {}
         self._handlers: dict[str, Callable[[dict[str, Any]], None]] = {
-            "ratelimit.decision": self._on_ratelimit,
             "ratelimit.fallback": self._on_fallback,
             "concurrency.rejected": self._on_concurrency,
             "retry.attempt": self._on_retry,
@@ -429,7 +445,8 @@ class MetricsState:
             self._record(ctx, self._totals)
         except Exception:
             logger.exception("cannot record request %s in metrics", ctx.request_id)
-        self._added()
+        if self.timer is None:
+            self._added()
 
     def _added(self) -> None:
         """Something was accumulated: flush now (no interval, or no loop), or soon."""
@@ -444,74 +461,104 @@ class MetricsState:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        totals, self._totals = self._totals, {}
-        observations, self._observations = self._observations, {}
+        totals, self._totals = self._totals, defaultdict(float)
         for child, amount in totals.items():
             child.inc(amount)
-        for child, values in observations.items():
-            observe_all(child, values)
+        for child, values in self._observations.items():
+            if values:
+                observe_all(child, values)
+                values.clear()
+
+    def _values(self, child: Any) -> list[float]:
+        """The values observed on histogram child ``child`` since the last flush."""
+        values = self._observations.get(child)
+        if values is None:
+            values = self._observations[child] = []
+        return values
 
     def _observe(self, child: Any, value: float) -> None:
         """Observe ``value`` on a histogram child with the next flush."""
-        values = self._observations.get(child)
-        if values is None:
-            self._observations[child] = [value]
-        else:
-            values.append(value)
+        self._values(child).append(value)
 
-    def _record(self, ctx: RequestContext, totals: dict[Any, float]) -> None:
-        state = ctx.state
+    def _series_for(self, key: tuple[str, str, int | None, bool]) -> _Series:
+        operation, method, status, stream = key
+        series = _Series(
+            self.requests.labels(operation, method if method in _METHODS else "other",
+                                 str(status) if status else CLIENT_CLOSED),
+            self._values(self.request_duration.labels(operation, "true" if stream else "false")),
+            self._values(self.upstream_duration.labels(operation)),
+            self.attempts.labels(operation),
+            operation in _CONVERSATION_OPS)
+        if len(self._series) < 1000:
+            self._series[key] = series
+        return series
+
+    def _tokens_for(self, ctx: RequestContext, model: str) -> tuple[Any, Any]:
+        if self.owner_label:
+            owner = ctx.identity.owner if ctx.identity is not None else "anonymous"
+            key: tuple[str, ...] = (model, self.owners(owner))
+        else:
+            key = (model,)
+        children = self._tokens.get(key)
+        if children is None:
+            children = self._tokens[key] = (
+                self.tokens.labels(key[0], "prompt", *key[1:]),
+                self.tokens.labels(key[0], "completion", *key[1:]))
+        return children
+
+    def _record(self, ctx: RequestContext, totals: defaultdict[Any, float]) -> None:
         operation = ctx.operation_name
         status = ctx.response_status
-        key = (operation, ctx.method, status or 0)
-        child = self._requests.get(key)
-        if child is None:
-            method = ctx.method if ctx.method in _METHODS else "other"
-            child = self._requests[key] = self.requests.labels(
-                operation, method, str(status) if status else CLIENT_CLOSED)
-        totals[child] = totals.get(child, 0) + 1
-
-        per_op = self._per_op.get((operation, ctx.is_stream))
-        if per_op is None:
-            per_op = self._per_op[(operation, ctx.is_stream)] = (
-                self.request_duration.labels(operation, "true" if ctx.is_stream else "false"),
-                self.upstream_duration.labels(operation),
-                self.attempts.labels(operation))
-        duration_child, upstream_child, attempts_child = per_op
+        key = (operation, ctx.method, status, ctx.is_stream)
+        series = self._series.get(key) or self._series_for(key)
+        totals[series.requests] += 1
         timing = ctx.timing
         finished = timing.finished
         if finished is None:
             finished = timing.finished = time.perf_counter()
         duration = finished - timing.started
-        self._observe(duration_child, duration)
+        series.durations.append(duration)
         if timing.upstream_started is not None:
-            self._observe(upstream_child, finished - timing.upstream_started)
+            series.upstream_durations.append(finished - timing.upstream_started)
         if ctx.attempts:
-            totals[attempts_child] = totals.get(attempts_child, 0) + ctx.attempts
+            totals[series.attempts] += ctx.attempts
 
         # The concurrency plugin notes how long an admitted request waited for its slot.
-        queued = ctx.log.get("queued_s")
-        if isinstance(queued, int | float):
-            self._observe(self.queue_wait.labels("admitted"), queued)
+        log = ctx.log
+        if "queued_s" in log:
+            queued = log["queued_s"]
+            if isinstance(queued, int | float):
+                self._observe(self.queue_wait.labels("admitted"), queued)
 
         if status is None or not 200 <= status < 300:
             return
         usage = ctx.usage
+        first = ctx.state.get(_STATE_FIRST_TOKEN)
+        if usage is None and first is None and not series.conversation:
+            return
         body = ctx.response_json
-        model: str | None = None
-        if usage is not None or ctx.is_stream or operation in _CONVERSATION_OPS:
+        raw_model = body.get("model") if type(body) is dict else None
+        children = self._tokens_by_model.get(raw_model) if type(raw_model) is str else None
+        if children is not None and not self.owner_label:
+            model: str | None = raw_model
+        else:
             model = self._model(ctx, body)
+            children = self._tokens_for(ctx, model or "unknown")
+            if type(raw_model) is str and model == raw_model and not self.owner_label \
+                    and len(self._tokens_by_model) < 1000:
+                self._tokens_by_model[raw_model] = children
         if usage is not None:
-            self._count_tokens(ctx, model or "unknown", usage.prompt_tokens,
-                               usage.completion_tokens, totals)
-        first = state.get(_STATE_FIRST_TOKEN)
+            if usage.prompt_tokens:
+                totals[children[0]] += usage.prompt_tokens
+            if usage.completion_tokens:
+                totals[children[1]] += usage.completion_tokens
         if first is not None:
             ttft_child, tps_child = self._stream_children(operation, model or "unknown")
             self._observe(ttft_child, first - timing.started)
             generating = finished - first
             if usage is not None and usage.completion_tokens > 1 and generating > 0:
                 self._observe(tps_child, (usage.completion_tokens - 1) / generating)
-        if operation in _CONVERSATION_OPS:
+        if series.conversation:
             self._count_conversation(ctx, operation, body, duration)
 
     def _model(self, ctx: RequestContext, body: Any) -> str | None:
@@ -524,23 +571,6 @@ class MetricsState:
                     model = entry["model"]
                     break
         return self.models(model) if model else None
-
-    def _count_tokens(self, ctx: RequestContext, model: str, prompt: int,
-                      completion: int, totals: dict[Any, float]) -> None:
-        if self.owner_label:
-            owner = ctx.identity.owner if ctx.identity is not None else "anonymous"
-            key: tuple[str, ...] = (model, self.owners(owner))
-        else:
-            key = (model,)
-        children = self._tokens.get(key)
-        if children is None:
-            children = self._tokens[key] = (
-                self.tokens.labels(key[0], "prompt", *key[1:]),
-                self.tokens.labels(key[0], "completion", *key[1:]))
-        if prompt:
-            totals[children[0]] = totals.get(children[0], 0) + prompt
-        if completion:
-            totals[children[1]] = totals.get(children[1], 0) + completion
 
     def _stream_children(self, operation: str, model: str) -> tuple[Any, Any]:
         key = (operation, model)
@@ -570,8 +600,8 @@ class MetricsState:
 
     # --- events -------------------------------------------------------------------------
 
-    def _inc(self, family: Counter, values: tuple[Any, ...], amount: float = 1.0) -> None:
-        """Add to the child of ``family`` for ``values``, cached, labels kept bounded."""
+    def _child(self, family: Counter, values: tuple[Any, ...]) -> Any:
+        """The child of ``family`` for ``values``, cached, labels kept bounded."""
         cache = self._children.get(family)
         if cache is None:
             cache = self._children[family] = {}
@@ -585,16 +615,38 @@ class MetricsState:
             child = family.labels(*(guard("none" if v is None else v) for v in values))
             if len(cache) < 1000:
                 cache[values] = child
-        totals = self._totals
-        totals[child] = totals.get(child, 0) + amount
+        return child
+
+    def _inc(self, family: Counter, values: tuple[Any, ...], amount: float = 1.0) -> None:
+        """Add to the child of ``family`` for ``values`` (applied with the next flush)."""
+        self._totals[self._child(family, values)] += amount
 
     def event(self, name: str, fields: dict[str, Any]) -> None:
         """Count one plugin event (applied with the next flush)."""
         try:
-            self._event(name, fields)
+            if name == "ratelimit.decision":
+                self._on_decision(fields)
+            else:
+                self._event(name, fields)
         except Exception:
             logger.exception("cannot count event %s", name)
-        self._added()
+        if self.timer is None:
+            self._added()
+
+    def _on_decision(self, f: dict[str, Any]) -> None:
+        """A rate-limit decision, reported for nearly every request: both its counters at
+        once, their children cached by the decision's fields."""
+        key = (f.get("limit", "requests"), bool(f.get("allowed")), f.get("scope"))
+        children = self._decisions.get(key)
+        if children is None:
+            children = (self._child(self.events, ("ratelimit.decision",)),
+                        self._child(self.ratelimit, (key[0], "allowed" if key[1] else "rejected",
+                                                     key[2])))
+            if len(self._decisions) < 1000:
+                self._decisions[key] = children
+        totals = self._totals
+        totals[children[0]] += 1
+        totals[children[1]] += 1
 
     def _event(self, name: str, fields: dict[str, Any]) -> None:
         """Count one event, generically and in its own family when it has one."""
@@ -602,11 +654,6 @@ class MetricsState:
         handler = self._handlers.get(name)
         if handler is not None:
             handler(fields)
-
-    def _on_ratelimit(self, f: dict[str, Any]) -> None:
-        self._inc(self.ratelimit, (f.get("limit", "requests"),
-                                   "allowed" if f.get("allowed") else "rejected",
-                                   f.get("scope")))
 
     def _on_fallback(self, f: dict[str, Any]) -> None:
         # Whether the fallback is active now is the rate-limit plugin's own gauge.

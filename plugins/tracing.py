@@ -33,6 +33,7 @@ from proxy import __version__, hookimpl
 from proxy.app import SETTINGS
 from proxy.context import RequestContext, UpstreamCall, UpstreamResponse
 from proxy.errors import SidecarError, UpstreamError
+from proxy.events import observes
 from proxy.settings import Setting, Settings
 
 __all__ = [
@@ -322,6 +323,7 @@ def _record_attempt(state: TracingState, ctx: RequestContext, end_ns: int,
 
 
 @hookimpl
+@observes("retry.attempt")
 def on_event(app: web.Application, ctx: RequestContext | None, name: str,
              fields: dict[str, Any]) -> None:
     """A retry closes the failed attempt's span; the next starts after the backoff."""

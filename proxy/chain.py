@@ -47,6 +47,11 @@ def _import_plugin(name: str) -> object:
     return getattr(module, attr) if attr else module
 
 
+#: Set on an ``on_event`` implementation by :func:`proxy.events.observes`: the event names it
+#: observes.
+OBSERVED_EVENTS_ATTRIBUTE = "sidecar_observed_events"
+
+
 class HookCaller:
     """One plugin's implementation of one hook, called with only the arguments it declares."""
 
@@ -110,6 +115,7 @@ class PluginChain:
             raise ConfigError([f"plugins.chain (SIDECAR_PLUGINS): {exc}"]) from None
         self._order = {name: i for i, name in enumerate(names)}
         self._cache: dict[str, tuple[HookCaller, ...]] = {}
+        self._event_cache: dict[str, tuple[HookCaller, ...]] = {}
 
     def callers(self, hook_name: str) -> tuple[HookCaller, ...]:
         """Implementations of ``hook_name`` in chain order (cached)."""
@@ -122,6 +128,19 @@ class PluginChain:
                 for impl in ordered
             )
             self._cache[hook_name] = cached
+        return cached
+
+    def event_callers(self, event_name: str) -> tuple[HookCaller, ...]:
+        """The ``on_event`` implementations that observe ``event_name``, in chain order:
+        those marked with :func:`proxy.events.observes` only for the names they list
+        (cached)."""
+        cached = self._event_cache.get(event_name)
+        if cached is None:
+            cached = tuple(
+                caller for caller in self.callers("on_event")
+                if event_name in getattr(caller.function, OBSERVED_EVENTS_ATTRIBUTE,
+                                         (event_name,)))
+            self._event_cache[event_name] = cached
         return cached
 
     def call_all(self, hook_name: str, **kwargs: Any) -> Iterator[tuple[str, Any]]:

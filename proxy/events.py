@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from proxy.app import PLUGINS
+from proxy.chain import OBSERVED_EVENTS_ATTRIBUTE
 
 if TYPE_CHECKING:
     from aiohttp import web
 
     from proxy.context import RequestContext
+
+
+logger = logging.getLogger("mistral_sidecar.events")
+
+#: How ``on_event`` is called: app, request context (or ``None``), event name, fields.
+Observer = Callable[["web.Application", "RequestContext | None", str, dict[str, Any]], Any]
+_ARGUMENTS = ("app", "ctx", "name", "fields")
 
 
 def emit(app: web.Application, name: str, ctx: RequestContext | None = None,
@@ -18,7 +28,7 @@ def emit(app: web.Application, name: str, ctx: RequestContext | None = None,
 
     Observers must not break the caller: their exceptions are logged and swallowed.
     """
-    callers = app[PLUGINS].callers("on_event")
+    callers = app[PLUGINS].event_callers(name)
     if not callers:
         return
     arguments = {"app": app, "ctx": ctx, "name": name, "fields": fields}
@@ -26,8 +36,55 @@ def emit(app: web.Application, name: str, ctx: RequestContext | None = None,
         try:
             caller.call_with(arguments)
         except Exception:
-            import logging
+            logger.exception("plugin %s failed observing %s", caller.plugin_name, name)
 
-            logging.getLogger("mistral_sidecar.events").exception(
-                "plugin %s failed observing %s", caller.plugin_name, name)
 
+def emitter(app: web.Application, name: str
+            ) -> Callable[[RequestContext | None, dict[str, Any]], None] | None:
+    """A reporter of event ``name`` for code that reports it on nearly every request:
+    ``report(ctx, fields)`` does what ``emit(app, name, ctx, **fields)`` does, calling the
+    observers directly. ``None`` when nothing observes ``name`` (so that the caller can skip
+    building the fields)."""
+    callers = app[PLUGINS].event_callers(name)
+    if not callers:
+        return None
+    observers: list[tuple[str, Observer]] = [
+        (caller.plugin_name, caller.function if caller.argnames == _ARGUMENTS
+         else _keyword_observer(caller.call_with))
+        for caller in callers]
+
+    def report(ctx: RequestContext | None, fields: dict[str, Any]) -> None:
+        for plugin_name, observer in observers:
+            try:
+                observer(app, ctx, name, fields)
+            except Exception:
+                logger.exception("plugin %s failed observing %s", plugin_name, name)
+
+    return report
+
+
+def _keyword_observer(call_with: Callable[[dict[str, Any]], Any]) -> Observer:
+    """An implementation that takes only some of the arguments, called by keyword."""
+    return lambda app, ctx, name, fields: call_with(
+        {"app": app, "ctx": ctx, "name": name, "fields": fields})
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def observes(*names: str) -> Callable[[_F], _F]:
+    """Mark an ``on_event`` implementation as interested in the events ``names`` only.
+
+    Events are reported on the request path; an observer that wants a few of them is then
+    not called for the others (an implementation without the mark gets every event)::
+
+        @hookimpl
+        @observes("retry.attempt")
+        def on_event(app, ctx, name, fields): ...
+    """
+
+    def mark(function: _F) -> _F:
+        setattr(function, OBSERVED_EVENTS_ATTRIBUTE, frozenset(names))
+        return function
+
+    return mark

@@ -207,7 +207,9 @@ def on_event(app: web.Application, ctx: RequestContext | None, name: str,
     Plugins report what operators care about as named events with flat, JSON-safe fields,
     never secrets or message text; the logging plugin writes each as a log line and the metrics
     plugin counts them. ``ctx`` is the request it belongs to, or ``None`` for background work.
-    Synchronous and cheap: it runs on the request path. Names in use:
+    Synchronous and cheap: it runs on the request path. An implementation that wants only
+    some events says which with :func:`proxy.events.observes` and is not called for the
+    others. Names in use:
 
     - ``ratelimit.decision`` {limit: "requests"|"tokens", allowed: bool, remaining, scope}
     - ``ratelimit.fallback`` {active: bool, reason} — Redis unusable, in-process limiter used

@@ -28,7 +28,9 @@ _LONG_RUN = b"0" * 20
 
 def _has_long_number(data: bytes | bytearray | str) -> bool:
     raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
-    return _LONG_RUN in raw.translate(_DIGITS_AS_ZERO)
+    # find(), not ``in``: bytes.__contains__ first tries its argument as an integer and pays
+    # for a formatted TypeError every time.
+    return raw.translate(_DIGITS_AS_ZERO).find(_LONG_RUN) != -1
 
 
 def loads(data: bytes | bytearray | str) -> Any:

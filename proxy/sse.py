@@ -46,10 +46,12 @@ class SSEParser:
         if self._pending_cr and chunk.startswith(b"\n"):
             chunk = chunk[1:]
         self._pending_cr = chunk.endswith(b"\r")
-        if b"\r" in chunk:
+        # find(), not ``in``: bytes.__contains__ first tries its argument as an integer and
+        # pays for a formatted TypeError every time (this runs for every chunk of a stream).
+        if chunk.find(b"\r") != -1:
             chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         buffer = self._buffer + chunk
-        if b"\n\n" not in buffer:
+        if buffer.find(b"\n\n") == -1:
             self._buffer = buffer
             return []
         *blocks, self._buffer = buffer.split(b"\n\n")

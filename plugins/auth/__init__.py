@@ -240,7 +240,6 @@ async def _authorise(ctx: RequestContext) -> None:
     state = ctx.app[AUTH]
     identity = await _identify(ctx, state)
     ctx.identity = identity
-    ctx.log.update(key_id=identity.key_id, role=identity.role, org=identity.org)
     action = action_for(ctx.operation)
     ctx.log["auth_action"] = action
     if not state.roles.allows(identity.role, action):

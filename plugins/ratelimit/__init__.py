@@ -12,7 +12,7 @@ process; when Redis fails at run time the plugin falls back (``open``) or refuse
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -25,10 +25,10 @@ from plugins.ratelimit.policy import Policy, PolicyTable, check_overrides
 from plugins.ratelimit.redis_limiter import RedisLimiter
 from plugins.ratelimit.service import LimiterUnavailable, RateLimiter
 from proxy import hookimpl
-from proxy.app import PLUGINS, SETTINGS
+from proxy.app import SETTINGS
 from proxy.context import RequestContext, UpstreamResponse
 from proxy.errors import SidecarError
-from proxy.events import emit
+from proxy.events import emit, emitter
 from proxy.settings import Setting, Settings
 
 __all__ = ["LIMITER", "POLICIES", "RateLimiter", "caller_id"]
@@ -42,8 +42,9 @@ ENFORCE = web.AppKey("ratelimit_enforce", bool)
 
 PLANS = web.AppKey("ratelimit_plans", PlanCache)
 """Each recent caller's limits, ready to evaluate."""
-OBSERVED = web.AppKey("ratelimit_observed", bool)
-"""Whether any plugin observes events (if none, decisions are not reported)."""
+REPORT_DECISION: web.AppKey[Callable[[RequestContext | None, dict[str, Any]], None] | None] = \
+    web.AppKey("ratelimit_report_decision")
+"""Reports a ``ratelimit.decision`` event; ``None`` when nothing observes them."""
 
 _STATE = "ratelimit"
 
@@ -115,7 +116,7 @@ def startup(app: web.Application) -> Awaitable[None]:
         app[POLICIES] = _policies(settings)
         app[ENFORCE] = bool(settings["ratelimit.enforce"])
         app[PLANS] = PlanCache()
-        app[OBSERVED] = bool(app[PLUGINS].callers("on_event"))
+        app[REPORT_DECISION] = emitter(app, "ratelimit.decision")
         timeout = int(settings["redis.timeout_ms"]) / 1000
         redis = None
         if settings["redis.host"]:
@@ -220,13 +221,13 @@ def _apply(ctx: RequestContext, plan: Plan, decision: Decision) -> None:
     app = ctx.app
     enforce = app[ENFORCE]
     refused: list[tuple[str, int]] = []
-    observed = app[OBSERVED]
+    report = app[REPORT_DECISION]
     for name, limit, state in zip(plan.names, plan.limits, decision.states, strict=True):
         passed = decision.allowed or state.remaining >= limit.check
-        if observed:
-            emit(app, "ratelimit.decision", ctx,
-                 limit="requests" if name == REQUESTS else "tokens", allowed=passed,
-                 remaining=max(0, state.remaining), scope=plan.policy.scope, enforced=enforce)
+        if report is not None:
+            report(ctx, {"limit": "requests" if name == REQUESTS else "tokens",
+                         "allowed": passed, "remaining": max(0, state.remaining),
+                         "scope": plan.policy.scope, "enforced": enforce})
         if not passed:
             refused.append((name, reset_seconds(limit, state)))
     if not decision.allowed and not enforce:

@@ -46,6 +46,8 @@ from proxy.context import RequestContext
 from proxy.errors import SidecarError
 from proxy.settings import Setting, Settings
 
+from .line import AccessLineEncoder, milliseconds
+
 __all__ = [
     "ACCESS_LOGGER",
     "CURRENT_REQUEST",
@@ -195,14 +197,21 @@ class JsonStream(logging.StreamHandler):
         if not self.hold:
             super().flush()
 
-    def write_lines(self, lines: list[str]) -> None:
-        """Write formatted lines at once (a batch of access lines)."""
+    def write_bytes(self, data: bytes, count: int) -> None:
+        """Write ``count`` encoded lines (each ending with a newline) at once."""
         self.acquire()
         try:
-            self.stream.write(self.terminator.join(lines) + self.terminator)
-            super().flush()
+            stream = self.stream
+            raw = getattr(stream, "buffer", None)
+            if raw is None:
+                stream.write(data.decode())
+                stream.flush()
+            else:
+                stream.flush()  # whatever text is buffered goes first
+                raw.write(data)
+                raw.flush()
         except Exception:
-            logger.exception("cannot write %d log lines to %s", len(lines), self.stream)
+            logger.exception("cannot write %d log lines to %s", count, self.stream)
         finally:
             self.release()
 
@@ -238,34 +247,41 @@ class RotatingJsonFile(logging.handlers.RotatingFileHandler):
         super().doRollover()
         self._size = self._current_size()
 
-    def write_lines(self, lines: list[str]) -> None:
-        """Write formatted lines at once (a batch of access lines), rotating where one
-        would not fit."""
+    def write_bytes(self, data: bytes, count: int) -> None:
+        """Write ``count`` encoded lines (each ending with a newline) at once, rotating where
+        one would not fit."""
         self.acquire()
         try:
-            chunk: list[str] = []
-            terminator = self.terminator
-            for line in lines:
-                size = len(line) + len(terminator)
-                if self.maxBytes > 0 and self._size and self._size + size > self.maxBytes:
-                    self._write_chunk(chunk)
-                    chunk = []
-                    self.doRollover()
-                chunk.append(line)
-                self._size += size
-            self._write_chunk(chunk)
+            if self.maxBytes > 0 and self._size + len(data) > self.maxBytes:
+                self._write_rotating(data)
+            else:
+                self._write_chunk(data)
         except Exception:
-            logger.exception("cannot write %d log lines to %s", len(lines), self.baseFilename)
+            logger.exception("cannot write %d log lines to %s", count, self.baseFilename)
         finally:
             self.release()
 
-    def _write_chunk(self, chunk: list[str]) -> None:
-        if not chunk:
+    def _write_rotating(self, data: bytes) -> None:
+        chunk: list[bytes] = []
+        chunk_size = 0
+        for line in data.splitlines(keepends=True):
+            if self._size + chunk_size and self._size + chunk_size + len(line) > self.maxBytes:
+                self._write_chunk(b"".join(chunk))
+                chunk, chunk_size = [], 0
+                self.doRollover()
+            chunk.append(line)
+            chunk_size += len(line)
+        self._write_chunk(b"".join(chunk))
+
+    def _write_chunk(self, data: bytes) -> None:
+        if not data:
             return
         if self.stream is None:
             self.stream = self._open()
-        self.stream.write(self.terminator.join(chunk) + self.terminator)
-        self.stream.flush()
+        self.stream.flush()  # whatever text is buffered goes first
+        self.stream.buffer.write(data)
+        self.stream.buffer.flush()
+        self._size += len(data)
 
     def emit(self, record: logging.LogRecord) -> None:
         """Write one line, rotating first when it would not fit."""
@@ -287,7 +303,8 @@ class RotatingJsonFile(logging.handlers.RotatingFileHandler):
 #: What a :class:`FieldsRecord` says about where it was logged (formatters look these up in
 #: the record's ``__dict__``, so they are copied there, in one call).
 _RECORD_CONSTANTS: dict[str, Any] = {
-    "pathname": __file__, "filename": "logs.py", "module": "logs", "funcName": "log_fields",
+    "pathname": __file__, "filename": os.path.basename(__file__), "module": "logs",
+    "funcName": "log_fields",
     "lineno": 0, "args": None, "exc_info": None, "exc_text": None, "stack_info": None,
     "thread": None, "threadName": None, "process": None, "processName": None,
     "relativeCreated": 0.0, "taskName": None,
@@ -377,6 +394,8 @@ class SecretRedactor(logging.Filter):
         wanted |= {json.dumps(s)[1:-1] for s in wanted}
         literals = sorted(wanted, key=len, reverse=True)
         self.literals = tuple(literals)
+        # In ASCII JSON a secret with other characters appears only in its escaped form.
+        self.ascii_literals = tuple(s for s in literals if s.isascii())
         parts = [f"(?P<lit>{'|'.join(re.escape(s) for s in literals)})"] if literals else []
         parts.append(r"(?P<bearer>(?i:bearer)\s+)[A-Za-z0-9._~+/-]{8,}=*")
         parts.append(r"(?P<url>://[^:/@\s\"']*:)[^@/\s\"']+@")
@@ -398,6 +417,17 @@ class SecretRedactor(logging.Filter):
         if "@" in text and "://" in text:
             return True
         return "bearer" in text.lower()
+
+    def suspicious_json(self, text: str) -> bool:
+        """:meth:`suspicious` for compact ASCII JSON (as orjson writes it), cheaper: there the
+        only whitespace left unescaped is the space, so a bearer token (``bearer`` then
+        whitespace) needs one, and only then is the text lowered and searched."""
+        for literal in self.ascii_literals:
+            if literal in text:
+                return True
+        if "@" in text and "://" in text:
+            return True
+        return " " in text and "bearer" in text.lower()
 
     def redact(self, text: str) -> str:
         """``text`` with every secret replaced by ``[REDACTED]``."""
@@ -464,22 +494,24 @@ class SecretRedactor(logging.Filter):
 # --- configuration and lifecycle -------------------------------------------------------------
 
 
-#: A batch is written early once it holds this many requests or bytes of their bodies
-#: (it keeps them in memory until then).
-BATCH_MAX_REQUESTS = 512
-BATCH_MAX_BYTES = 8 * 1024 * 1024
+#: A batch is written early once it holds this many lines or bytes.
+BATCH_MAX_LINES = 1024
+BATCH_MAX_BYTES = 4 * 1024 * 1024
 
 
 class AccessLog:
-    """Access lines of finished requests, written in batches.
+    """Access lines of finished requests, encoded at once and written in batches.
 
-    A request's line costs several times more written alone, right after the request's
-    own work, than in a batch of lines written together (the interpreter's caches stay
-    warm, and the batch is flushed once). So ``on_complete`` only queues the request with
-    the time it ended; the lines are built and written together once the event loop is done
-    with the requests that finished in the same round (``interval`` 0, the default: the
-    line is out before its caller can act on the response), or at most ``interval`` seconds
-    later (larger batches, cheaper), at shutdown, or when the batch is large.
+    ``add`` encodes the finished request's line straight away (nothing of the request is
+    kept afterwards: holding requests until a later write would keep their object graphs
+    alive for the garbage collector to walk) and queues it; the queue is written with one
+    write per handler once the event loop is done with the requests that finished in the
+    same round (``interval`` 0, the default: the line is out before its caller can act on the
+    response), or at most ``interval`` seconds later (larger batches, cheaper), at shutdown,
+    or when it grows large.
+
+    A line is queued as bytes when the fast encoder could make it (nearly always), else as
+    its fields; whichever way, it is written as the same JSON object.
     """
 
     def __init__(self, *, interval: float, content: bool, content_max_bytes: int,
@@ -488,25 +520,51 @@ class AccessLog:
         self.content = content
         self.content_max_bytes = content_max_bytes
         self.handlers = handlers
-        self.pending: list[tuple[RequestContext, float]] = []
+        self.pending: list[tuple[int, float, bytes | dict[str, Any]]] = []
         self.pending_bytes = 0
         self.timer: asyncio.Handle | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.closed = False
         self._second: tuple[int, str] = (-1, "")
+        self._all_json = all(isinstance(h, JsonStream | RotatingJsonFile) for h in handlers)
+        redactor = next((h.formatter.redactor for h in handlers
+                         if isinstance(h.formatter, SidecarJsonFormatter)
+                         and h.formatter.redactor is not None), None)
+        self.encoder = AccessLineEncoder(
+            ACCESS_LOGGER.name,
+            redactor.suspicious_json if redactor is not None else lambda encoded: False)
 
     def add(self, ctx: RequestContext) -> None:
-        """Queue the line of a finished request."""
-        self.pending.append((ctx, time.time()))
+        """Encode and queue the line of a finished request."""
+        ended = time.time()
+        status = ctx.response_status
+        level = logging.WARNING if status is not None and status >= 500 else logging.INFO
+        if not ACCESS_LOGGER.isEnabledFor(level):
+            return
+        line: bytes | dict[str, Any] | None = None
+        try:
+            if not self.content:
+                line = self.encoder.encode(ctx, ended, level == logging.WARNING)
+            if line is None:
+                line = self._fields(ctx, ended, level)
+                self.pending_bytes += len(ctx.response_body or b"") + len(ctx.body or b"")
+            else:
+                self.pending_bytes += len(line)
+        except Exception:
+            logger.exception("cannot make the access line of request %s", ctx.request_id)
+            return
+        self.pending.append((level, ended, line))
         if self.closed or self.loop is None:
             self.flush()
-            return
-        self.pending_bytes += len(ctx.response_body or b"") + len(ctx.body or b"")
-        if len(self.pending) >= BATCH_MAX_REQUESTS or self.pending_bytes >= BATCH_MAX_BYTES:
+        elif len(self.pending) >= BATCH_MAX_LINES or self.pending_bytes >= BATCH_MAX_BYTES:
             self.flush()
         elif self.timer is None:
-            self.timer = (self.loop.call_later(self.interval, self.flush) if self.interval > 0
-                          else self.loop.call_soon(self.flush))
+            self.timer = (self.loop.call_later(self.interval, self._timer_fired)
+                          if self.interval > 0 else self.loop.call_soon(self._timer_fired))
+
+    def _timer_fired(self) -> None:
+        self.timer = None  # it has run: nothing to cancel
+        self.flush()
 
     def flush(self) -> None:
         """Write every queued line now."""
@@ -524,14 +582,13 @@ class AccessLog:
         for handler in held:
             handler.hold = True
         try:
-            for ctx, ended in batch:
+            for level, ended, line in batch:
                 try:
-                    record = self._record(ctx, ended)
-                    if record is not None:
-                        ACCESS_LOGGER.handle(record)
+                    fields: dict[str, Any] = (orjson.loads(line) if isinstance(line, bytes)
+                                              else line)
+                    ACCESS_LOGGER.handle(AccessRecord(ACCESS_LOGGER.name, level, fields, ended))
                 except Exception:
-                    logger.exception("cannot write the access line of request %s",
-                                     ctx.request_id)
+                    logger.exception("cannot write an access line")
         finally:
             for handler in held:
                 handler.hold = False
@@ -540,66 +597,52 @@ class AccessLog:
     def _direct_handlers(self) -> list[JsonStream | RotatingJsonFile] | None:
         """This plugin's handlers, when they are the only ones access lines would reach (the
         usual case in production); ``None`` when anything else is configured."""
-        node: logging.Logger | None = ACCESS_LOGGER
-        while node is not None and node.parent is not None:
+        if not self._all_json:
+            return None
+        node = ACCESS_LOGGER
+        while node.parent is not None:
             if node.handlers or node.filters or node.disabled or not node.propagate:
                 return None
             node = node.parent
-        root = logging.getLogger()
-        if root.filters or root.handlers != self.handlers:
+        # ``node`` is the root logger now.
+        if node.filters or node.handlers != self.handlers:
             return None
-        direct: list[JsonStream | RotatingJsonFile] = []
         for handler in self.handlers:
-            if not isinstance(handler, JsonStream | RotatingJsonFile) \
-                    or handler.level > logging.INFO:
+            if handler.level > logging.INFO:
                 return None
-            direct.append(handler)
-        return direct
+        return self.handlers  # type: ignore[return-value]  # all JSON handlers, checked above
 
-    def _write_direct(self, batch: list[tuple[RequestContext, float]],
+    def _write_direct(self, batch: list[tuple[int, float, bytes | dict[str, Any]]],
                       handlers: list[JsonStream | RotatingJsonFile]) -> None:
-        """Encode each line once and hand the batch to the handlers in one write each: the
-        same lines the logging path would produce, without its per-record machinery."""
+        """Hand the batch to the handlers in one write each: the same lines the logging path
+        would produce, without its per-record machinery."""
         formatter = handlers[0].formatter
         assert isinstance(formatter, SidecarJsonFormatter)
-        encode = formatter.encode_line
-        lines: list[str] = []
-        for ctx, ended in batch:
+        lines: list[bytes] = []
+        for _level, _ended, line in batch:
+            if type(line) is bytes:
+                lines.append(line)
+                continue
             try:
-                fields = self._fields(ctx, ended)
-                if fields is not None:
-                    lines.append(encode(fields[1]))
+                lines.append(formatter.encode_line(line).encode())  # type: ignore[arg-type]
             except Exception:
-                logger.exception("cannot write the access line of request %s", ctx.request_id)
+                logger.exception("cannot write an access line")
         if lines:
+            lines.append(b"")
+            data = b"\n".join(lines)
             for handler in handlers:
-                handler.write_lines(lines)
+                handler.write_bytes(data, len(lines) - 1)
 
-    def _record(self, ctx: RequestContext, ended: float) -> AccessRecord | None:
-        fields = self._fields(ctx, ended)
-        if fields is None:
-            return None
-        return AccessRecord(ACCESS_LOGGER.name, fields[0], fields[1], ended)
-
-    def _fields(self, ctx: RequestContext, ended: float) -> tuple[int, dict[str, Any]] | None:
-        """The level and complete fields of ``ctx``'s access line; ``None`` when that level
-        is not logged."""
-        status = ctx.response_status
-        if status is not None and status >= 500:
-            level, level_name = logging.WARNING, "WARNING"
-        else:
-            level, level_name = logging.INFO, "INFO"
-        if not ACCESS_LOGGER.isEnabledFor(level):
-            return None
+    def _fields(self, ctx: RequestContext, ended: float, level: int) -> dict[str, Any]:
+        """The complete fields of ``ctx``'s access line (the general path)."""
         second = int(ended)
         cached = self._second
         if cached[0] != second:
             cached = self._second = (second, time.strftime("%Y-%m-%dT%H:%M:%S",
                                                            time.gmtime(second)))
         fields = {"time": f"{cached[1]}.{int((ended - second) * 1000):03d}Z",
-                  "level": level_name, "logger": ACCESS_LOGGER.name}
-        access_fields(ctx, self.content, self.content_max_bytes, into=fields)
-        return level, fields
+                  "level": logging.getLevelName(level), "logger": ACCESS_LOGGER.name}
+        return access_fields(ctx, self.content, self.content_max_bytes, into=fields)
 
 
 def _flush_quietly(handler: logging.Handler) -> None:
@@ -793,11 +836,11 @@ def access_fields(ctx: RequestContext, content: bool = False,
         fields["total_tokens"] = usage.total_tokens
     timing = ctx.timing
     finished = timing.finished if timing.finished is not None else time.perf_counter()
-    fields["duration_ms"] = round((finished - timing.started) * 1000, 3)
+    fields["duration_ms"] = milliseconds(finished - timing.started)
     if timing.upstream_started is not None:
-        fields["upstream_ms"] = round((finished - timing.upstream_started) * 1000, 3)
+        fields["upstream_ms"] = milliseconds(finished - timing.upstream_started)
     if timing.first_byte_sent is not None:
-        fields["ttfb_ms"] = round((timing.first_byte_sent - timing.started) * 1000, 3)
+        fields["ttfb_ms"] = milliseconds(timing.first_byte_sent - timing.started)
     fields["bytes"] = ctx.response_bytes
     if ctx.body is not None:
         fields["request_bytes"] = len(ctx.body)

@@ -1,0 +1,192 @@
+"""Access lines encoded straight to bytes, from pieces that repeat across requests.
+
+Most of an access line is the same from one request to the next: the time up to the second,
+level and logger; method, path and operation; who called. Those pieces are encoded once and
+kept (a bounded number of them). What differs per request (ids, model, status, tokens,
+durations, sizes, the fields plugins added in ``ctx.log``) is encoded in one ``orjson``
+call. The result is the JSON object
+:func:`plugins.logs.access_fields` describes, for a fraction of the work, which is what makes
+an access line per request affordable at thousands of requests per second.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+if TYPE_CHECKING:
+    from proxy.context import RequestContext
+
+#: Whether a piece of an encoded line (ASCII JSON text) may hold a secret (then the line is
+#: encoded and redacted by the general path instead).
+Suspicious = Callable[[str], bool]
+
+#: Cached pieces per kind; beyond this (ids in paths, many keys) lines are
+#: encoded without caching their piece, so memory stays bounded whatever the traffic.
+CACHE_LIMIT = 512
+
+#: ``.mmmZ"`` for every millisecond, ready to follow the seconds.
+_MILLIS = tuple(b'.%03dZ"' % n for n in range(1000))
+_DEFAULT_ORG = "default"
+_INFO = b',"level":"INFO","logger":'
+_WARNING = b',"level":"WARNING","logger":'
+#: Stands for a cached piece that may hold a secret or is not ASCII: lines with it take the
+#: general path.
+_SUSPICIOUS = b"\x00suspicious"
+#: Every field the line itself may have. A plugin's ``ctx.log`` entry of the same name sends
+#: the line to the general path, which gives the line's own field precedence.
+OWN_FIELDS = frozenset({
+    "time", "level", "logger", "message", "request_id", "method", "path", "operation",
+    "stream", "owner", "role", "key_id", "org", "agent_id", "conversation_id", "model",
+    "status", "upstream_status", "attempts", "prompt_tokens", "completion_tokens",
+    "total_tokens", "duration_ms", "upstream_ms", "ttfb_ms", "bytes", "request_bytes"})
+
+def milliseconds(seconds: float) -> float:
+    """``seconds`` in milliseconds with three decimals, as access lines give durations."""
+    return int(seconds * 1e6 + 0.5) / 1000
+
+
+class AccessLineEncoder:
+    """Encodes the access line of a finished request as compact JSON bytes (no newline).
+
+    ``None`` from :meth:`encode` means the line needs the general encoder: it holds text
+    that is not ASCII (the general path escapes it as ``\\u`` sequences), values it does not
+    format, plugin fields named like its own, or something ``suspicious`` (a possible secret,
+    which the general path redacts). Each cached piece is checked once, when it is made; the
+    per-request text on every line.
+    """
+
+    def __init__(self, logger_name: str, suspicious: Suspicious) -> None:
+        self._logger = orjson.dumps(logger_name)
+        self._suspicious = suspicious
+        self._second = -1
+        self._second_text = b""
+        self._heads: dict[tuple[str, str, int | None, str, bool], bytes] = {}
+        self._callers: dict[tuple[str, str, str, str], bytes] = {}
+
+    def _seconds(self, second: int) -> bytes:
+        text = b'{"time":"' + time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)).encode()
+        self._second, self._second_text = second, text
+        return text
+
+    def _piece(self, fields: dict[str, Any]) -> bytes:
+        """``fields`` encoded as a piece of a line (a leading comma, no braces), or
+        :data:`_SUSPICIOUS` when lines with it need the general path."""
+        piece = b"," + orjson.dumps(fields)[1:-1]
+        if not piece.isascii() or self._suspicious(piece.decode("ascii")):
+            return _SUSPICIOUS
+        return piece
+
+    def _cached(self, cache: dict[Any, bytes], key: Any, fields: dict[str, Any]) -> bytes:
+        piece = self._piece(fields)
+        if len(cache) < CACHE_LIMIT:
+            cache[key] = piece
+        return piece
+
+    def _head(self, key: tuple[str, str, int | None, str, bool]) -> bytes:
+        method, path, status, operation, stream = key
+        fields: dict[str, Any] = {
+            "message": f"{method} {path} {status if status is not None else '-'}",
+            "method": method, "path": path, "operation": operation}
+        if stream:
+            fields["stream"] = True
+        return self._cached(self._heads, key, fields)
+
+    def _caller(self, key: tuple[str, str, str, str]) -> bytes:
+        owner, role, key_id, org = key
+        fields = {"owner": owner, "role": role, "key_id": key_id}
+        if org != _DEFAULT_ORG:
+            fields["org"] = org
+        return self._cached(self._callers, key, fields)
+
+    def encode(self, ctx: RequestContext, ended: float, warning: bool) -> bytes | None:
+        """The line of ``ctx``, which finished at ``ended`` (``time.time()``)."""
+        status = ctx.response_status
+        log = ctx.log
+        if status is None or (log and (not OWN_FIELDS.isdisjoint(log)
+                                       or None in log.values())):
+            return None
+        operation = ctx.operation_name
+        key = (ctx.method, ctx.path, status, operation, ctx.is_stream)
+        head = self._heads.get(key) or self._head(key)
+        parts = [b"", b"", _WARNING if warning else _INFO, self._logger, head]
+        identity = ctx.identity
+        if identity is not None:
+            who = (identity.owner, identity.role, identity.key_id, identity.org)
+            caller = self._callers.get(who) or self._caller(who)
+            if caller is _SUSPICIOUS:
+                return None
+            parts.append(caller)
+        if head is _SUSPICIOUS:
+            return None
+
+        # Plugins' fields first: the line's own fields are written after them.
+        rest: dict[str, Any] = dict(log) if log else {}
+        rest["request_id"] = ctx.request_id
+        # Path first, then the response (already parsed for usage); the request body only
+        # when they do not name the model (conversations, errors).
+        params = ctx.path_params
+        agent_id = params.get("agent_id")
+        conversation_id = params.get("conversation_id")
+        model = None
+        body = ctx.response_json if status < 400 else None
+        if type(body) is not dict:
+            body = None
+        else:
+            model = body.get("model")
+            if agent_id is None:
+                agent_id = body.get("agent_id") or (
+                    body.get("id") if operation == "agents.create" else None)
+            if conversation_id is None:
+                conversation_id = body.get("conversation_id")
+        if not model:
+            ids = ctx.resource_ids
+            model = ids.get("model")
+            agent_id = agent_id or ids.get("agent_id")
+        if agent_id:
+            rest["agent_id"] = agent_id
+        if conversation_id:
+            rest["conversation_id"] = conversation_id
+        if model:
+            rest["model"] = model
+        rest["status"] = status
+        if ctx.upstream_status is not None:
+            rest["upstream_status"] = ctx.upstream_status
+        rest["attempts"] = ctx.attempts
+        if body is not None:
+            usage = ctx.usage
+            if usage is not None:
+                rest["prompt_tokens"] = usage.prompt_tokens
+                rest["completion_tokens"] = usage.completion_tokens
+                rest["total_tokens"] = usage.total_tokens
+        timing = ctx.timing
+        started = timing.started
+        finished = timing.finished
+        if finished is None:
+            finished = time.perf_counter()
+        # As milliseconds() does, inlined (it runs three times per line).
+        rest["duration_ms"] = int((finished - started) * 1e6 + 0.5) / 1000
+        if timing.upstream_started is not None:
+            rest["upstream_ms"] = int((finished - timing.upstream_started) * 1e6 + 0.5) / 1000
+        if timing.first_byte_sent is not None:
+            rest["ttfb_ms"] = int((timing.first_byte_sent - started) * 1e6 + 0.5) / 1000
+        rest["bytes"] = ctx.response_bytes
+        if ctx.body is not None:
+            rest["request_bytes"] = len(ctx.body)
+        try:
+            tail = orjson.dumps(rest)
+            # Text, to search: bytes.__contains__ first tries its argument as an integer and
+            # pays for a formatted TypeError every time.
+            if self._suspicious(tail.decode("ascii")):
+                return None
+        except (TypeError, UnicodeDecodeError):  # a value orjson does not take, or not ASCII
+            return None
+        parts.append(b",")
+        parts.append(tail[1:])
+        second = int(ended)
+        parts[0] = self._second_text if second == self._second else self._seconds(second)
+        parts[1] = _MILLIS[int((ended - second) * 1000)]
+        return b"".join(parts)

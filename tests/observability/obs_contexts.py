@@ -1,0 +1,40 @@
+"""A test plugin that keeps every finished request's context (``CONTEXTS`` on the app), so a
+test can encode the same requests several ways after the traffic.
+
+Enable with ``SIDECAR_PLUGINS="...,tests.observability.obs_contexts"``.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from proxy import hookimpl
+from proxy.context import RequestContext
+from proxy.errors import SidecarError
+
+PLUGIN = "tests.observability.obs_contexts"
+CONTEXTS = web.AppKey("obs_contexts", list[RequestContext])
+
+
+@hookimpl
+def startup(app: web.Application) -> None:
+    """Start with no request."""
+    app[CONTEXTS] = []
+
+
+def _keep(ctx: RequestContext) -> None:
+    kept = ctx.app[CONTEXTS]
+    if ctx not in kept:
+        kept.append(ctx)
+
+
+@hookimpl
+def on_complete(ctx: RequestContext) -> None:
+    """Keep the finished request."""
+    _keep(ctx)
+
+
+@hookimpl
+def on_error(ctx: RequestContext, error: SidecarError) -> None:
+    """Keep a request answered with an error."""
+    _keep(ctx)
