@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from proxy import jsoncodec
 
 #: Record kinds, one per kind of row change (see :mod:`plugins.persistence.writer`).
@@ -42,8 +44,11 @@ class Record:
 
     def to_line(self) -> bytes:
         """The record as one JSON line (the spool format)."""
-        return b'{"kind":"%b","at":%a,"data":%b}\n' % (
-            self.kind.encode(), self.at, self.data_json_bytes())
+        # orjson writes the float (Python's shortest-repr formatting costs several times more)
+        # and takes the data already encoded.
+        return orjson.dumps({"kind": self.kind, "at": self.at,
+                             "data": orjson.Fragment(self.data_json_bytes())},
+                            option=orjson.OPT_APPEND_NEWLINE)
 
     @classmethod
     def from_line(cls, line: bytes) -> Record:
@@ -57,8 +62,10 @@ class Record:
 
 def iso_from_unix(seconds: float) -> str:
     """Unix seconds as the canonical timestamp text (UTC, microseconds, ``Z``)."""
-    whole = int(seconds // 1)
-    micros = round((seconds - whole) * 1_000_000)
+    whole = int(seconds)
+    if whole > seconds:  # int() truncates towards zero; before 1970 that is up
+        whole -= 1
+    micros = int((seconds - whole) * 1_000_000 + 0.5)
     if micros >= 1_000_000:
         whole, micros = whole + 1, micros - 1_000_000
     second = _last_second[0]
