@@ -70,15 +70,18 @@ NEEDS = {"persistence": ["store"], "auth": ["store"]}
 
 
 def dilated_intervals(factor: float) -> dict[str, str]:
-    """The time-based batch intervals (metrics and persistence flushes) stretched ``factor``
-    times: under callgrind the sidecar runs about that much slower, and so its batches hold
-    as many requests as at full speed, which is what they cost per request in production."""
+    """The time-based batch intervals (metrics, persistence and access-log flushes)
+    stretched ``factor`` times: under callgrind the sidecar runs about that much slower, and
+    so its batches hold as many requests as at full speed, which is what they cost per
+    request in production."""
+    from plugins.logs import sidecar_settings as logs_settings
     from plugins.metrics import sidecar_settings as metrics_settings
     from plugins.persistence.config import declared as persistence_settings
 
-    wanted = {"metrics.flush_seconds", "persistence.flush_interval_seconds"}
+    wanted = {"metrics.flush_seconds", "persistence.flush_interval_seconds",
+              "log.access_flush_seconds"}
     return {setting.env: f"{float(setting.default) * factor:g}"
-            for setting in [*metrics_settings(), *persistence_settings()]
+            for setting in [*metrics_settings(), *persistence_settings(), *logs_settings()]
             if setting.name in wanted and setting.env}
 
 

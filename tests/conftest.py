@@ -111,6 +111,9 @@ def base_env(tmp_path: Path) -> dict[str, str]:
         "MISTRAL_API_KEY": MOCK_KEY,
         "SIDECAR_DATA_DIR": str(tmp_path / "data"),
         "LOG_LEVEL": "INFO",
+        # Tests read a request's access line right after its answer (the default batches
+        # lines for up to 0.1 s; tests of that batching set their own interval).
+        "SIDECAR_ACCESS_LOG_FLUSH_SECONDS": "0",
     }
 
 

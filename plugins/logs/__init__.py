@@ -505,10 +505,12 @@ class AccessLog:
     ``add`` encodes the finished request's line straight away (nothing of the request is
     kept afterwards: holding requests until a later write would keep their object graphs
     alive for the garbage collector to walk) and queues it; the queue is written with one
-    write per handler once the event loop is done with the requests that finished in the
-    same round (``interval`` 0, the default: the line is out before its caller can act on the
-    response), or at most ``interval`` seconds later (larger batches, cheaper), at shutdown,
-    or when it grows large.
+    write per handler at most ``interval`` seconds later (0.1 by default: a line is out
+    before anyone watching the log notices, and a batch holds every line of that time), at
+    shutdown, or when it grows large. With ``interval`` 0 it is written as soon as the event
+    loop is done with the requests that finished in the same round: the line is out before
+    its caller can act on the response, at the price of a write (and its bookkeeping) per
+    round.
 
     A line is queued as bytes when the fast encoder could make it (nearly always), else as
     its fields; whichever way, it is written as the same JSON object.
@@ -684,10 +686,10 @@ def sidecar_settings() -> list[Setting]:
                 env="SIDECAR_LOG_FILE_BACKUP_COUNT", minimum=0),
         Setting("log.access", "bool", True, "Write one access line per request (whatever "
                 "LOG_LEVEL says).", env="SIDECAR_ACCESS_LOG"),
-        Setting("log.access_flush_seconds", "float", 0.0,
-                "Access lines are written in batches: 0 writes them as soon as the event loop "
-                "has finished the requests that ended together; a longer delay (e.g. 0.1) "
-                "makes larger, cheaper batches.",
+        Setting("log.access_flush_seconds", "float", 0.1,
+                "Access lines are written in batches, at most this long after their requests "
+                "ended (and at shutdown); 0 writes each batch as soon as the event loop has "
+                "finished the requests that ended together (more writes, more CPU).",
                 env="SIDECAR_ACCESS_LOG_FLUSH_SECONDS", minimum=0),
         Setting("log.content", "bool", False, "Include request and response bodies (message "
                 "content) in access lines.", env="SIDECAR_LOG_CONTENT"),

@@ -3,6 +3,7 @@ once when configured so, and none is lost at shutdown or in a real sidecar proce
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 from collections.abc import Callable
@@ -33,14 +34,29 @@ async def test_lines_follow_their_requests_within_the_interval(
     assert await wait_for(written) == ["later-0", "later-1", "later-2"]
 
 
-async def test_by_default_a_line_is_out_before_its_caller_reads_the_response(
+async def test_with_no_delay_a_line_is_out_before_its_caller_reads_the_response(
         start_sidecar: SidecarFactory, tmp_path: Path) -> None:
     log = tmp_path / "sidecar.log"
     sidecar = await start_sidecar(SIDECAR_PLUGINS="logs", SIDECAR_LOG_STDOUT="false",
-                                  SIDECAR_LOG_FILE=str(log))
+                                  SIDECAR_LOG_FILE=str(log), SIDECAR_ACCESS_LOG_FLUSH_SECONDS="0")
     for n in range(3):
         await raw_post(sidecar, "/v1/models", None, f"now-{n}", method="GET")
         assert access_lines(read_lines(log))[-1]["request_id"] == f"now-{n}"
+
+
+async def test_by_default_lines_are_out_within_a_tenth_of_a_second(
+        start_sidecar: SidecarFactory, base_env: dict[str, str], tmp_path: Path) -> None:
+    base_env.pop("SIDECAR_ACCESS_LOG_FLUSH_SECONDS")
+    log = tmp_path / "sidecar.log"
+    sidecar = await start_sidecar(SIDECAR_PLUGINS="logs", SIDECAR_LOG_STDOUT="false",
+                                  SIDECAR_LOG_FILE=str(log))
+    assert sidecar.app[LOGS].access is not None
+    assert sidecar.app[LOGS].access.interval == 0.1
+    for n in range(3):
+        await raw_post(sidecar, "/v1/models", None, f"soon-{n}", method="GET")
+    await asyncio.sleep(0.3)
+    assert [line["request_id"] for line in access_lines(read_lines(log))] == \
+        ["soon-0", "soon-1", "soon-2"]
 
 
 async def test_shutdown_writes_what_is_queued(start_sidecar: SidecarFactory,
