@@ -51,6 +51,12 @@ _CONVERSATION_RUNS = frozenset({"conversations.start", "conversations.append",
 RECORDED_OPERATIONS = USAGE_OPERATIONS | _AGENT_WRITES | {"agents.delete",
                                                           "conversations.delete"}
 _CONTENT_OPERATIONS = frozenset({"chat.complete", "fim.complete", "agents.complete"})
+#: Operations (streamed variants included) whose only record is their usage, with the model
+#: named by the response (or, failing that, the request body): the request path builds
+#: their record directly.
+MODEL_CALLS = frozenset(f"{op}{suffix}" for op in ("chat.complete", "fim.complete",
+                                                    "embeddings.create")
+                        for suffix in ("", "_stream"))
 #: Entry fields that have columns of their own; the rest of an entry is ``content_json``.
 _ENTRY_COLUMNS = frozenset({"id", "object", "type", "role", "created_at", "completed_at",
                             "model", "agent_id", "tool_call_id"})
@@ -313,7 +319,6 @@ def _attribute_tokens(inputs: list[dict[str, Any]], outputs: list[dict[str, Any]
 
 def _usage(ex: Exchange, op: str, chat_content: bool) -> Record:
     response = ex.response if isinstance(ex.response, dict) else {}
-    prompt, completion, total = ex.usage or (0, 0, 0)
     model = _str(response.get("model"))
     conversation_id = None
     if op.startswith("conversations."):
@@ -329,25 +334,36 @@ def _usage(ex: Exchange, op: str, chat_content: bool) -> Record:
     model = model or _str(request.get("model"))
     if chat_content and op in _CONTENT_OPERATIONS:
         content = {"request": request or None, "response": response or None}
-    data = {
-        "id": ex.record_id,
-        "request_id": ex.request_id,
-        "owner_id": ex.owner,
-        "operation": op,
+    return usage_record(ex.record_id, ex.request_id, ex.owner, op, model,
+                        _str(request.get("agent_id")), conversation_id, ex.status, ex.streamed,
+                        ex.usage, ex.latency_ms, ex.started_at, content)
+
+
+def usage_record(record_id: str, request_id: str, owner: str, operation: str,
+                 model: str | None, agent_id: str | None, conversation_id: str | None,
+                 status: int, streamed: bool, usage: tuple[int, int, int] | None,
+                 latency_ms: float | None, started_at: float,
+                 content: dict[str, Any] | None = None) -> Record:
+    """The usage-log record of one model call (``operation`` without ``_stream``)."""
+    prompt, completion, total = usage or (0, 0, 0)
+    return Record(USAGE, {
+        "id": record_id,
+        "request_id": request_id,
+        "owner_id": owner,
+        "operation": operation,
         "model": model,
-        "agent_id": _str(request.get("agent_id")),
+        "agent_id": agent_id,
         "conversation_id": conversation_id,
-        "status": ex.status,
-        "streamed": ex.streamed,
+        "status": status,
+        "streamed": streamed,
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": total,
         # Three decimals, rounded half up (round(x, 3) costs several times more).
-        "latency_ms": None if ex.latency_ms is None else int(ex.latency_ms * 1000 + 0.5) / 1000,
-        "created_at": iso_from_unix(ex.started_at),
+        "latency_ms": None if latency_ms is None else int(latency_ms * 1000 + 0.5) / 1000,
+        "created_at": iso_from_unix(started_at),
         "content": content,
-    }
-    return Record(USAGE, data, ex.started_at)
+    }, started_at)
 
 
 def _str(value: Any) -> str | None:

@@ -156,15 +156,42 @@ class WriteBehind:
         if self._closed:
             self._spool_late(data)
             return
-        segment = self._target()
-        if segment.path is not None:
+        # The usual case inline (this runs for every recorded request): an open spool file
+        # with room, records in memory, nothing to evict.
+        segments = self.segments
+        tail = segments[-1] if segments else None
+        segment: Segment | None = None
+        if (tail is not None and tail.fd is not None and tail.size < self.options.segment_bytes
+                and self.spool_bytes < self.options.spool_max_bytes
+                and self.memory + len(records) <= self.options.max_memory_records):
             try:
-                Spool.append(segment, data)
-                self.spool_bytes += len(data)
+                Spool.append(tail, data)
             except OSError as exc:
-                Spool.seal(segment)
-                self._failed(f"spool write failed: {exc.strerror or exc}")
-                segment = self._volatile_tail()
+                segment = self._spool_write_failed(tail, exc)
+            else:
+                self.spool_bytes += len(data)
+                assert tail.pending is not None
+                tail.pending.extend(records)
+                if tail.oldest_at is None:
+                    tail.oldest_at = records[0].at
+                count = len(records)
+                tail.count += count
+                self.depth += count
+                self.memory += count
+                self.appended_total += count
+                if tail.size >= self.options.segment_bytes:
+                    Spool.seal(tail)
+                if self.depth >= self.options.batch_size and self.outage_since is None:
+                    self._wake.set()
+                return
+        if segment is None:
+            segment = self._target()
+            if segment.path is not None:
+                try:
+                    Spool.append(segment, data)
+                    self.spool_bytes += len(data)
+                except OSError as exc:
+                    segment = self._spool_write_failed(segment, exc)
         if segment.path is None and self.memory + len(records) > self.options.max_memory_records:
             self.dropped_total += len(records)
             self._failed(f"{len(records)} record(s) dropped: spool full and memory queue full")
@@ -183,6 +210,12 @@ class WriteBehind:
             self._evict()
         if self.depth >= self.options.batch_size and self.outage_since is None:
             self._wake.set()
+
+    def _spool_write_failed(self, segment: Segment, exc: OSError) -> Segment:
+        """The spool file refused a write: stop using it; the records stay in memory."""
+        Spool.seal(segment)
+        self._failed(f"spool write failed: {exc.strerror or exc}")
+        return self._volatile_tail()
 
     def spool_full(self) -> bool:
         """Whether the spool has reached ``spool_max_bytes``."""
