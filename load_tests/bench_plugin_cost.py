@@ -18,8 +18,9 @@ round (ABBA, against drift); the report gives medians of per-round paired ratios
 The two wall-clock figures are reported as a check; on a shared 2-core machine they swing by
 10-20 % between runs of the same build, more than the targets they would judge (with
 ``--requests 0`` they decide, the larger of the two). The sidecars are pinned to the last CPU and
-wrk and the mock to the others (``--no-pin`` lets them float), so a sidecar's throughput is
-what one core of its own can do rather than what the neighbours leave it at that moment.
+wrk, the mock, PostgreSQL and Redis to the others (``--no-pin`` lets them float), so a
+sidecar's throughput is what one core of its own can do rather than what the neighbours
+(the database inserting what persistence sends, above all) leave it at that moment.
 ``--base via`` measures against the bare forwarder instead (the plugin's worst case, reported
 for comparison); plugins the measured ones need (``store`` for persistence) are kept.
 
@@ -55,6 +56,7 @@ from load_tests.harness import (
     instructions_per_request,
     mock_upstream,
     scratch_database,
+    services_pinned,
     sidecar,
     split_cpus,
     usage_rows,
@@ -133,7 +135,8 @@ def main() -> int:
     served = dict.fromkeys(configs, 0)
     instructions: dict[str, float] = {}
     counted_rate: dict[str, float] = {}
-    with scratch_database() as db_env, tempfile.TemporaryDirectory(prefix="bench-cost-") as tmp:
+    with scratch_database() as db_env, tempfile.TemporaryDirectory(prefix="bench-cost-") as tmp, \
+            services_pinned(load_cpus):
         with ExitStack() as stack:
             upstream = stack.enter_context(mock_upstream(cpus=load_cpus)).url
             common = {**db_env, "MISTRAL_BASE_URL": upstream, "MISTRAL_API_KEY": MOCK_KEY,
@@ -212,9 +215,9 @@ def main() -> int:
         f"Base: `{args.base}` chain on PostgreSQL and Redis; {args.connections} connections "
         f"(wrk), {args.rounds} rounds of {args.seconds:g} s in ABBA order on "
         f"{os.cpu_count()} cores: " + (
-            f"the sidecars pinned to CPU {side_cpus}, wrk and the mock to CPU {load_cpus}"
-            if side_cpus else "every process on every core") +
-        " (PostgreSQL and Redis unpinned). Medians; ratios are medians of per-round pairs.",
+            f"the sidecars pinned to CPU {side_cpus}; wrk, the mock, PostgreSQL and Redis to "
+            f"CPU {load_cpus}" if side_cpus else "every process on every core") +
+        ". Medians; ratios are medians of per-round pairs.",
         "",
         f"- with: `{','.join(configs['with'])}`",
         f"- without: `{','.join(configs['without'])}`", "",

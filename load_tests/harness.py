@@ -90,9 +90,58 @@ def pinned(args: list[str], cpus: str | None) -> list[str]:
     return ["taskset", "-c", cpus, *args]
 
 
+#: Local services the sidecars talk to; their processes share the load generator's CPUs while
+#: a benchmark runs (see :func:`services_pinned`).
+SERVICES = ("postgres", "redis-server")
+
+
+def _cpu_set(cpus: str) -> set[int]:
+    found: set[int] = set()
+    for part in cpus.split(","):
+        first, _, last = part.partition("-")
+        found.update(range(int(first), int(last or first) + 1))
+    return found
+
+
+@contextlib.contextmanager
+def services_pinned(cpus: str | None) -> Iterator[int]:
+    """Move every thread of the local PostgreSQL and Redis to ``cpus`` for the block, then
+    give them back their CPUs; yields how many threads were moved.
+
+    Otherwise the database's work (parsing, inserting and logging the rows persistence sends)
+    runs on the sidecar's own CPU too: it takes time slices from the sidecar and evicts its
+    caches, and the sidecar's throughput then measures the database as much as the plugin.
+    In production the database runs elsewhere.
+    """
+    if cpus is None or not hasattr(os, "sched_setaffinity"):
+        yield 0
+        return
+    wanted = _cpu_set(cpus)
+    saved: dict[int, set[int]] = {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if (proc / "comm").read_text().strip() not in SERVICES:
+                continue
+            for task in (proc / "task").iterdir():
+                tid = int(task.name)
+                saved[tid] = os.sched_getaffinity(tid)
+                os.sched_setaffinity(tid, wanted)
+        except (OSError, ValueError):
+            continue  # gone meanwhile, or not ours to move
+    try:
+        yield len(saved)
+    finally:
+        for tid, previous in saved.items():
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(tid, previous)
+
+
 def split_cpus() -> tuple[str | None, str | None]:
     """(CPUs for the sidecar under test, CPUs for everything else): the last CPU for the
-    sidecar alone, the rest for load, mock and databases; ``(None, None)`` on one CPU.
+    sidecar alone, the rest for load, mock and databases (:func:`services_pinned`);
+    ``(None, None)`` on one CPU.
 
     Pinned, the sidecar's throughput is what its one core can do, not what is left of a core
     after the load generator and the mock took their share at that moment.
