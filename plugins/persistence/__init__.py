@@ -13,6 +13,7 @@ Reading back: ``mistral-sidecar conversations show ID`` and ``mistral-sidecar us
 from __future__ import annotations
 
 import argparse
+import asyncio
 import itertools
 import os
 import time
@@ -141,11 +142,12 @@ def on_request(ctx: RequestContext) -> None:
 
 
 @hookimpl
-def on_complete(ctx: RequestContext) -> None:
-    """Turn the finished request into records and queue them (no I/O besides one write)."""
+def on_complete(ctx: RequestContext) -> asyncio.Future[None] | None:
+    """Turn the finished request into records and queue them; the answer waits until they
+    are in the spool file (one write for all the requests of an event-loop round)."""
     state = ctx.app.get(PERSISTENCE)
     if state is None:
-        return
+        return None
     operation = ctx.operation_name
     if operation in MODEL_CALLS and not state.options.chat_content:
         # The common case, a model call whose answer names its model: its usage record
@@ -153,13 +155,12 @@ def on_complete(ctx: RequestContext) -> None:
         response = ctx.response_json
         model = response.get("model") if type(response) is dict else None
         if type(model) is str and model:
-            state.pipeline.enqueue((usage_from_context(ctx, state.new_id(), model),))
-            return
+            return state.pipeline.enqueue((usage_from_context(ctx, state.new_id(), model),))
     if base_operation(operation) not in RECORDED_OPERATIONS:
-        return
+        return None
     records = records_for(exchange_from(ctx, state.new_id()),
                           chat_content=state.options.chat_content)
-    state.pipeline.enqueue(records)
+    return state.pipeline.enqueue(records)
 
 
 def usage_from_context(ctx: RequestContext, record_id: str, model: str) -> Record:

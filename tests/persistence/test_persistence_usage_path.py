@@ -3,6 +3,7 @@ makes the very record the general capture makes of the same request."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime
 from pathlib import Path
 
@@ -14,6 +15,8 @@ from tests.conftest import SidecarFactory
 from tests.observability.obs_contexts import CONTEXTS
 from tests.observability.obs_contexts import PLUGIN as CONTEXTS_PLUGIN
 from tests.persistence.persistence_helpers import MODEL, persist_env
+from tests.persistence.spool_witness import PLUGIN as WITNESS_PLUGIN
+from tests.persistence.spool_witness import WITNESSED
 
 
 async def test_model_calls_short_path_makes_the_general_record(
@@ -49,3 +52,26 @@ async def test_model_calls_short_path_makes_the_general_record(
         assert abs((short_time - general_time).total_seconds()) < 1
         assert short.data == general.data, ctx.operation_name
         assert short.data["prompt_tokens"] > 0 and short.data["model"] == model
+
+
+async def test_an_answer_leaves_only_once_its_record_is_in_the_spool(
+        start_sidecar: SidecarFactory) -> None:
+    # Records stay in the spool (no batch is due); concurrent requests share one spool write,
+    # and every one of them waits for it before its answer leaves.
+    env = persist_env({}, SIDECAR_PERSIST_FLUSH_INTERVAL_SECONDS="60",
+                      SIDECAR_PERSIST_BATCH_SIZE="100000")
+    sidecar = await start_sidecar(**{**env, "SIDECAR_PLUGINS":
+                                     f"{env['SIDECAR_PLUGINS']},{WITNESS_PLUGIN}"})
+    async with aiohttp.ClientSession() as http:
+        async def call(request_id: str) -> None:
+            async with http.post(sidecar.url + "/v1/chat/completions",
+                                 json={"model": MODEL, "messages": [{"role": "user",
+                                                                      "content": "hi"}]},
+                                 headers={"X-Request-ID": request_id}) as resp:
+                assert resp.status == 200
+                await resp.read()
+
+        ids = [f"spooled-{round_}-{n}" for round_ in range(3) for n in range(8)]
+        for round_ in range(3):
+            await asyncio.gather(*(call(i) for i in ids[round_ * 8:(round_ + 1) * 8]))
+    assert sidecar.app[WITNESSED] == dict.fromkeys(ids, True)

@@ -1,0 +1,35 @@
+"""A test-only plugin placed after ``persistence``: when a request completes, it notes whether
+that request's record is already in the spool file (``WITNESSED`` on the app, by request id).
+
+Completion hooks run in chain order and each awaits what the one before returned, so what it
+sees is what a caller would find at the moment the answer leaves.
+"""
+
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+
+from plugins.persistence import PERSISTENCE
+from proxy import hookimpl
+from proxy.context import RequestContext
+
+PLUGIN = "tests.persistence.spool_witness"
+WITNESSED = web.AppKey("spool_witnessed", dict[str, bool])
+
+
+@hookimpl
+def startup(app: web.Application) -> None:
+    """Nothing seen yet."""
+    app[WITNESSED] = {}
+
+
+@hookimpl
+def on_complete(ctx: RequestContext) -> None:
+    """Is this request's record in the spool file now?"""
+    folder = ctx.app[PERSISTENCE].options.spool_dir
+    spooled = {json.loads(line)["data"].get("request_id")
+               for path in folder.rglob("*.jsonl")
+               for line in path.read_bytes().splitlines() if line.strip()}
+    ctx.app[WITNESSED][ctx.request_id] = ctx.request_id in spooled
