@@ -46,7 +46,7 @@ from proxy.context import RequestContext
 from proxy.errors import SidecarError
 from proxy.settings import Setting, Settings
 
-from .line import AccessLineEncoder, milliseconds
+from .line import AccessLineEncoder, add_request_fields
 
 __all__ = [
     "ACCESS_LOGGER",
@@ -801,51 +801,7 @@ def access_fields(ctx: RequestContext, content: bool = False,
         fields["key_id"] = identity.key_id
         if identity.org != "default":
             fields["org"] = identity.org
-    # Path first, then the response (already parsed for usage); the request body is parsed
-    # only when they do not name the model (conversations, errors).
-    params = ctx.path_params
-    agent_id = params.get("agent_id")
-    conversation_id = params.get("conversation_id")
-    model = None
-    body = ctx.response_json if status is not None and status < 400 else None
-    if not isinstance(body, dict):
-        body = None
-    if body is not None:
-        model = body.get("model")
-        if agent_id is None:
-            agent_id = body.get("agent_id") or (
-                body.get("id") if ctx.operation_name == "agents.create" else None)
-        if conversation_id is None:
-            conversation_id = body.get("conversation_id")
-    if not model:
-        ids = ctx.resource_ids
-        model = ids.get("model")
-        agent_id = agent_id or ids.get("agent_id")
-    if agent_id:
-        fields["agent_id"] = agent_id
-    if conversation_id:
-        fields["conversation_id"] = conversation_id
-    if model:
-        fields["model"] = model
-    fields["status"] = status
-    if ctx.upstream_status is not None:
-        fields["upstream_status"] = ctx.upstream_status
-    fields["attempts"] = ctx.attempts
-    usage = ctx.usage if body is not None else None
-    if usage is not None:
-        fields["prompt_tokens"] = usage.prompt_tokens
-        fields["completion_tokens"] = usage.completion_tokens
-        fields["total_tokens"] = usage.total_tokens
-    timing = ctx.timing
-    finished = timing.finished if timing.finished is not None else time.perf_counter()
-    fields["duration_ms"] = milliseconds(finished - timing.started)
-    if timing.upstream_started is not None:
-        fields["upstream_ms"] = milliseconds(finished - timing.upstream_started)
-    if timing.first_byte_sent is not None:
-        fields["ttfb_ms"] = milliseconds(timing.first_byte_sent - timing.started)
-    fields["bytes"] = ctx.response_bytes
-    if ctx.body is not None:
-        fields["request_bytes"] = len(ctx.body)
+    add_request_fields(ctx, status, fields)
     for key, value in ctx.log.items():
         if key not in fields and value is not None:
             fields[key] = value
