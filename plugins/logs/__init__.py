@@ -46,7 +46,13 @@ from proxy.context import RequestContext
 from proxy.errors import SidecarError
 from proxy.settings import Setting, Settings
 
-from .line import AccessLineEncoder, add_request_fields
+from .line import (
+    AccessLineEncoder,
+    add_request_fields,
+    caller_fields,
+    request_fields,
+    utc_time,
+)
 
 __all__ = [
     "ACCESS_LOGGER",
@@ -109,17 +115,9 @@ class SidecarJsonFormatter(JsonFormatter):
         self._encode = _flat_encoder(self._encoder)
         self.redactor: SecretRedactor | None = None
 
-    _second: tuple[int, str] = (-1, "")
-
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         """``2025-01-31T12:00:00.123Z`` (UTC, milliseconds)."""
-        second = int(record.created)
-        cached = self._second
-        if cached[0] != second:
-            # One tuple, swapped at once: threads logging concurrently never mix two seconds.
-            cached = self._second = (second, time.strftime("%Y-%m-%dT%H:%M:%S",
-                                                           time.gmtime(second)))
-        return f"{cached[1]}.{int(record.msecs):03d}Z"
+        return utc_time(record.created)
 
     def format(self, record: logging.LogRecord) -> str:
         """The record as one JSON line (memoised on the record)."""
@@ -527,7 +525,6 @@ class AccessLog:
         self.timer: asyncio.Handle | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.closed = False
-        self._second: tuple[int, str] = (-1, "")
         self._all_json = all(isinstance(h, JsonStream | RotatingJsonFile) for h in handlers)
         redactor = next((h.formatter.redactor for h in handlers
                          if isinstance(h.formatter, SidecarJsonFormatter)
@@ -637,13 +634,8 @@ class AccessLog:
 
     def _fields(self, ctx: RequestContext, ended: float, level: int) -> dict[str, Any]:
         """The complete fields of ``ctx``'s access line (the general path)."""
-        second = int(ended)
-        cached = self._second
-        if cached[0] != second:
-            cached = self._second = (second, time.strftime("%Y-%m-%dT%H:%M:%S",
-                                                           time.gmtime(second)))
-        fields = {"time": f"{cached[1]}.{int((ended - second) * 1000):03d}Z",
-                  "level": logging.getLevelName(level), "logger": ACCESS_LOGGER.name}
+        fields = {"time": utc_time(ended), "level": logging.getLevelName(level),
+                  "logger": ACCESS_LOGGER.name}
         return access_fields(ctx, self.content, self.content_max_bytes, into=fields)
 
 
@@ -787,20 +779,12 @@ def access_fields(ctx: RequestContext, content: bool = False,
     ``into`` when given."""
     status = ctx.response_status
     fields: dict[str, Any] = {} if into is None else into
-    fields["message"] = f"{ctx.method} {ctx.path} {status if status is not None else '-'}"
-    fields["request_id"] = ctx.request_id
-    fields["method"] = ctx.method
-    fields["path"] = ctx.path
-    fields["operation"] = ctx.operation_name
-    if ctx.is_stream:
-        fields["stream"] = True
+    fields.update(request_fields(ctx.method, ctx.path, status, ctx.operation_name,
+                                 ctx.is_stream))
     identity = ctx.identity
     if identity is not None:
-        fields["owner"] = identity.owner
-        fields["role"] = identity.role
-        fields["key_id"] = identity.key_id
-        if identity.org != "default":
-            fields["org"] = identity.org
+        fields.update(caller_fields(identity.owner, identity.role, identity.key_id,
+                                    identity.org))
     add_request_fields(ctx, status, fields)
     for key, value in ctx.log.items():
         if key not in fields and value is not None:

@@ -11,6 +11,7 @@ an access line per request affordable at thousands of requests per second.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -43,6 +44,38 @@ OWN_FIELDS = frozenset({
     "stream", "owner", "role", "key_id", "org", "agent_id", "conversation_id", "model",
     "status", "upstream_status", "attempts", "prompt_tokens", "completion_tokens",
     "total_tokens", "duration_ms", "upstream_ms", "ttfb_ms", "bytes", "request_bytes"})
+
+def request_fields(method: str, path: str, status: int | None, operation: str,
+                   stream: bool) -> dict[str, Any]:
+    """What a line says about the request itself: message, method, path, operation and
+    whether it streamed."""
+    fields: dict[str, Any] = {
+        "message": f"{method} {path} {status if status is not None else '-'}",
+        "method": method, "path": path, "operation": operation}
+    if stream:
+        fields["stream"] = True
+    return fields
+
+
+def caller_fields(owner: str, role: str, key_id: str, org: str) -> dict[str, Any]:
+    """What a line says about the caller (the organisation only when not the default)."""
+    fields = {"owner": owner, "role": role, "key_id": key_id}
+    if org != _DEFAULT_ORG:
+        fields["org"] = org
+    return fields
+
+
+@functools.lru_cache(maxsize=4)
+def _date_time(second: int) -> str:
+    """The UTC date and time of day of Unix ``second`` (formatted once per second)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+
+
+def utc_time(seconds: float) -> str:
+    """Unix ``seconds`` as a line's ``time``: ``2025-01-31T12:00:00.123Z`` (UTC, milliseconds)."""
+    second = int(seconds)
+    return f"{_date_time(second)}.{int((seconds - second) * 1000):03d}Z"
+
 
 def add_request_fields(ctx: RequestContext, status: int | None, into: dict[str, Any]) -> None:
     """Add the fields of ``ctx``'s line that differ from one request to the next to
@@ -120,7 +153,7 @@ class AccessLineEncoder:
         self._callers: dict[tuple[str, str, str, str], bytes] = {}
 
     def _seconds(self, second: int) -> bytes:
-        text = b'{"time":"' + time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)).encode()
+        text = b'{"time":"' + _date_time(second).encode()
         self._second, self._second_text = second, text
         return text
 
@@ -139,20 +172,10 @@ class AccessLineEncoder:
         return piece
 
     def _head(self, key: tuple[str, str, int | None, str, bool]) -> bytes:
-        method, path, status, operation, stream = key
-        fields: dict[str, Any] = {
-            "message": f"{method} {path} {status if status is not None else '-'}",
-            "method": method, "path": path, "operation": operation}
-        if stream:
-            fields["stream"] = True
-        return self._cached(self._heads, key, fields)
+        return self._cached(self._heads, key, request_fields(*key))
 
     def _caller(self, key: tuple[str, str, str, str]) -> bytes:
-        owner, role, key_id, org = key
-        fields = {"owner": owner, "role": role, "key_id": key_id}
-        if org != _DEFAULT_ORG:
-            fields["org"] = org
-        return self._cached(self._callers, key, fields)
+        return self._cached(self._callers, key, caller_fields(*key))
 
     def encode(self, ctx: RequestContext, ended: float, warning: bool) -> bytes | None:
         """The line of ``ctx``, which finished at ``ended`` (``time.time()``)."""
