@@ -83,10 +83,6 @@ class HookCaller:
         """Call the implementation with the arguments it asks for."""
         return self._call(kwargs)
 
-    def call_with(self, kwargs: dict[str, Any]) -> Any:
-        """Like calling it, with the arguments already in a dict (reused across callers)."""
-        return self._call(kwargs)
-
 
 class PluginChain:
     """The enabled plugins, registered with pluggy, and their hooks in chain order."""

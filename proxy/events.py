@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from proxy.app import PLUGINS
-from proxy.chain import OBSERVED_EVENTS_ATTRIBUTE
+from proxy.chain import OBSERVED_EVENTS_ATTRIBUTE, HookCaller
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -24,33 +24,28 @@ _ARGUMENTS = ("app", "ctx", "name", "fields")
 
 def emit(app: web.Application, name: str, ctx: RequestContext | None = None,
          **fields: Any) -> None:
-    """Report event ``name`` with ``fields`` to every ``on_event`` implementation, in order.
+    """Report event ``name`` with ``fields`` to every ``on_event`` implementation that
+    observes it, in chain order.
 
     Observers must not break the caller: their exceptions are logged and swallowed.
     """
-    callers = app[PLUGINS].event_callers(name)
-    if not callers:
-        return
-    arguments = {"app": app, "ctx": ctx, "name": name, "fields": fields}
-    for caller in callers:
-        try:
-            caller.call_with(arguments)
-        except Exception:
-            logger.exception("plugin %s failed observing %s", caller.plugin_name, name)
+    report = emitter(app, name)
+    if report is not None:
+        report(ctx, fields)
 
 
 def emitter(app: web.Application, name: str
             ) -> Callable[[RequestContext | None, dict[str, Any]], None] | None:
-    """A reporter of event ``name`` for code that reports it on nearly every request:
-    ``report(ctx, fields)`` does what ``emit(app, name, ctx, **fields)`` does, calling the
-    observers directly. ``None`` when nothing observes ``name`` (so that the caller can skip
-    building the fields)."""
+    """A reporter of event ``name``: ``report(ctx, fields)`` is ``emit(app, name, ctx,
+    **fields)``. Code that reports an event on nearly every request (the limiter's
+    decisions) makes it once and keeps it; ``None`` when nothing observes ``name``, so that
+    the caller can skip building the fields."""
     callers = app[PLUGINS].event_callers(name)
     if not callers:
         return None
     observers: list[tuple[str, Observer]] = [
         (caller.plugin_name, caller.function if caller.argnames == _ARGUMENTS
-         else _keyword_observer(caller.call_with))
+         else _keyword_observer(caller))
         for caller in callers]
 
     def report(ctx: RequestContext | None, fields: dict[str, Any]) -> None:
@@ -63,10 +58,9 @@ def emitter(app: web.Application, name: str
     return report
 
 
-def _keyword_observer(call_with: Callable[[dict[str, Any]], Any]) -> Observer:
+def _keyword_observer(caller: HookCaller) -> Observer:
     """An implementation that takes only some of the arguments, called by keyword."""
-    return lambda app, ctx, name, fields: call_with(
-        {"app": app, "ctx": ctx, "name": name, "fields": fields})
+    return lambda app, ctx, name, fields: caller(app=app, ctx=ctx, name=name, fields=fields)
 
 
 _F = TypeVar("_F", bound=Callable[..., Any])

@@ -149,3 +149,30 @@ def test_hook_signature_mistakes_are_reported(tmp_path: Path,
         PluginChain(["typo_plugin"])
     assert "on_requets" in caught.value.problems[0]
     sys.modules.pop("typo_plugin", None)
+
+
+def test_events_reach_the_observers_that_want_them_with_the_arguments_they_take() -> None:
+    from aiohttp import web
+
+    from proxy.app import PLUGINS
+    from proxy.events import emit, emitter
+    from tests.core.event_plugins import SEEN
+
+    app = web.Application()
+    app[PLUGINS] = PluginChain(["tests.core.event_plugins:narrow",
+                                "tests.core.event_plugins:partial"])
+    SEEN.clear()
+    emit(app, "guard.detection", None, rule="email")
+    emit(app, "retry.attempt", None, attempt=2)
+    report = emitter(app, "retry.attempt")
+    assert report is not None
+    report(None, {"attempt": 3})
+    assert SEEN == [("partial", "guard.detection", {"rule": "email"}),
+                    ("narrow", "retry.attempt", {"attempt": 2}),
+                    ("partial", "retry.attempt", {"attempt": 2}),
+                    ("narrow", "retry.attempt", {"attempt": 3}),
+                    ("partial", "retry.attempt", {"attempt": 3})]
+
+    only_narrow = web.Application()
+    only_narrow[PLUGINS] = PluginChain(["tests.core.event_plugins:narrow"])
+    assert emitter(only_narrow, "guard.detection") is None
