@@ -184,17 +184,7 @@ class WriteBehind:
             self._unwritten_records += len(records)
             self._unwritten_segment = tail
             self.spool_bytes += len(data)
-            assert tail.pending is not None
-            tail.pending.extend(records)
-            if tail.oldest_at is None:
-                tail.oldest_at = records[0].at
-            count = len(records)
-            tail.count += count
-            self.depth += count
-            self.memory += count
-            self.appended_total += count
-            if self.depth >= self.options.batch_size and self.outage_since is None:
-                self._wake.set()
+            self._accept(tail, records)
             # A future per request: a request cancelled while it waits cancels only its own.
             spooled = self._loop.create_future()
             if not self._waiting:
@@ -213,21 +203,32 @@ class WriteBehind:
             self.dropped_total += len(records)
             self._failed(f"{len(records)} record(s) dropped: spool full and memory queue full")
             return None
+        self._accept(segment, records)
+        if segment.active and segment.size >= self.options.segment_bytes:
+            Spool.seal(segment)
+        if self.memory > self.options.max_memory_records:
+            self._evict()
+        return None
+
+    def _accept(self, segment: Segment, records: Sequence[Record]) -> None:
+        """Count ``records`` in: queued in ``segment`` (in memory) for the database, whose
+        writer is woken once a batch is due."""
+        self._place(segment, records)
+        count = len(records)
+        self.depth += count
+        self.memory += count
+        self.appended_total += count
+        if self.depth >= self.options.batch_size and self.outage_since is None:
+            self._wake.set()
+
+    @staticmethod
+    def _place(segment: Segment, records: Sequence[Record]) -> None:
+        """Add ``records`` to ``segment``'s records in memory."""
         assert segment.pending is not None
         segment.pending.extend(records)
         if segment.oldest_at is None:
             segment.oldest_at = records[0].at
         segment.count += len(records)
-        self.depth += len(records)
-        self.memory += len(records)
-        self.appended_total += len(records)
-        if segment.active and segment.size >= self.options.segment_bytes:
-            Spool.seal(segment)
-        if self.memory > self.options.max_memory_records:
-            self._evict()
-        if self.depth >= self.options.batch_size and self.outage_since is None:
-            self._wake.set()
-        return None
 
     def _write_unwritten(self) -> None:
         """Write the round's spool lines in one write, then let their requests be answered.
@@ -259,11 +260,8 @@ class WriteBehind:
         segment.count -= count
         self.spool_bytes -= size
         volatile = self._spool_write_failed(segment, exc)
-        assert volatile.pending is not None
-        volatile.pending.extend(moved)
-        volatile.count += count
-        if moved and volatile.oldest_at is None:
-            volatile.oldest_at = moved[0].at
+        if moved:
+            self._place(volatile, moved)
 
     def _spool_write_failed(self, segment: Segment, exc: OSError) -> Segment:
         """The spool file refused a write: stop using it; the records stay in memory."""
