@@ -166,47 +166,35 @@ def on_complete(ctx: RequestContext) -> asyncio.Future[None] | None:
 def usage_from_context(ctx: RequestContext, record_id: str, model: str) -> Record:
     """The usage record of a model call (``MODEL_CALLS``) whose response names ``model``:
     what :func:`records_for` makes of it, without building an :class:`Exchange`."""
-    timing = ctx.timing
-    finished = timing.finished
-    usage = ctx.usage
-    identity = ctx.identity
-    return usage_record(
-        record_id, ctx.request_id, identity.owner if identity is not None else "anonymous",
-        ctx.operation_name.removesuffix("_stream"), model, None, None,
-        ctx.response_status or 0, ctx.is_stream,
-        None if usage is None else (usage.prompt_tokens, usage.completion_tokens,
-                                    usage.total_tokens),
-        None if finished is None else (finished - timing.started) * 1000,
-        started_wall_clock(timing.started))
-
-
-def started_wall_clock(started: float) -> float:
-    """The wall-clock time (Unix seconds) of the monotonic ``started``."""
-    return time.time() - (time.perf_counter() - started)
+    owner, status, started_at, latency_ms, usage = _facts(ctx)
+    return usage_record(record_id, ctx.request_id, owner, ctx.operation_name, model, None,
+                        None, status, ctx.is_stream, usage, latency_ms, started_at)
 
 
 def exchange_from(ctx: RequestContext, record_id: str) -> Exchange:
     """What capture needs from the request context (the request body is parsed lazily)."""
+    owner, status, started_at, latency_ms, usage = _facts(ctx)
+    # Positional: this runs for every recorded request.
+    return Exchange(ctx.operation_name, record_id, ctx.request_id, owner, status, ctx.is_stream,
+                    started_at, latency_ms, ctx.path_params, lambda: ctx.json,
+                    ctx.response_json, usage)
+
+
+def _facts(ctx: RequestContext
+           ) -> tuple[str, int, float, float | None, tuple[int, int, int] | None]:
+    """Owner, status, wall-clock start, latency in milliseconds and token usage, as records
+    give them."""
     timing = ctx.timing
     finished = timing.finished
     usage = ctx.usage
     identity = ctx.identity
-    # Positional: this runs for every recorded request.
-    return Exchange(
-        ctx.operation_name,
-        record_id,
-        ctx.request_id,
-        identity.owner if identity is not None else "anonymous",
-        ctx.response_status or 0,
-        ctx.is_stream,
-        started_wall_clock(timing.started),
-        None if finished is None else (finished - timing.started) * 1000,
-        ctx.path_params,
-        lambda: ctx.json,
-        ctx.response_json,
-        None if usage is None else (usage.prompt_tokens, usage.completion_tokens,
-                                    usage.total_tokens),
-    )
+    return (identity.owner if identity is not None else "anonymous",
+            ctx.response_status or 0,
+            # The wall-clock time of the monotonic start.
+            time.time() - (time.perf_counter() - timing.started),
+            None if finished is None else (finished - timing.started) * 1000,
+            None if usage is None else (usage.prompt_tokens, usage.completion_tokens,
+                                        usage.total_tokens))
 
 
 @hookimpl

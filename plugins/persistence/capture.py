@@ -51,12 +51,10 @@ _CONVERSATION_RUNS = frozenset({"conversations.start", "conversations.append",
 RECORDED_OPERATIONS = USAGE_OPERATIONS | _AGENT_WRITES | {"agents.delete",
                                                           "conversations.delete"}
 _CONTENT_OPERATIONS = frozenset({"chat.complete", "fim.complete", "agents.complete"})
-#: Operations (streamed variants included) whose only record is their usage, with the model
-#: named by the response (or, failing that, the request body): the request path builds
-#: their record directly.
-MODEL_CALLS = frozenset(f"{op}{suffix}" for op in ("chat.complete", "fim.complete",
-                                                    "embeddings.create")
-                        for suffix in ("", "_stream"))
+#: Operations whose only record is their usage (streamed or not, they keep their name), with
+#: the model named by the response or, failing that, the request body: the request path
+#: builds their record directly.
+MODEL_CALLS = frozenset({"chat.complete", "fim.complete", "embeddings.create"})
 #: Entry fields that have columns of their own; the rest of an entry is ``content_json``.
 _ENTRY_COLUMNS = frozenset({"id", "object", "type", "role", "created_at", "completed_at",
                             "model", "agent_id", "tool_call_id"})
