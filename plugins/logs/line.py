@@ -11,12 +11,13 @@ an access line per request affordable at thousands of requests per second.
 
 from __future__ import annotations
 
-import functools
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
+
+from proxy.timefmt import utc_date_time
 
 if TYPE_CHECKING:
     from proxy.context import RequestContext
@@ -65,16 +66,10 @@ def caller_fields(owner: str, role: str, key_id: str, org: str) -> dict[str, Any
     return fields
 
 
-@functools.lru_cache(maxsize=4)
-def _date_time(second: int) -> str:
-    """The UTC date and time of day of Unix ``second`` (formatted once per second)."""
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-
-
 def utc_time(seconds: float) -> str:
     """Unix ``seconds`` as a line's ``time``: ``2025-01-31T12:00:00.123Z`` (UTC, milliseconds)."""
     second = int(seconds)
-    return f"{_date_time(second)}.{int((seconds - second) * 1000):03d}Z"
+    return f"{utc_date_time(second)}.{int((seconds - second) * 1000):03d}Z"
 
 
 def add_request_fields(ctx: RequestContext, status: int | None, into: dict[str, Any]) -> None:
@@ -153,7 +148,7 @@ class AccessLineEncoder:
         self._callers: dict[tuple[str, str, str, str], bytes] = {}
 
     def _seconds(self, second: int) -> bytes:
-        text = b'{"time":"' + _date_time(second).encode()
+        text = b'{"time":"' + utc_date_time(second).encode()
         self._second, self._second_text = second, text
         return text
 

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from proxy import jsoncodec
+from proxy.timefmt import utc_date_time
 
 #: Record kinds, one per kind of row change (see :mod:`plugins.persistence.writer`).
 AGENT = "agent"
@@ -68,18 +69,9 @@ def iso_from_unix(seconds: float) -> str:
     micros = int((seconds - whole) * 1_000_000 + 0.5)
     if micros >= 1_000_000:
         whole, micros = whole + 1, micros - 1_000_000
-    second = _last_second[0]
-    if second[0] != whole:
-        # Every record of the same second shares its date and time of day; one tuple, swapped
-        # at once, so a thread never sees one second's date with another's time.
-        second = (whole, datetime.fromtimestamp(whole, UTC).strftime("%Y-%m-%dT%H:%M:%S"))
-        _last_second[0] = second
     # %-formatting: an f-string's format spec goes through the general formatter, which
     # costs several times more (this runs for every usage record).
-    return "%s.%06dZ" % (second[1], micros)  # noqa: UP031
-
-
-_last_second: list[tuple[int, str]] = [(-1, "")]
+    return "%s.%06dZ" % (utc_date_time(whole), micros)  # noqa: UP031
 
 
 def canonical_time(value: Any, fallback: str | None = None) -> str | None:
