@@ -65,7 +65,7 @@ async def read_broken_stream(url: str) -> bytes:
     async with aiohttp.ClientSession() as session, session.post(
             url + CHAT_PATH, json=CHAT_STREAM) as response:
         assert response.status == 200
-        assert response.headers["X-Sidecar-Attempts"] == "1"
+        assert response.headers["X-Sidecar-Attempts"] == "1", dict(response.headers)
         with pytest.raises(aiohttp.ClientPayloadError):
             async for chunk in response.content.iter_any():
                 received += chunk

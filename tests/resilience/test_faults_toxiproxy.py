@@ -23,17 +23,37 @@ from tests.resilience.resilience_support import (
     upstream_proxy,
 )
 
-FIRST_BYTE_TIMEOUT = 0.25
+# Short, for the tests about the first-byte timeout itself.
+SHORT_FIRST_BYTE_TIMEOUT = 0.25
+# Long enough that a loaded CI machine never times out an attempt the test needs to succeed.
+ROOMY_FIRST_BYTE_TIMEOUT = 5.0
+
+
+async def sidecar_through_proxy(start_sidecar: SidecarFactory, mock_upstream: MockUpstream,
+                                toxiproxy_server: Toxiproxy, first_byte_timeout: float) -> tuple[
+        Sidecar, Proxy]:
+    """A sidecar whose upstream traffic passes through a Toxiproxy proxy."""
+    proxy, base_url = upstream_proxy(toxiproxy_server, mock_upstream.url)
+    sidecar = await start_sidecar(SIDECAR_PLUGINS=PLUGINS, MISTRAL_BASE_URL=base_url,
+                                  SIDECAR_FIRST_BYTE_TIMEOUT_SECONDS=str(first_byte_timeout))
+    return sidecar, proxy
 
 
 @pytest.fixture
 async def through_proxy(start_sidecar: SidecarFactory, mock_upstream: MockUpstream,
                         toxiproxy_server: Toxiproxy) -> tuple[Sidecar, Proxy]:
-    """A sidecar whose upstream traffic passes through a Toxiproxy proxy."""
-    proxy, base_url = upstream_proxy(toxiproxy_server, mock_upstream.url)
-    sidecar = await start_sidecar(SIDECAR_PLUGINS=PLUGINS, MISTRAL_BASE_URL=base_url,
-                                  SIDECAR_FIRST_BYTE_TIMEOUT_SECONDS=str(FIRST_BYTE_TIMEOUT))
-    return sidecar, proxy
+    """A sidecar behind a Toxiproxy proxy, with a first-byte timeout no test reaches."""
+    return await sidecar_through_proxy(start_sidecar, mock_upstream, toxiproxy_server,
+                                       ROOMY_FIRST_BYTE_TIMEOUT)
+
+
+@pytest.fixture
+async def through_proxy_short_timeout(start_sidecar: SidecarFactory,
+                                      mock_upstream: MockUpstream,
+                                      toxiproxy_server: Toxiproxy) -> tuple[Sidecar, Proxy]:
+    """A sidecar behind a Toxiproxy proxy, with a first-byte timeout of 0.25 s."""
+    return await sidecar_through_proxy(start_sidecar, mock_upstream, toxiproxy_server,
+                                       SHORT_FIRST_BYTE_TIMEOUT)
 
 
 def remove_toxic_on_retry(sidecar: Sidecar, proxy: Proxy, name: str) -> None:
@@ -46,15 +66,15 @@ async def test_latency_within_the_first_byte_timeout_is_survived(
         through_proxy: tuple[Sidecar, Proxy]) -> None:
     sidecar, proxy = through_proxy
     proxy.add_toxic(name="slow", type="latency", stream="downstream",
-                    attributes={"latency": 100})
+                    attributes={"latency": 300})
     reply = await send(sidecar.url)
     assert (reply.status, reply.attempts) == (200, 1)
-    assert reply.seconds >= 0.09
+    assert reply.seconds >= 0.29
 
 
 async def test_latency_beyond_the_first_byte_timeout_is_a_504_then_a_retry(
-        through_proxy: tuple[Sidecar, Proxy], mock_upstream: MockUpstream) -> None:
-    sidecar, proxy = through_proxy
+        through_proxy_short_timeout: tuple[Sidecar, Proxy]) -> None:
+    sidecar, proxy = through_proxy_short_timeout
     proxy.add_toxic(name="slow", type="latency", stream="downstream",
                     attributes={"latency": 1000})
     # Every attempt times out: the caller gets the gateway timeout, after every attempt.
