@@ -13,7 +13,6 @@ Reading back: ``mistral-sidecar conversations show ID`` and ``mistral-sidecar us
 from __future__ import annotations
 
 import argparse
-import asyncio
 import itertools
 import os
 import time
@@ -142,12 +141,12 @@ def on_request(ctx: RequestContext) -> None:
 
 
 @hookimpl
-def on_complete(ctx: RequestContext) -> asyncio.Future[None] | None:
-    """Turn the finished request into records and queue them; the answer waits until they
-    are in the spool file (one write for all the requests of an event-loop round)."""
+def on_complete(ctx: RequestContext) -> None:
+    """Turn the finished request into records and queue them: they are in the spool file
+    when this returns, before the answer leaves."""
     state = ctx.app.get(PERSISTENCE)
     if state is None:
-        return None
+        return
     operation = ctx.operation_name
     if operation in MODEL_CALLS and not state.options.chat_content:
         # The common case, a model call whose answer names its model: its usage record
@@ -155,12 +154,12 @@ def on_complete(ctx: RequestContext) -> asyncio.Future[None] | None:
         response = ctx.response_json
         model = response.get("model") if type(response) is dict else None
         if type(model) is str and model:
-            return state.pipeline.enqueue((usage_from_context(ctx, state.new_id(), model),))
+            state.pipeline.enqueue((usage_from_context(ctx, state.new_id(), model),))
+            return
     if base_operation(operation) not in RECORDED_OPERATIONS:
-        return None
-    records = records_for(exchange_from(ctx, state.new_id()),
-                          chat_content=state.options.chat_content)
-    return state.pipeline.enqueue(records)
+        return
+    state.pipeline.enqueue(records_for(exchange_from(ctx, state.new_id()),
+                                       chat_content=state.options.chat_content))
 
 
 def usage_from_context(ctx: RequestContext, record_id: str, model: str) -> Record:

@@ -2,9 +2,10 @@
 
 Design (write-ahead spool):
 
-1. :meth:`WriteBehind.enqueue` runs on the request path and does no database I/O. It appends
-   the request's records to the active spool segment with one ``write`` (into the kernel's
-   page cache: a ``kill -9`` of the sidecar cannot lose them) and keeps them in memory. It is
+1. :meth:`WriteBehind.enqueue` runs on the request path and does no database I/O. It copies
+   the request's records into the active spool segment through its shared memory map (into
+   the kernel's page cache, without a system call: a ``kill -9`` of the sidecar cannot lose
+   them) and keeps them in memory. It is
    called from ``on_complete``, which the core runs before it ends the response (a small
    answer: before sending it at all), so a caller holding a complete answer implies its
    records are in the spool; deferring the write, even to the end of the event-loop
@@ -102,15 +103,6 @@ class WriteBehind:
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
-        # Group commit: the spool lines of the requests that finished in one event-loop round
-        # go to the file in one write at the end of the round; each of those requests is
-        # answered only once that write is done (its future in ``_waiting``), as if its
-        # records had been written alone.
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._unwritten: list[bytes] = []
-        self._unwritten_records = 0
-        self._unwritten_segment: Segment | None = None
-        self._waiting: list[asyncio.Future[None]] = []
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -128,8 +120,7 @@ class WriteBehind:
             self._backlog_base = 0
             self._replay_target = self.appended_total
             self._wake.set()
-        self._loop = asyncio.get_running_loop()
-        self._task = self._loop.create_task(self._run(), name="persistence")
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="persistence")
 
     async def stop(self) -> None:
         """Write what the database will take in ``shutdown_flush`` seconds; spool the rest."""
@@ -138,7 +129,6 @@ class WriteBehind:
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
         async with self._lock:
-            self._write_unwritten()
             if self.outage_since is None and self.depth:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.options.shutdown_flush):
@@ -155,43 +145,19 @@ class WriteBehind:
 
     # --- request path ------------------------------------------------------------------------
 
-    def enqueue(self, records: Sequence[Record]) -> asyncio.Future[None] | None:
-        """Take a request's records: spooled before the request is answered, written to the
+    def enqueue(self, records: Sequence[Record]) -> None:
+        """Take a request's records: in the spool file when this returns, written to the
         database later.
 
-        What it returns, when anything, is to be awaited before answering: it is done once
-        the records are in the spool file (they are written together with the other records
-        of the same event-loop round). Never raises: persistence trouble must not become
-        request trouble.
+        Never raises: persistence trouble must not become request trouble.
         """
         if not records:
-            return None
+            return
         data = (records[0].to_line() if len(records) == 1
                 else b"".join([r.to_line() for r in records]))
         if self._closed:
             self._spool_late(data)
-            return None
-        # The usual case inline (this runs for every recorded request): an open spool file
-        # with room, records in memory, nothing to evict.
-        segments = self.segments
-        tail = segments[-1] if segments else None
-        if (tail is not None and tail.fd is not None and tail.size < self.options.segment_bytes
-                and self.spool_bytes < self.options.spool_max_bytes
-                and self.memory + len(records) <= self.options.max_memory_records
-                and self._loop is not None
-                and (self._unwritten_segment is None or self._unwritten_segment is tail)):
-            self._unwritten.append(data)
-            self._unwritten_records += len(records)
-            self._unwritten_segment = tail
-            self.spool_bytes += len(data)
-            self._accept(tail, records)
-            # A future per request: a request cancelled while it waits cancels only its own.
-            spooled = self._loop.create_future()
-            if not self._waiting:
-                self._loop.call_soon(self._write_unwritten)
-            self._waiting.append(spooled)
-            return spooled
-        self._write_unwritten()
+            return
         segment = self._target()
         if segment.path is not None:
             try:
@@ -202,13 +168,12 @@ class WriteBehind:
         if segment.path is None and self.memory + len(records) > self.options.max_memory_records:
             self.dropped_total += len(records)
             self._failed(f"{len(records)} record(s) dropped: spool full and memory queue full")
-            return None
+            return
         self._accept(segment, records)
         if segment.active and segment.size >= self.options.segment_bytes:
             Spool.seal(segment)
         if self.memory > self.options.max_memory_records:
             self._evict()
-        return None
 
     def _accept(self, segment: Segment, records: Sequence[Record]) -> None:
         """Count ``records`` in: queued in ``segment`` (in memory) for the database, whose
@@ -229,39 +194,6 @@ class WriteBehind:
         if segment.oldest_at is None:
             segment.oldest_at = records[0].at
         segment.count += len(records)
-
-    def _write_unwritten(self) -> None:
-        """Write the round's spool lines in one write, then let their requests be answered.
-
-        Also called before anything that seals, truncates or reads back spool files, so that
-        a file always holds every record counted in it by then.
-        """
-        waiting, self._waiting = self._waiting, []
-        segment, self._unwritten_segment = self._unwritten_segment, None
-        lines, self._unwritten = self._unwritten, []
-        count, self._unwritten_records = self._unwritten_records, 0
-        if lines and segment is not None:
-            try:
-                Spool.append(segment, b"".join(lines))
-            except OSError as exc:
-                self._unspooled(segment, count, sum(map(len, lines)), exc)
-            else:
-                if segment.size >= self.options.segment_bytes:
-                    Spool.seal(segment)
-        for spooled in waiting:
-            if not spooled.done():
-                spooled.set_result(None)
-
-    def _unspooled(self, segment: Segment, count: int, size: int, exc: OSError) -> None:
-        """The spool refused the round's lines: its last ``count`` records move to memory
-        (not durable, as when the spool cannot be used at all) and the file is given up."""
-        assert segment.pending is not None
-        moved = [segment.pending.pop() for _ in range(count)][::-1]
-        segment.count -= count
-        self.spool_bytes -= size
-        volatile = self._spool_write_failed(segment, exc)
-        if moved:
-            self._place(volatile, moved)
 
     def _spool_write_failed(self, segment: Segment, exc: OSError) -> Segment:
         """The spool file refused a write: stop using it; the records stay in memory."""
@@ -310,7 +242,6 @@ class WriteBehind:
         return self._push(Segment(None))
 
     def _push(self, segment: Segment) -> Segment:
-        self._write_unwritten()
         if self.segments:
             Spool.seal(self.segments[-1])
         self.segments.append(segment)
@@ -318,7 +249,6 @@ class WriteBehind:
 
     def _evict(self) -> None:
         """Drop the newest spooled records from memory (their files keep them)."""
-        self._write_unwritten()
         evicted = 0
         for segment in reversed(self.segments):
             if self.memory <= self.options.max_memory_records:
@@ -337,7 +267,6 @@ class WriteBehind:
     def _spool_volatile(self) -> None:
         """At shutdown, records kept only in memory go to the spool after all (over its limit),
         each group named to sort right after the segment that preceded it."""
-        self._write_unwritten()
         previous = 0
         for segment in self.segments:
             if segment.path is not None:
@@ -433,7 +362,6 @@ class WriteBehind:
             logger.error("cannot keep rejected record: %s", error)
 
     def _take(self, limit: int) -> tuple[list[Record], list[tuple[Segment, int]]]:
-        self._write_unwritten()
         batch: list[Record] = []
         spans: list[tuple[Segment, int]] = []
         for segment in self.segments:
@@ -463,7 +391,6 @@ class WriteBehind:
         self.memory += len(records)
 
     def _commit(self, spans: list[tuple[Segment, int]]) -> None:
-        self._write_unwritten()
         for segment, count in spans:
             segment.done += count
             if segment.pending is not None:
@@ -521,7 +448,6 @@ class WriteBehind:
         self._emit("persistence.write_failed", error=message)
 
     async def _sync(self) -> None:
-        self._write_unwritten()
         dirty = [s for s in self.segments if s.path is not None and s.dirty]
         if dirty:
             try:

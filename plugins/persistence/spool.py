@@ -4,9 +4,15 @@ Files are ``<data_dir>/spool/persistence/slot-<n>/<number>.jsonl``, numbered in 
 Each process owns one slot (an exclusive ``flock`` on its ``.lock``, released by the kernel
 even on ``kill -9``), so replicas may share a data directory; at start a process takes the
 first free slot with what a dead predecessor left there, and adopts the files of every other
-slot no live process holds. A record's line reaches the kernel with one ``write`` before
-anything else happens to it, so a killed process loses nothing that was spooled; ``fsync``
-(for power loss) is the caller's choice of moment.
+slot no live process holds.
+
+The active segment is a shared memory map of its file: appending a record's line is a copy
+into the kernel's page cache, with no system call, and a killed process loses nothing that
+was spooled; ``fsync`` (for power loss) is the caller's choice of moment. The map's blocks
+are reserved (``posix_fallocate``) before they are written, so a full disk shows as an
+``OSError`` when the segment grows, never as a ``SIGBUS`` on a write. Until a segment is
+sealed, the unused rest of its file reads as NUL bytes; readers stop at the first one (a
+JSON line never holds a raw NUL), and a sealed segment's file is cut to what was written.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
+import mmap
 import os
 import re
 from collections import deque
@@ -28,6 +35,9 @@ logger = logging.getLogger("mistral_sidecar.persistence")
 # "<number>.jsonl", or "<number>_<k>.jsonl" for records written at shutdown that belong right
 # after segment <number> (names sort in write order).
 _SEGMENT = re.compile(r"^(\d{12})(?:_(\d+))?\.jsonl$")
+#: The first part of an active segment's file that is reserved and mapped; it doubles as it
+#: fills, up to the segment size.
+_FIRST_MAP_BYTES = 64 * 1024
 
 
 @dataclass(eq=False)
@@ -41,6 +51,10 @@ class Segment:
 
     path: Path | None
     fd: int | None = None
+    #: The shared map records are appended through (``None`` until the first append) and how
+    #: many bytes of the file it covers.
+    map: mmap.mmap | None = field(default=None, repr=False)
+    capacity: int = 0
     size: int = 0
     count: int = 0
     done: int = 0
@@ -84,6 +98,7 @@ class Spool:
         self._adopt_orphans()
         leftovers = []
         for path in self._segment_files(self.directory):
+            _cut_padding(path)
             count, oldest = 0, None
             for record in self.iter_records(path):
                 count += 1
@@ -119,7 +134,7 @@ class Spool:
         """Create the next segment file, open for appending."""
         path = self.directory / f"{self._next_number:012d}.jsonl"
         self._next_number += 1
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
         return Segment(path, fd=fd)
 
     @staticmethod
@@ -151,29 +166,58 @@ class Spool:
 
     @staticmethod
     def append(segment: Segment, data: bytes) -> None:
-        """Write ``data`` at the end of ``segment`` (raises ``OSError``, e.g. disk full)."""
-        assert segment.fd is not None
-        written = os.write(segment.fd, data)
-        if written < len(data):  # a short write (rare): finish it
-            view = memoryview(data)[written:]
-            while view:
-                view = view[os.write(segment.fd, view):]
-        segment.size += len(data)
+        """Copy ``data`` to the end of active ``segment``: in the file (the page cache) when
+        this returns. Raises ``OSError`` when the file cannot grow (disk full)."""
+        start = segment.size
+        end = start + len(data)
+        if end > segment.capacity:
+            Spool._grow(segment, end)
+        assert segment.map is not None
+        segment.map[start:end] = data
+        segment.size = end
         segment.dirty = True
+
+    @staticmethod
+    def _grow(segment: Segment, needed: int) -> None:
+        """Reserve and map at least ``needed`` bytes of ``segment``'s file."""
+        assert segment.fd is not None
+        capacity = max(needed, 2 * segment.capacity, _FIRST_MAP_BYTES)
+        # Blocks first: written pages of a map over unreserved blocks would SIGBUS on a full
+        # disk. posix_fallocate also sets the file's size, which the map must not pass.
+        os.posix_fallocate(segment.fd, segment.capacity, capacity - segment.capacity)
+        if segment.map is None:
+            segment.map = mmap.mmap(segment.fd, capacity)
+        else:
+            segment.map.resize(capacity)
+        segment.capacity = capacity
+
+    @staticmethod
+    def _unmap(segment: Segment) -> None:
+        """Drop ``segment``'s map and cut its file to what was written."""
+        assert segment.fd is not None
+        if segment.map is not None:
+            segment.map.close()
+            segment.map = None
+        if segment.capacity:
+            os.ftruncate(segment.fd, segment.size)
+            segment.capacity = 0
 
     @staticmethod
     def seal(segment: Segment) -> None:
         """Stop appending to ``segment`` (its file stays until its records are written)."""
         if segment.fd is not None:
-            os.close(segment.fd)
-            segment.fd = None
+            try:
+                Spool._unmap(segment)
+            finally:
+                os.close(segment.fd)
+                segment.fd = None
 
     @staticmethod
     def reset(segment: Segment) -> None:
         """Empty an active segment whose records are all in the database."""
-        assert segment.fd is not None
-        os.ftruncate(segment.fd, 0)
-        segment.size = segment.count = segment.done = 0
+        segment.size = 0
+        Spool._unmap(segment)
+        segment.count = segment.done = 0
         segment.dirty = False
 
     @staticmethod
@@ -209,18 +253,24 @@ class Spool:
 
     @staticmethod
     def iter_records(path: Path) -> Iterator[Record]:
-        """Every record in a segment file, in order.
+        """Every record in a segment file, in order, up to the end of what was written (the
+        first NUL byte, in the file of a segment that was never sealed).
 
         A line that does not parse (the torn tail of a write cut short) is skipped and logged.
         """
         with path.open("rb") as handle:
             for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    yield Record.from_line(line)
-                except ValueError:
-                    logger.warning("skipping unreadable line %d of spool file %s", number, path)
+                padding = line.find(b"\0")
+                if padding >= 0:
+                    line = line[:padding]
+                if line.strip():
+                    try:
+                        yield Record.from_line(line)
+                    except ValueError:
+                        logger.warning("skipping unreadable line %d of spool file %s", number,
+                                       path)
+                if padding >= 0:
+                    return
 
     def close(self) -> None:
         """Give up the slot."""
@@ -230,6 +280,19 @@ class Spool:
 
 
 _MAX_SLOTS = 1024
+
+
+def _cut_padding(path: Path) -> None:
+    """Cut the file of a segment that was never sealed (its process died) to what was
+    written: the unused rest of its map reads as NUL bytes."""
+    with path.open("r+b") as handle:
+        offset = 0
+        while chunk := handle.read(1024 * 1024):
+            padding = chunk.find(b"\0")
+            if padding >= 0:
+                handle.truncate(offset + padding)
+                return
+            offset += len(chunk)
 
 
 def _number(path: Path) -> int:

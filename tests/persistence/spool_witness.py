@@ -7,11 +7,10 @@ sees is what a caller would find at the moment the answer leaves.
 
 from __future__ import annotations
 
-import json
-
 from aiohttp import web
 
 from plugins.persistence import PERSISTENCE
+from plugins.persistence.spool import Spool
 from proxy import hookimpl
 from proxy.context import RequestContext
 
@@ -29,7 +28,6 @@ def startup(app: web.Application) -> None:
 def on_complete(ctx: RequestContext) -> None:
     """Is this request's record in the spool file now?"""
     folder = ctx.app[PERSISTENCE].options.spool_dir
-    spooled = {json.loads(line)["data"].get("request_id")
-               for path in folder.rglob("*.jsonl")
-               for line in path.read_bytes().splitlines() if line.strip()}
+    spooled = {record.data.get("request_id")
+               for path in folder.rglob("*.jsonl") for record in Spool.iter_records(path)}
     ctx.app[WITNESSED][ctx.request_id] = ctx.request_id in spooled

@@ -15,6 +15,7 @@ import aiohttp
 import pytest
 from toxiproxy import Proxy, Toxiproxy
 
+from plugins.persistence.spool import Spool
 from proxy.app import PLUGINS as CHAIN
 from tests.conftest import PG_HOST, PG_PORT, MockUpstream, SidecarFactory, SidecarProcess, wait_for
 from tests.persistence.persistence_helpers import MODEL, PLUGINS, StoreReader, persist_env
@@ -106,8 +107,7 @@ class Traffic:
 def spooled_records(data_dir: str) -> int:
     """Records currently in the spool files of a data directory."""
     folder = Path(data_dir) / "spool" / "persistence"
-    return sum(len([line for line in path.read_bytes().splitlines() if line.strip()])
-               for path in folder.rglob("*.jsonl"))
+    return sum(1 for path in folder.rglob("*.jsonl") for _record in Spool.iter_records(path))
 
 
 async def readiness(url: str) -> dict[str, Any]:

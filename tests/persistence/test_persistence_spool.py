@@ -3,6 +3,10 @@ slots shared by replicas, orphans adopted, torn lines skipped, memory bounded.""
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -124,3 +128,66 @@ async def test_a_record_the_database_refuses_is_set_aside_not_blocking_the_rest(
     assert "persistence.write_failed" in seen and pipeline.rejected_total == 1
     assert '"id":"u2"' in options.rejected_path.read_text()
     await pipeline.stop()
+
+
+def test_a_segment_its_process_never_sealed_is_read_to_its_last_record(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    spool.open()
+    segment = spool.new_segment()
+    for index in range(3):
+        Spool.append(segment, usage_record(index).to_line())
+    # The process dies: its map goes away without the file being cut to what was written.
+    assert segment.map is not None and segment.fd is not None
+    segment.map.close()
+    os.close(segment.fd)
+    spool.close()
+    assert segment.path is not None and segment.path.stat().st_size > segment.size
+
+    heir = Spool(tmp_path)
+    leftovers = heir.open()
+    assert [s.count for s in leftovers] == [3]
+    assert ids_in(heir, leftovers) == ["u0", "u1", "u2"]
+    assert leftovers[0].size == segment.size == leftovers[0].path.stat().st_size
+    heir.close()
+
+
+_FULL_DISK = """
+import asyncio, json, resource, signal, sys
+from pathlib import Path
+from plugins.persistence.config import Options
+from plugins.persistence.pipeline import WriteBehind
+from plugins.persistence.spool import Spool
+from plugins.store.db import SqliteDatabase
+from tests.persistence.test_persistence_spool import usage_record
+
+async def main(root: Path) -> None:
+    options = Options(spool_dir=root / "spool", rejected_path=root / "rejected.jsonl",
+                      flush_interval=3600)
+    seen = []
+    pipeline = WriteBehind(SqliteDatabase(root / "unused.db"), Spool(options.spool_dir),
+                           options, lambda name, **fields: seen.append(fields.get("error")))
+    await pipeline.start()
+    # No file may grow past 100 kB from here on: the spool's map can hold less than that.
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+    for index in range(1000):
+        pipeline.enqueue([usage_record(index)])
+    spooled = sum(1 for path in options.spool_dir.rglob("*.jsonl")
+                  for _ in Spool.iter_records(path))
+    print(json.dumps({"depth": pipeline.depth, "spooled": spooled, "errors": seen}))
+
+asyncio.run(main(Path(sys.argv[1])))
+"""
+
+
+def test_a_spool_that_cannot_grow_keeps_records_in_memory_and_says_so(tmp_path: Path) -> None:
+    # The spool's file cannot grow (a file size limit here, a full disk in production): the
+    # records written so far stay readable, the rest are kept in memory, the process lives on.
+    done = subprocess.run([sys.executable, "-c", _FULL_DISK, str(tmp_path)],
+                          capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).resolve().parents[2])
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["depth"] == 1000
+    assert 0 < report["spooled"] < 1000
+    assert report["errors"] and all("spool write failed" in error for error in report["errors"])

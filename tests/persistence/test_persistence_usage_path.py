@@ -56,8 +56,8 @@ async def test_model_calls_short_path_makes_the_general_record(
 
 async def test_an_answer_leaves_only_once_its_record_is_in_the_spool(
         start_sidecar: SidecarFactory) -> None:
-    # Records stay in the spool (no batch is due); concurrent requests share one spool write,
-    # and every one of them waits for it before its answer leaves.
+    # Records stay in the spool (no batch is due); a plugin after persistence finds each
+    # request's record in the spool file before the answer leaves, for concurrent requests.
     env = persist_env({}, SIDECAR_PERSIST_FLUSH_INTERVAL_SECONDS="60",
                       SIDECAR_PERSIST_BATCH_SIZE="100000")
     sidecar = await start_sidecar(**{**env, "SIDECAR_PLUGINS":
