@@ -33,7 +33,6 @@ from plugins.persistence.records import (
     AGENT_DELETED,
     CONVERSATION,
     ENTRY,
-    USAGE,
     Record,
     canonical_time,
     iso_from_unix,
@@ -344,24 +343,13 @@ def usage_record(record_id: str, request_id: str, owner: str, operation: str,
                  content: dict[str, Any] | None = None) -> Record:
     """The usage-log record of one model call (``operation`` without ``_stream``)."""
     prompt, completion, total = usage or (0, 0, 0)
-    return Record(USAGE, {
-        "id": record_id,
-        "request_id": request_id,
-        "owner_id": owner,
-        "operation": operation,
-        "model": model,
-        "agent_id": agent_id,
-        "conversation_id": conversation_id,
-        "status": status,
-        "streamed": streamed,
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": total,
+    # Positional, in USAGE_COLUMNS order: this runs for every model call.
+    return Record.usage_row(
+        started_at, record_id, request_id, owner, operation, model, agent_id, conversation_id,
+        status, streamed, prompt, completion, total,
         # Three decimals, rounded half up (round(x, 3) costs several times more).
-        "latency_ms": None if latency_ms is None else int(latency_ms * 1000 + 0.5) / 1000,
-        "created_at": iso_from_unix(started_at),
-        "content": content,
-    }, started_at)
+        None if latency_ms is None else int(latency_ms * 1000 + 0.5) / 1000,
+        iso_from_unix(started_at), content)
 
 
 def _str(value: Any) -> str | None:

@@ -7,7 +7,6 @@ acknowledgement was lost) without changing the result.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -24,17 +23,47 @@ ENTRY = "entry"
 USAGE = "usage"
 KINDS = frozenset({AGENT, AGENT_DELETED, CONVERSATION, ENTRY, USAGE})
 
+#: The columns of a usage row in the order a usage line lists them after its kind and time.
+USAGE_COLUMNS = ("id", "request_id", "owner_id", "operation", "model", "agent_id",
+                 "conversation_id", "status", "streamed", "prompt_tokens", "completion_tokens",
+                 "total_tokens", "latency_ms", "created_at", "content")
+_ROW_LENGTH = 2 + len(USAGE_COLUMNS)
 
 
-@dataclass(slots=True)
 class Record:
     """One row change: its ``kind``, its column values (``data``, not changed once the record
-    exists) and when it was made (``at``, Unix seconds, used for the lag gauge)."""
+    exists) and when it was made (``at``, Unix seconds, used for the lag gauge).
 
-    kind: str
-    data: dict[str, Any]
-    at: float
-    _json: bytes | None = field(default=None, repr=False, compare=False)
+    A usage record (one per model call: thousands a second) is made as a ``row`` instead: the
+    tuple ``(kind, at, *values in USAGE_COLUMNS order)``, whose spool line is a JSON array
+    and which the database write takes as it is; ``data`` is built from it only if asked for.
+    """
+
+    __slots__ = ("_data", "_json", "_line", "at", "kind", "row")
+
+    def __init__(self, kind: str, data: dict[str, Any] | None, at: float,
+                 row: tuple[Any, ...] | None = None) -> None:
+        self.kind = kind
+        self.at = at
+        self.row = row
+        self._data = data
+        self._json: bytes | None = None
+        self._line: bytes | None = None
+
+    @classmethod
+    def usage_row(cls, at: float, *values: Any) -> Record:
+        """A usage record from its column values, in ``USAGE_COLUMNS`` order."""
+        return cls(USAGE, None, at, (USAGE, at, *values))
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The record's column values by name."""
+        if self._data is None:
+            self._data = dict(zip(USAGE_COLUMNS, self.row[2:], strict=True)) if self.row else {}
+        return self._data
+
+    def __repr__(self) -> str:
+        return f"Record({self.kind!r}, {self.data!r}, {self.at!r})"
 
     def data_json_bytes(self) -> bytes:
         """``data`` as UTF-8 JSON, encoded once: the spool line and the database write share
@@ -44,7 +73,17 @@ class Record:
         return self._json
 
     def to_line(self) -> bytes:
-        """The record as one JSON line (the spool format)."""
+        """The record as one JSON line (the spool format): an object with ``kind``, ``at``
+        and ``data``, or, for a ``row``, the row as an array."""
+        if self._line is not None:
+            return self._line
+        if self.row is not None:
+            try:
+                line = orjson.dumps(self.row, option=orjson.OPT_APPEND_NEWLINE)
+            except (TypeError, orjson.JSONEncodeError):  # what orjson refuses, the stdlib takes
+                line = jsoncodec.dumps_bytes(list(self.row)) + b"\n"
+            self._line = line
+            return line
         # orjson writes the float (Python's shortest-repr formatting costs several times more)
         # and takes the data already encoded.
         return orjson.dumps({"kind": self.kind, "at": self.at,
@@ -55,6 +94,9 @@ class Record:
     def from_line(cls, line: bytes) -> Record:
         """Parse a spool line; raises ``ValueError`` if it is not a record."""
         obj = jsoncodec.loads(line)
+        if (isinstance(obj, list) and len(obj) == _ROW_LENGTH and obj[0] == USAGE
+                and isinstance(obj[1], int | float)):
+            return cls(USAGE, None, float(obj[1]), tuple(obj))
         if not isinstance(obj, dict) or obj.get("kind") not in KINDS or not isinstance(
                 obj.get("data"), dict):
             raise ValueError("not a persistence record")

@@ -16,6 +16,7 @@ from plugins.persistence.records import (
     CONVERSATION,
     ENTRY,
     USAGE,
+    USAGE_COLUMNS,
     Record,
 )
 from plugins.store.db import Executor
@@ -95,19 +96,21 @@ _ENTRY_COLUMNS = (
 )
 
 
-def _insert_from_json_rows(table: str, columns: Sequence[tuple[str, str]]) -> dict[str, str]:
+def _insert_from_json_rows(table: str, columns: Sequence[tuple[str, str]],
+                           first: int = 0) -> dict[str, str]:
     """Per dialect: insert the rows of one JSON array of arrays (one parameter), skipping ids
-    already stored."""
+    already stored. Each array holds the columns' values from position ``first`` on."""
     names = ", ".join(name for name, _ in columns)
     pg = []
-    for index, (_name, kind) in enumerate(columns):
+    for index, (_name, kind) in enumerate(columns, start=first):
         if kind == "jsonb":
             pg.append(f"NULLIF(r -> {index}, 'null'::jsonb)")
         elif kind == "text":
             pg.append(f"r ->> {index}")
         else:
             pg.append(f"CAST(r ->> {index} AS {kind})")
-    sqlite = [f"json_extract(value, '$[{index}]')" for index in range(len(columns))]
+    sqlite = [f"json_extract(value, '$[{index}]')"
+              for index in range(first, first + len(columns))]
     return {
         # jsonb: parsed once; with json every ->> would parse the element's text again.
         "postgres": f"INSERT INTO {table} ({names}) SELECT {', '.join(pg)} "
@@ -132,13 +135,14 @@ INSERT INTO usage_log (id, request_id, owner_id, operation, model, agent_id, con
                        latency_ms, created_at, content)
 """
 
-_USAGE_COLUMNS = ("id", "request_id", "owner_id", "operation", "model", "agent_id",
-                  "conversation_id", "status", "streamed", "prompt_tokens", "completion_tokens",
-                  "total_tokens", "latency_ms", "created_at", "content")
 # Usage rows (one per model call: the hot path) go in one statement per batch, as the JSON
-# array of the records' data, the very text already written to the spool: no per-value
-# encoding in Python, one statement for the database to plan.
-# Columns with a default get it when a record lacks them (as the row-by-row path does).
+# array of their spool lines (arrays: kind, time, then the columns), the very text already
+# written to the spool: no per-value encoding in Python, one statement to plan.
+_USAGE_ROWS_FROM_JSON = _insert_from_json_rows("usage_log", tuple(zip(USAGE_COLUMNS, (
+    "text", "text", "text", "text", "text", "text", "text", "int", "boolean", "int", "int",
+    "int", "float8", "timestamptz", "jsonb"), strict=True)), first=2)
+# Usage records in the object form (spooled by earlier versions) go as the JSON array of
+# their data; columns with a default get it when a record lacks them.
 _USAGE_DEFAULTS = {"streamed": "false", "prompt_tokens": "0", "completion_tokens": "0",
                    "total_tokens": "0"}
 
@@ -146,18 +150,18 @@ _USAGE_DEFAULTS = {"streamed": "false", "prompt_tokens": "0", "completion_tokens
 def _usage_select(extract: str) -> str:
     return ", ".join(
         f"COALESCE({extract.format(c)}, {_USAGE_DEFAULTS[c]})" if c in _USAGE_DEFAULTS
-        else extract.format(c) for c in _USAGE_COLUMNS)
+        else extract.format(c) for c in USAGE_COLUMNS)
 
 
 _USAGE_FROM_JSON = {
     "postgres": f"""
-INSERT INTO usage_log ({", ".join(_USAGE_COLUMNS)})
+INSERT INTO usage_log ({", ".join(USAGE_COLUMNS)})
 SELECT {_usage_select("{}")}
 FROM json_populate_recordset(NULL::usage_log, CAST(? AS json))
 ON CONFLICT (id) DO NOTHING
 """,
     "sqlite": f"""
-INSERT INTO usage_log ({", ".join(_USAGE_COLUMNS)})
+INSERT INTO usage_log ({", ".join(USAGE_COLUMNS)})
 SELECT {_usage_select("json_extract(value, '$.{}')")}
 FROM json_each(?) WHERE true
 ON CONFLICT (id) DO NOTHING
@@ -279,12 +283,19 @@ def _statement(kind: str, mode: str) -> tuple[str, Callable[[dict[str, Any]], tu
 
 
 async def _write_usage(tx: Executor, records: Sequence[Record], dialect: str) -> None:
-    payload = (b"[" + b",".join([r.data_json_bytes() for r in records]) + b"]").decode()
-    if dialect in _USAGE_FROM_JSON and "\\u0000" not in payload:
-        await tx.execute(_USAGE_FROM_JSON[dialect], (payload,))
-    else:
-        # NUL cannot be stored in PostgreSQL text: the row-by-row path replaces it.
-        await _insert_rows(tx, _USAGE_INSERT, [_usage_params(r.data) for r in records])
+    rows = [r for r in records if r.row is not None]
+    objects = [r for r in records if r.row is None] if len(rows) < len(records) else []
+    # Lines end in a newline, which JSON reads as space between array elements.
+    for group, statements, part in ((rows, _USAGE_ROWS_FROM_JSON, Record.to_line),
+                                    (objects, _USAGE_FROM_JSON, Record.data_json_bytes)):
+        if not group:
+            continue
+        payload = (b"[" + b",".join([part(r) for r in group]) + b"]").decode()
+        if dialect in statements and "\\u0000" not in payload:
+            await tx.execute(statements[dialect], (payload,))
+        else:
+            # NUL cannot be stored in PostgreSQL text: the row-by-row path replaces it.
+            await _insert_rows(tx, _USAGE_INSERT, [_usage_params(r.data) for r in group])
 
 
 async def _write_entries(tx: Executor, records: Sequence[Record], dialect: str) -> None:

@@ -15,7 +15,7 @@ import pytest
 
 from plugins.persistence.config import Options
 from plugins.persistence.pipeline import WriteBehind
-from plugins.persistence.records import USAGE, Record, iso_from_unix
+from plugins.persistence.records import USAGE, USAGE_COLUMNS, Record, iso_from_unix
 from plugins.persistence.spool import Spool
 from plugins.store.db import SqliteDatabase
 from plugins.store.migrations import migrate
@@ -191,3 +191,34 @@ def test_a_spool_that_cannot_grow_keeps_records_in_memory_and_says_so(tmp_path: 
     assert report["depth"] == 1000
     assert 0 < report["spooled"] < 1000
     assert report["errors"] and all("spool write failed" in error for error in report["errors"])
+
+
+async def test_usage_lines_of_both_forms_give_the_same_rows(
+    tmp_path: Path, sqlite_db: SqliteDatabase
+) -> None:
+    # Usage records are spooled as arrays; a spool left by an earlier version holds objects.
+    now = time.time()
+    values = {"request_id": "r", "owner_id": "o", "operation": "chat.complete",
+              "model": "mistral-small-latest", "agent_id": None, "conversation_id": "c",
+              "status": 200, "streamed": True, "prompt_tokens": 3, "completion_tokens": 4,
+              "total_tokens": 7, "latency_ms": 12.5, "created_at": iso_from_unix(now),
+              "content": {"request": {"messages": []}}}
+    as_row = Record.usage_row(now, *({"id": "row", **values}[c] for c in USAGE_COLUMNS))
+    as_object = Record(USAGE, {"id": "object", **values}, now)
+    lines = [record.to_line() for record in (as_row, as_object)]
+    assert lines[0].startswith(b'["usage",') and lines[1].startswith(b'{"kind":"usage"')
+    replayed = [Record.from_line(line) for line in lines]
+    assert [r.data for r in replayed] == [as_row.data, as_object.data]
+
+    options = Options(spool_dir=tmp_path / "spool", rejected_path=tmp_path / "rejected.jsonl",
+                      flush_interval=3600)
+    pipeline = WriteBehind(sqlite_db, Spool(options.spool_dir), options,
+                           lambda name, **fields: None)
+    await pipeline.start()
+    pipeline.enqueue(replayed)
+    assert await pipeline.flush()
+    await pipeline.stop()
+    rows = {r["id"]: dict(r) for r in await sqlite_db.fetchall("SELECT * FROM usage_log")}
+    assert rows["row"] == {**rows["object"], "id": "row"}
+    assert (rows["row"]["streamed"], rows["row"]["latency_ms"], rows["row"]["total_tokens"],
+            json.loads(rows["row"]["content"])) == (1, 12.5, 7, values["content"])
