@@ -9,15 +9,19 @@ round (ABBA, against drift); the report gives medians of per-round paired ratios
 
 - instructions per request, counted by valgrind's callgrind over the same requests for both
   (``with/without - 1``): deterministic to a fraction of a percent, whatever else the
-  machine does, but user space only. The verdict converts them to microseconds (at the user
-  time per instruction measured under wrk) and adds the measured system time per request
-  (the plugins' socket and file I/O);
+  machine does, but user space only. Converted to microseconds (at the user time per
+  instruction measured under wrk) plus the measured system time per request (the plugins'
+  socket and file I/O), they give the modelled cost;
 - throughput cost: ``1 - with/without`` requests per second, under wrk;
 - CPU cost: the sidecar process's own CPU time per request, ``with/without - 1``.
 
-The two wall-clock figures are reported as a check; on a shared 2-core machine they swing by
-10-20 % between runs of the same build, more than the targets they would judge (with
-``--requests 0`` they decide, the larger of the two). The sidecars are pinned to the last CPU and
+The verdict is the larger of the modelled cost and the CPU cost. The model alone misses what
+a plugin's code costs beyond its instructions: run once per request among a million other
+instructions, Python code runs with cold caches, and measured on persistence's request path
+it took about three times the time its instruction count gave. The wall-clock figures swing
+by 10-20 % between runs of the same build on a shared 2-core machine, which is why the rounds
+are many and their paired ratios' median is used (with ``--requests 0`` the larger of
+the two wall-clock figures decides). The sidecars are pinned to the last CPU and
 wrk, the mock, PostgreSQL and Redis to the others (``--no-pin`` lets them float), so a
 sidecar's throughput is what one core of its own can do rather than what the neighbours
 (the database inserting what persistence sends, above all) leave it at that moment.
@@ -117,7 +121,7 @@ def main() -> int:
     parser.add_argument("--target", type=float, required=True, help="allowed cost in percent")
     parser.add_argument("--base", choices=("default", "via"), default="default")
     parser.add_argument("--seconds", type=float, default=5)
-    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--requests", type=int, default=1000,
                         help="requests counted under callgrind per configuration (0: skip)")
@@ -202,10 +206,12 @@ def main() -> int:
                                             for name in configs)
         modelled = {name: instructions[name] * per_instruction + sys_us[name]
                     for name in configs}
-        # Exact instruction counts decide the user part: wall-clock figures on a shared
-        # 2-core machine swing by 10-20 % between runs, more than the targets.
-        cost = modelled["with"] / modelled["without"] - 1
+        model_cost = modelled["with"] / modelled["without"] - 1
+        # Instructions do not see cache misses, which per-request Python code is full of:
+        # the measured CPU time keeps the verdict honest.
+        cost = max(model_cost, cpu_cost)
     else:
+        model_cost = float("nan")
         cost = max(throughput_cost, cpu_cost)
     met = cost * 100 <= args.target
     errors = sum(r.errors for r in with_ + without_)
@@ -235,8 +241,10 @@ def main() -> int:
               f"{args.requests} requests each, batch intervals x{args.dilation:g}); wall clock: "
               "throughput cost "
               f"{throughput_cost:.1%}, CPU time {cpu_cost:+.1%}.", "",
-              "Cost (instructions at the measured user time per instruction, plus the "
-              f"measured system time): {cost:.1%} against a target of <= {args.target:g}%: "
+              "Modelled cost (instructions at the measured user time per instruction, plus "
+              f"the measured system time): {model_cost:.1%}.", "",
+              f"Cost (the larger of the modelled cost and the CPU time cost): {cost:.1%} "
+              f"against a target of <= {args.target:g}%: "
               f"{'met' if met and not errors else 'NOT met'}."]
     complete = recorded >= expected
     if expected:
