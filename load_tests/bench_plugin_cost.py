@@ -15,12 +15,11 @@ round (ABBA, against drift); the report gives medians of per-round paired ratios
 - throughput cost: ``1 - with/without`` requests per second, under wrk;
 - CPU cost: the sidecar process's own CPU time per request, ``with/without - 1``.
 
-The verdict is the larger of the modelled cost and the CPU cost. The model alone misses what
-a plugin's code costs beyond its instructions: run once per request among a million other
-instructions, Python code runs with cold caches, and measured on persistence's request path
-it took about three times the time its instruction count gave. The wall-clock figures swing
-by 10-20 % between runs of the same build on a shared 2-core machine, which is why the rounds
-are many and their paired ratios' median is used (with ``--requests 0`` the larger of
+The verdict is the larger of the modelled cost and the CPU cost. The model misses what a
+plugin costs beyond its instructions (cache misses: its code runs once per request, among a
+million other instructions); the wall-clock figures swing by 10-20 % between runs of the same
+build on a shared 2-core machine, which is why the rounds are many and their paired ratios'
+median is used. A target is met only when both agree (with ``--requests 0`` the larger of
 the two wall-clock figures decides). The sidecars are pinned to the last CPU and
 wrk, the mock, PostgreSQL and Redis to the others (``--no-pin`` lets them float), so a
 sidecar's throughput is what one core of its own can do rather than what the neighbours
@@ -207,8 +206,7 @@ def main() -> int:
         modelled = {name: instructions[name] * per_instruction + sys_us[name]
                     for name in configs}
         model_cost = modelled["with"] / modelled["without"] - 1
-        # Instructions do not see cache misses, which per-request Python code is full of:
-        # the measured CPU time keeps the verdict honest.
+        # Instructions do not see cache misses; the measured CPU time does, with its noise.
         cost = max(model_cost, cpu_cost)
     else:
         model_cost = float("nan")
