@@ -5,11 +5,10 @@ Design (write-ahead spool):
 1. :meth:`WriteBehind.enqueue` runs on the request path and does no database I/O. It copies
    the request's records into the active spool segment through its shared memory map (into
    the kernel's page cache, without a system call: a ``kill -9`` of the sidecar cannot lose
-   them) and keeps them in memory. It is
-   called from ``on_complete``, which the core runs before it ends the response (a small
-   answer: before sending it at all), so a caller holding a complete answer implies its
-   records are in the spool; deferring the write, even to the end of the event-loop
-   iteration, would lose that.
+   them) and keeps them in memory. It is called from ``on_complete``, which the core runs
+   before it ends the response (a small answer: before sending it at all), so a caller
+   holding a complete answer implies its records are in the spool; deferring the copy, even
+   to the end of the event-loop iteration, would lose that.
 2. A background task takes batches in spool order and commits each in one transaction. Once
    a segment's records are all committed, its file is deleted (the active one is truncated).
 3. While the database is unreachable (``DatabaseUnavailable``, timeouts), records simply
