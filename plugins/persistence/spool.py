@@ -10,7 +10,9 @@ The active segment is a shared memory map of its file: appending a record's line
 into the kernel's page cache, with no system call, and a killed process loses nothing that
 was spooled; ``fsync`` (for power loss) is the caller's choice of moment. The map's blocks
 are reserved (``posix_fallocate``) before they are written, so a full disk shows as an
-``OSError`` when the segment grows, never as a ``SIGBUS`` on a write. Until a segment is
+``OSError`` when the segment grows, never as a ``SIGBUS`` on a write. On copy-on-write
+filesystems (btrfs, ZFS) a reserved block may still need new space when written, so there
+the spool appends with ``write`` instead. Until a segment is
 sealed, the unused rest of its file reads as NUL bytes; readers stop at the first one (a
 JSON line never holds a raw NUL), and a sealed segment's file is cut to what was written.
 """
@@ -38,6 +40,9 @@ _SEGMENT = re.compile(r"^(\d{12})(?:_(\d+))?\.jsonl$")
 #: The first part of an active segment's file that is reserved and mapped; it doubles as it
 #: fills, up to the segment size.
 _FIRST_MAP_BYTES = 64 * 1024
+#: Filesystems where writing a reserved block may need new space (copy-on-write): a full disk
+#: would stop a process writing through a map with SIGBUS.
+_COPY_ON_WRITE = frozenset({"btrfs", "zfs", "bcachefs"})
 
 
 @dataclass(eq=False)
@@ -51,6 +56,8 @@ class Segment:
 
     path: Path | None
     fd: int | None = None
+    #: Appended to through a memory map (else with ``write``).
+    mapped: bool = True
     #: The shared map records are appended through (``None`` until the first append) and how
     #: many bytes of the file it covers.
     map: mmap.mmap | None = field(default=None, repr=False)
@@ -76,15 +83,20 @@ class Segment:
 class Spool:
     """The segment files of this process's slot under one spool root."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, mapped: bool | None = None) -> None:
+        """``mapped``: append through memory maps; by default, unless ``root`` is on a
+        copy-on-write filesystem."""
         self.root = root
         self.directory = root
+        self.mapped = mapped
         self._lock_fd: int | None = None
         self._next_number = 1
 
     def open(self) -> list[Segment]:
         """Take a slot; return the segments earlier processes left, oldest first."""
         self.root.mkdir(parents=True, exist_ok=True)
+        if self.mapped is None:
+            self.mapped = filesystem_type(self.root) not in _COPY_ON_WRITE
         for slot in range(_MAX_SLOTS):
             fd = _try_lock(self.root / f"slot-{slot}")
             if fd is not None:
@@ -134,8 +146,8 @@ class Spool:
         """Create the next segment file, open for appending."""
         path = self.directory / f"{self._next_number:012d}.jsonl"
         self._next_number += 1
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
-        return Segment(path, fd=fd)
+        fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
+        return Segment(path, fd=fd, mapped=self.mapped is not False)
 
     @staticmethod
     def number_of(segment: Segment) -> int:
@@ -168,6 +180,9 @@ class Spool:
     def append(segment: Segment, data: bytes) -> None:
         """Copy ``data`` to the end of active ``segment``: in the file (the page cache) when
         this returns. Raises ``OSError`` when the file cannot grow (disk full)."""
+        if not segment.mapped:
+            Spool._write(segment, data)
+            return
         start = segment.size
         end = start + len(data)
         if end > segment.capacity:
@@ -175,6 +190,17 @@ class Spool:
         assert segment.map is not None
         segment.map[start:end] = data
         segment.size = end
+        segment.dirty = True
+
+    @staticmethod
+    def _write(segment: Segment, data: bytes) -> None:
+        assert segment.fd is not None
+        written = os.write(segment.fd, data)
+        if written < len(data):  # a short write (rare): finish it
+            view = memoryview(data)[written:]
+            while view:
+                view = view[os.write(segment.fd, view):]
+        segment.size += len(data)
         segment.dirty = True
 
     @staticmethod
@@ -217,6 +243,9 @@ class Spool:
         """Empty an active segment whose records are all in the database."""
         segment.size = 0
         Spool._unmap(segment)
+        if not segment.mapped:
+            assert segment.fd is not None
+            os.ftruncate(segment.fd, 0)
         segment.count = segment.done = 0
         segment.dirty = False
 
@@ -280,6 +309,29 @@ class Spool:
 
 
 _MAX_SLOTS = 1024
+
+
+def filesystem_type(path: Path, mountinfo: str | None = None) -> str | None:
+    """The type of the filesystem ``path`` is on, from ``/proc/self/mountinfo`` (or the
+    given text of one); ``None`` when it cannot be told."""
+    if mountinfo is None:
+        try:
+            mountinfo = Path("/proc/self/mountinfo").read_text()
+        except OSError:
+            return None
+    target = os.path.realpath(path)
+    best, kind = "", None
+    for line in mountinfo.splitlines():
+        mount_fields, _, fs_fields = line.partition(" - ")
+        parts = mount_fields.split()
+        if len(parts) < 5 or not fs_fields:
+            continue
+        # Spaces and the like in mount points are escaped as octal (\040).
+        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), parts[4])
+        inside = target == point or target.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, kind = point, fs_fields.split()[0]
+    return kind
 
 
 def _cut_padding(path: Path) -> None:

@@ -16,7 +16,7 @@ import pytest
 from plugins.persistence.config import Options
 from plugins.persistence.pipeline import WriteBehind
 from plugins.persistence.records import USAGE, USAGE_COLUMNS, Record, iso_from_unix
-from plugins.persistence.spool import Spool
+from plugins.persistence.spool import Spool, filesystem_type
 from plugins.store.db import SqliteDatabase
 from plugins.store.migrations import migrate
 
@@ -156,7 +156,7 @@ import asyncio, json, resource, signal, sys
 from pathlib import Path
 from plugins.persistence.config import Options
 from plugins.persistence.pipeline import WriteBehind
-from plugins.persistence.spool import Spool
+from plugins.persistence.spool import Spool, filesystem_type
 from plugins.store.db import SqliteDatabase
 from tests.persistence.test_persistence_spool import usage_record
 
@@ -222,3 +222,43 @@ async def test_usage_lines_of_both_forms_give_the_same_rows(
     assert rows["row"] == {**rows["object"], "id": "row"}
     assert (rows["row"]["streamed"], rows["row"]["latency_ms"], rows["row"]["total_tokens"],
             json.loads(rows["row"]["content"])) == (1, 12.5, 7, values["content"])
+
+
+_MOUNTINFO = """\
+22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw
+40 22 0:35 / /var/lib/sidecar rw,relatime shared:20 - btrfs /dev/sdb1 rw,space_cache
+41 40 0:36 / /var/lib/sidecar/my\\040spool rw,relatime shared:21 - tmpfs tmpfs rw,size=1024k
+"""
+
+
+def test_the_filesystem_of_the_spool_is_told_from_mountinfo(tmp_path: Path) -> None:
+    assert filesystem_type(Path("/var/lib/sidecar/data"), _MOUNTINFO) == "btrfs"
+    assert filesystem_type(Path("/var/lib/sidecar/my spool/x"), _MOUNTINFO) == "tmpfs"
+    assert filesystem_type(Path("/var/lib/sidecarish"), _MOUNTINFO) == "ext4"
+    assert filesystem_type(tmp_path) is not None  # this machine's own mountinfo
+
+
+async def test_on_a_copy_on_write_filesystem_the_spool_appends_with_write(
+    tmp_path: Path, sqlite_db: SqliteDatabase
+) -> None:
+    # btrfs or ZFS: the same pipeline, its files written with write() and never padded.
+    options = Options(spool_dir=tmp_path / "spool", rejected_path=tmp_path / "rejected.jsonl",
+                      flush_interval=3600, batch_size=4, max_memory_records=5,
+                      segment_bytes=1024)
+    pipeline = WriteBehind(sqlite_db, Spool(options.spool_dir, mapped=False), options,
+                           lambda name, **fields: None)
+    await pipeline.start()
+    for index in range(40):
+        pipeline.enqueue([usage_record(index)])
+    files = list(options.spool_dir.rglob("*.jsonl"))
+    assert sum(p.stat().st_size for p in files) == pipeline.spool_bytes
+    assert all(b"\0" not in p.read_bytes() for p in files)
+
+    assert await pipeline.flush()
+    rows = await sqlite_db.fetchall("SELECT id FROM usage_log")
+    assert sorted(r["id"] for r in rows) == sorted(f"u{i}" for i in range(40))
+    assert all(p.stat().st_size == 0 for p in options.spool_dir.rglob("*.jsonl"))
+    pipeline.enqueue([usage_record(40)])
+    assert [r.data["id"] for p in options.spool_dir.rglob("*.jsonl")
+            for r in Spool.iter_records(p)] == ["u40"]
+    await pipeline.stop()
