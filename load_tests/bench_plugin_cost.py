@@ -18,8 +18,10 @@ round (ABBA, against drift); the report gives medians of per-round paired ratios
 The verdict is the larger of the modelled cost and the CPU cost. The model misses what a
 plugin costs beyond its instructions (cache misses: its code runs once per request, among a
 million other instructions); the wall-clock figures swing by 10-20 % between runs of the same
-build on a shared 2-core machine, which is why the rounds are many and their paired ratios'
-median is used. A target is met only when both agree (with ``--requests 0`` the larger of
+build on a shared 2-core machine, and two identical sidecar processes differ by several
+percent in CPU per request (memory layout, hash seeds), so the rounds are many, both sidecars
+are started anew several times over them (``--restarts``), and the paired ratios' median is
+used. A target is met only when both agree (with ``--requests 0`` the larger of
 the two wall-clock figures decides). The sidecars are pinned to the last CPU and
 wrk, the mock, PostgreSQL and Redis to the others (``--no-pin`` lets them float), so a
 sidecar's throughput is what one core of its own can do rather than what the neighbours
@@ -127,6 +129,8 @@ def main() -> int:
     parser.add_argument("--dilation", type=float, default=30,
                         help="how much slower the sidecar runs under callgrind; time-based "
                         "batch intervals are stretched as much while counting")
+    parser.add_argument("--restarts", type=int, default=5,
+                        help="times both sidecars are started anew over the rounds")
     parser.add_argument("--no-pin", action="store_true",
                         help="let every process float over all CPUs")
     args = parser.parse_args()
@@ -140,8 +144,8 @@ def main() -> int:
     counted_rate: dict[str, float] = {}
     with scratch_database() as db_env, tempfile.TemporaryDirectory(prefix="bench-cost-") as tmp, \
             services_pinned(load_cpus):
-        with ExitStack() as stack:
-            upstream = stack.enter_context(mock_upstream(cpus=load_cpus)).url
+        with mock_upstream(cpus=load_cpus) as mock, ExitStack() as stack:
+            upstream = mock.url
             common = {**db_env, "MISTRAL_BASE_URL": upstream, "MISTRAL_API_KEY": MOCK_KEY,
                       "REDIS_HOST": REDIS["host"], "REDIS_PORT": REDIS["port"],
                       "SIDECAR_REDIS_PREFIX": f"bench-{uuid.uuid4().hex[:8]}:",
@@ -164,12 +168,18 @@ def main() -> int:
                     served[name] += args.requests + 300
                     print(f"{name:>7}: {instructions[name] / 1e3:8.0f} k instructions/request "
                           f"({counted_rate[name]:.0f} req/s under callgrind)", flush=True)
-            targets = {name: stack.enter_context(sidecar(upstream, env, cpus=side_cpus))
-                       for name, env in envs.items()}
-            for name, target in targets.items():
-                served[name] += wrk(target.url, args.connections, 2, api_key=caller_key,
-                                   cpus=load_cpus).requests
+            restarts = max(1, min(args.restarts, args.rounds))
             for round_ in range(args.rounds):
+                if round_ * restarts % args.rounds < restarts:
+                    # New processes: two identical sidecars differ by several percent in
+                    # CPU per request (memory layout, hash seeds), whatever their plugins.
+                    stack.close()
+                    targets = {name: stack.enter_context(sidecar(upstream, env,
+                                                                 cpus=side_cpus))
+                               for name, env in envs.items()}
+                    for name, target in targets.items():
+                        served[name] += wrk(target.url, args.connections, 2,
+                                           api_key=caller_key, cpus=load_cpus).requests
                 order = list(configs) if round_ % 4 in (0, 3) else list(reversed(configs))
                 for name in order:
                     result = wrk(targets[name].url, args.connections, args.seconds,
