@@ -76,6 +76,13 @@ def test_a_torn_last_line_is_skipped(tmp_path: Path) -> None:
     again.close()
 
 
+def tight_options(tmp_path: Path) -> Options:
+    """Small batches, a memory bound of 5 records and 1 kB segments: eviction and sealing
+    happen within a few dozen records."""
+    return Options(spool_dir=tmp_path / "spool", rejected_path=tmp_path / "rejected.jsonl",
+                   flush_interval=3600, batch_size=4, max_memory_records=5, segment_bytes=1024)
+
+
 @pytest.fixture
 async def sqlite_db(tmp_path: Path) -> AsyncIterator[SqliteDatabase]:
     """A migrated embedded store."""
@@ -89,9 +96,7 @@ async def sqlite_db(tmp_path: Path) -> AsyncIterator[SqliteDatabase]:
 async def test_memory_is_bounded_and_evicted_records_come_back_from_disk(
     tmp_path: Path, sqlite_db: SqliteDatabase
 ) -> None:
-    options = Options(spool_dir=tmp_path / "spool", rejected_path=tmp_path / "rejected.jsonl",
-                      flush_interval=3600, batch_size=4, max_memory_records=5,
-                      segment_bytes=1024)
+    options = tight_options(tmp_path)
     seen: list[tuple[str, dict[str, object]]] = []
     pipeline = WriteBehind(sqlite_db, Spool(options.spool_dir), options,
                            lambda name, **fields: seen.append((name, fields)))
@@ -242,9 +247,7 @@ async def test_on_a_copy_on_write_filesystem_the_spool_appends_with_write(
     tmp_path: Path, sqlite_db: SqliteDatabase
 ) -> None:
     # btrfs or ZFS: the same pipeline, its files written with write() and never padded.
-    options = Options(spool_dir=tmp_path / "spool", rejected_path=tmp_path / "rejected.jsonl",
-                      flush_interval=3600, batch_size=4, max_memory_records=5,
-                      segment_bytes=1024)
+    options = tight_options(tmp_path)
     pipeline = WriteBehind(sqlite_db, Spool(options.spool_dir, mapped=False), options,
                            lambda name, **fields: None)
     await pipeline.start()
