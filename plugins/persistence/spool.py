@@ -88,15 +88,14 @@ class Spool:
         copy-on-write filesystem."""
         self.root = root
         self.directory = root
-        self.mapped = mapped
+        self.mapped = (filesystem_type(root) not in _COPY_ON_WRITE if mapped is None
+                       else mapped)
         self._lock_fd: int | None = None
         self._next_number = 1
 
     def open(self) -> list[Segment]:
         """Take a slot; return the segments earlier processes left, oldest first."""
         self.root.mkdir(parents=True, exist_ok=True)
-        if self.mapped is None:
-            self.mapped = filesystem_type(self.root) not in _COPY_ON_WRITE
         for slot in range(_MAX_SLOTS):
             fd = _try_lock(self.root / f"slot-{slot}")
             if fd is not None:
@@ -147,7 +146,7 @@ class Spool:
         path = self.directory / f"{self._next_number:012d}.jsonl"
         self._next_number += 1
         fd = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
-        return Segment(path, fd=fd, mapped=self.mapped is not False)
+        return Segment(path, fd=fd, mapped=self.mapped)
 
     @staticmethod
     def number_of(segment: Segment) -> int:
@@ -167,9 +166,7 @@ class Spool:
                 k += 1
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
+            _write_all(fd, data)
             if sync:
                 os.fsync(fd)
         finally:
@@ -181,7 +178,10 @@ class Spool:
         """Copy ``data`` to the end of active ``segment``: in the file (the page cache) when
         this returns. Raises ``OSError`` when the file cannot grow (disk full)."""
         if not segment.mapped:
-            Spool._write(segment, data)
+            assert segment.fd is not None
+            _write_all(segment.fd, data)
+            segment.size += len(data)
+            segment.dirty = True
             return
         start = segment.size
         end = start + len(data)
@@ -190,17 +190,6 @@ class Spool:
         assert segment.map is not None
         segment.map[start:end] = data
         segment.size = end
-        segment.dirty = True
-
-    @staticmethod
-    def _write(segment: Segment, data: bytes) -> None:
-        assert segment.fd is not None
-        written = os.write(segment.fd, data)
-        if written < len(data):  # a short write (rare): finish it
-            view = memoryview(data)[written:]
-            while view:
-                view = view[os.write(segment.fd, view):]
-        segment.size += len(data)
         segment.dirty = True
 
     @staticmethod
@@ -218,22 +207,21 @@ class Spool:
         segment.capacity = capacity
 
     @staticmethod
-    def _unmap(segment: Segment) -> None:
-        """Drop ``segment``'s map and cut its file to what was written."""
+    def _cut(segment: Segment, size: int) -> None:
+        """Drop ``segment``'s map, if any, and cut its file to ``size`` bytes."""
         assert segment.fd is not None
         if segment.map is not None:
             segment.map.close()
             segment.map = None
-        if segment.capacity:
-            os.ftruncate(segment.fd, segment.size)
-            segment.capacity = 0
+        segment.capacity = 0
+        os.ftruncate(segment.fd, size)
 
     @staticmethod
     def seal(segment: Segment) -> None:
         """Stop appending to ``segment`` (its file stays until its records are written)."""
         if segment.fd is not None:
             try:
-                Spool._unmap(segment)
+                Spool._cut(segment, segment.size)
             finally:
                 os.close(segment.fd)
                 segment.fd = None
@@ -241,12 +229,8 @@ class Spool:
     @staticmethod
     def reset(segment: Segment) -> None:
         """Empty an active segment whose records are all in the database."""
-        segment.size = 0
-        Spool._unmap(segment)
-        if not segment.mapped:
-            assert segment.fd is not None
-            os.ftruncate(segment.fd, 0)
-        segment.count = segment.done = 0
+        Spool._cut(segment, 0)
+        segment.size = segment.count = segment.done = 0
         segment.dirty = False
 
     @staticmethod
@@ -332,6 +316,13 @@ def filesystem_type(path: Path, mountinfo: str | None = None) -> str | None:
         if inside and len(point) >= len(best):
             best, kind = point, fs_fields.split()[0]
     return kind
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write all of ``data`` to ``fd``, finishing a short write."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _cut_padding(path: Path) -> None:
