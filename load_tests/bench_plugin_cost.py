@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -168,9 +169,9 @@ def main() -> int:
                     served[name] += args.requests + 300
                     print(f"{name:>7}: {instructions[name] / 1e3:8.0f} k instructions/request "
                           f"({counted_rate[name]:.0f} req/s under callgrind)", flush=True)
-            restarts = max(1, min(args.restarts, args.rounds))
+            rounds_per_start = math.ceil(args.rounds / max(1, min(args.restarts, args.rounds)))
             for round_ in range(args.rounds):
-                if round_ * restarts % args.rounds < restarts:
+                if round_ % rounds_per_start == 0:
                     # New processes: two identical sidecars differ by several percent in
                     # CPU per request (memory layout, hash seeds), whatever their plugins.
                     stack.close()
