@@ -11,8 +11,9 @@ Sources:
 
 - each request, once, from ``on_complete`` or ``on_error``: requests, durations, upstream
   time, attempts, tokens, time to first token and tokens/s of streams, conversations;
-- ``on_event``: every event in ``mistral_sidecar_events_total{event}`` and the listed ones
-  in their own families (rate-limit decisions, retries, breaker transitions ...);
+- events, through ``event_observer``: every event in ``mistral_sidecar_events_total{event}``
+  and the listed ones in their own families (rate-limit decisions, retries, breaker
+  transitions ...);
 - the ``gauges`` hook of the other plugins, read at scrape time: each entry becomes
   ``mistral_sidecar_<name>``;
 - the ``readiness`` hook, read at scrape time: ``mistral_sidecar_dependency_up{dependency}``.
@@ -633,6 +634,20 @@ class MetricsState:
         if self.timer is None:
             self._added()
 
+    def count_decision(self, ctx: RequestContext | None, fields: dict[str, Any]) -> None:
+        """Count one rate-limit decision: both its counters at once, their children found by
+        the decision's fields in one look-up (applied with the next flush)."""
+        try:
+            children = self._decisions[fields["limit"], fields["allowed"], fields["scope"]]
+        except (KeyError, TypeError):  # not seen yet, or fields unlike the limiter's own
+            self.event("ratelimit.decision", fields)
+            return
+        totals = self._totals
+        totals[children[0]] += 1
+        totals[children[1]] += 1
+        if self.timer is None:
+            self._added()
+
     def _on_decision(self, f: dict[str, Any]) -> None:
         """A rate-limit decision, reported for nearly every request: both its counters at
         once, their children cached by the decision's fields."""
@@ -839,12 +854,23 @@ def on_error(ctx: RequestContext, error: SidecarError) -> None:
 
 
 @hookimpl
-def on_event(app: web.Application, ctx: RequestContext | None, name: str,
-             fields: dict[str, Any]) -> None:
-    """Count a plugin event."""
+def event_observer(app: web.Application, name: str
+                   ) -> Callable[[RequestContext | None, dict[str, Any]], None]:
+    """Count the events called ``name``; the limiter's decision, reported for nearly every
+    request, straight into its two counters."""
     state = app.get(METRICS)
-    if state is not None:
-        state.event(name, fields)
+    if state is None:
+        # Asked before this plugin started (a chain that lists the reporting plugin first):
+        # the state is looked up with each event instead.
+        def count_late(ctx: RequestContext | None, fields: dict[str, Any]) -> None:
+            found = app.get(METRICS)
+            if found is not None:
+                found.event(name, fields)
+
+        return count_late
+    if name == "ratelimit.decision":
+        return state.count_decision
+    return lambda ctx, fields: state.event(name, fields)
 
 
 @hookimpl

@@ -113,12 +113,16 @@ class PluginChain:
         self._cache: dict[str, tuple[HookCaller, ...]] = {}
         self._event_cache: dict[str, tuple[HookCaller, ...]] = {}
 
+    def position(self, plugin_name: str) -> int:
+        """Where ``plugin_name`` is in the chain (plugins outside it come last)."""
+        return self._order.get(plugin_name, 1 << 30)
+
     def callers(self, hook_name: str) -> tuple[HookCaller, ...]:
         """Implementations of ``hook_name`` in chain order (cached)."""
         cached = self._cache.get(hook_name)
         if cached is None:
             impls = getattr(self.pm.hook, hook_name).get_hookimpls()
-            ordered = sorted(impls, key=lambda impl: self._order.get(impl.plugin_name, 1 << 30))
+            ordered = sorted(impls, key=lambda impl: self.position(impl.plugin_name))
             cached = tuple(
                 HookCaller(impl.plugin_name, impl.function, tuple(impl.argnames))
                 for impl in ordered

@@ -24,8 +24,8 @@ _ARGUMENTS = ("app", "ctx", "name", "fields")
 
 def emit(app: web.Application, name: str, ctx: RequestContext | None = None,
          **fields: Any) -> None:
-    """Report event ``name`` with ``fields`` to every ``on_event`` implementation that
-    observes it, in chain order.
+    """Report event ``name`` with ``fields`` to every plugin that observes it (through
+    ``event_observer`` or ``on_event``), in chain order.
 
     Observers must not break the caller: their exceptions are logged and swallowed.
     """
@@ -39,23 +39,45 @@ def emitter(app: web.Application, name: str
     """A reporter of event ``name``: ``report(ctx, fields)`` is ``emit(app, name, ctx,
     **fields)``. Code that reports an event on nearly every request (the limiter's
     decisions) makes it once and keeps it; ``None`` when nothing observes ``name``, so that
-    the caller can skip building the fields."""
-    callers = app[PLUGINS].event_callers(name)
-    if not callers:
+    the caller can skip building the fields.
+
+    Each plugin in the chain observes through the function its ``event_observer`` returns,
+    if it implements that hook, else through its ``on_event`` (when it observes ``name``).
+    """
+    chain = app[PLUGINS]
+    own = {caller.plugin_name: caller for caller in chain.callers("event_observer")}
+    generic = {caller.plugin_name: caller for caller in chain.event_callers(name)
+               if caller.plugin_name not in own}
+    observers: list[tuple[str, Callable[[RequestContext | None, dict[str, Any]], Any]]] = []
+    for plugin_name in sorted(own.keys() | generic.keys(), key=chain.position):
+        if plugin_name in generic:
+            observers.append((plugin_name, _on_event(generic[plugin_name], app, name)))
+            continue
+        try:
+            observe = own[plugin_name](app=app, name=name)
+        except Exception:
+            logger.exception("plugin %s failed to observe %s", plugin_name, name)
+            continue
+        if observe is not None:
+            observers.append((plugin_name, observe))
+    if not observers:
         return None
-    observers: list[tuple[str, Observer]] = [
-        (caller.plugin_name, caller.function if caller.argnames == _ARGUMENTS
-         else _keyword_observer(caller))
-        for caller in callers]
 
     def report(ctx: RequestContext | None, fields: dict[str, Any]) -> None:
-        for plugin_name, observer in observers:
+        for plugin_name, observe in observers:
             try:
-                observer(app, ctx, name, fields)
+                observe(ctx, fields)
             except Exception:
                 logger.exception("plugin %s failed observing %s", plugin_name, name)
 
     return report
+
+
+def _on_event(caller: HookCaller, app: web.Application, name: str
+              ) -> Callable[[RequestContext | None, dict[str, Any]], Any]:
+    """An ``on_event`` implementation as an observer of ``name``."""
+    function = caller.function if caller.argnames == _ARGUMENTS else _keyword_observer(caller)
+    return lambda ctx, fields: function(app, ctx, name, fields)
 
 
 def _keyword_observer(caller: HookCaller) -> Observer:

@@ -27,7 +27,7 @@ Lifecycle of one request:
 from __future__ import annotations
 
 import argparse
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -222,6 +222,23 @@ def on_event(app: web.Application, ctx: RequestContext | None, name: str,
     - ``auth.denied`` {status, reason}
     - ``persistence.spooled`` {records}, ``persistence.replayed`` {records},
       ``persistence.write_failed`` {error}
+    """
+
+
+@hookspec
+def event_observer(app: web.Application, name: str
+                   ) -> Callable[[RequestContext | None, dict[str, Any]], None] | None:
+    """Observe the events called ``name`` through a function of the plugin's own instead of
+    ``on_event``: return ``observe(ctx, fields)``, called for each of them, or ``None`` to
+    leave them unobserved.
+
+    Asked whenever :func:`proxy.events.emitter` makes a reporter of ``name``: once, at
+    start-up, for an event reported on nearly every request (the limiter's decisions), and
+    on every report of a rare one (:func:`proxy.events.emit`). The function it returns can
+    hold what it needs (the plugin's state, a counter's child), so a frequent event costs
+    one call per observer rather than a dispatch on its name and a lookup on the app. A
+    plugin that implements this hook is never called through ``on_event``. Same rules as
+    ``on_event``: synchronous and cheap, on the request path, fields as listed there.
     """
 
 

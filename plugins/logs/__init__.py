@@ -93,6 +93,13 @@ _SCALARS = frozenset({int, float, bool, type(None)})
 #: Events worth a warning; the rest are informational (rate-limit passes only at DEBUG).
 _WARNING_EVENTS = frozenset({"persistence.write_failed", "persistence.spooled",
                              "guard.detection", "concurrency.rejected", "keypool.cooldown"})
+#: Events worth a warning in some cases: the level of each, from its fields.
+_SOMETIMES_WARNING_EVENTS: dict[str, Callable[[dict[str, Any]], int]] = {
+    "breaker.transition": lambda fields: (
+        logging.WARNING if fields.get("to_state") in ("open", "forced_open") else logging.INFO),
+    "ratelimit.fallback": lambda fields: (
+        logging.WARNING if fields.get("active") else logging.INFO),
+}
 
 
 # --- formatting ------------------------------------------------------------------------------
@@ -846,17 +853,28 @@ def on_error(ctx: RequestContext, error: SidecarError) -> None:
 
 
 @hookimpl
-def on_event(app: web.Application, ctx: RequestContext | None, name: str,
-             fields: dict[str, Any]) -> None:
-    """One line per plugin event."""
-    if name == "ratelimit.decision" and fields.get("allowed"):
-        level = logging.DEBUG
-    elif name in _WARNING_EVENTS or (
-            name == "breaker.transition" and fields.get("to_state") in ("open", "forced_open")
-    ) or (name == "ratelimit.fallback" and fields.get("active")):
-        level = logging.WARNING
-    else:
-        level = logging.INFO
+def event_observer(app: web.Application, name: str
+                   ) -> Callable[[RequestContext | None, dict[str, Any]], None]:
+    """One line per plugin event (a limiter's pass only at DEBUG: there is one per request)."""
+    if name == "ratelimit.decision":
+        def log_decision(ctx: RequestContext | None, fields: dict[str, Any]) -> None:
+            if fields.get("allowed"):
+                if EVENT_LOGGER.isEnabledFor(logging.DEBUG):
+                    _log_event(logging.DEBUG, ctx, name, fields)
+            else:
+                _log_event(logging.INFO, ctx, name, fields)
+
+        return log_decision
+    if name in _WARNING_EVENTS:
+        return lambda ctx, fields: _log_event(logging.WARNING, ctx, name, fields)
+    if name in _SOMETIMES_WARNING_EVENTS:
+        return lambda ctx, fields: _log_event(_SOMETIMES_WARNING_EVENTS[name](fields), ctx,
+                                              name, fields)
+    return lambda ctx, fields: _log_event(logging.INFO, ctx, name, fields)
+
+
+def _log_event(level: int, ctx: RequestContext | None, name: str,
+               fields: dict[str, Any]) -> None:
     if not EVENT_LOGGER.isEnabledFor(level):
         return
     line: dict[str, Any] = {"message": name, "event": name}

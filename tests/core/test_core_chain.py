@@ -176,3 +176,27 @@ def test_events_reach_the_observers_that_want_them_with_the_arguments_they_take(
     only_narrow = web.Application()
     only_narrow[PLUGINS] = PluginChain(["tests.core.event_plugins:narrow"])
     assert emitter(only_narrow, "guard.detection") is None
+
+
+def test_a_plugin_with_its_own_observer_gets_events_through_it_in_chain_order() -> None:
+    from aiohttp import web
+
+    from proxy.app import PLUGINS
+    from proxy.events import emit, emitter
+    from tests.core.event_plugins import SEEN
+
+    app = web.Application()
+    app[PLUGINS] = PluginChain(["tests.core.event_plugins:narrow",
+                                "tests.core.event_plugins:own",
+                                "tests.core.event_plugins:partial"])
+    SEEN.clear()
+    emit(app, "retry.attempt", None, attempt=2)
+    emit(app, "guard.detection", None, rule="email")
+    assert SEEN == [("narrow", "retry.attempt", {"attempt": 2}),
+                    ("own", "retry.attempt", {"attempt": 2}),
+                    ("partial", "retry.attempt", {"attempt": 2}),
+                    ("partial", "guard.detection", {"rule": "email"})]
+
+    only_own = web.Application()
+    only_own[PLUGINS] = PluginChain(["tests.core.event_plugins:own"])
+    assert emitter(only_own, "guard.detection") is None
