@@ -43,7 +43,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.metrics_core import Metric
 
 from proxy import __version__, hookimpl
-from proxy.app import PLUGINS, SETTINGS
+from proxy.app import FORWARDER, PLUGINS, SETTINGS
 from proxy.chain import await_me_maybe
 from proxy.context import RequestContext
 from proxy.errors import SidecarError
@@ -62,6 +62,8 @@ logger = logging.getLogger("mistral_sidecar.metrics")
 
 PREFIX = "mistral_sidecar_"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+#: How often each worker writes its number of requests in flight to the shared gauge.
+IN_FLIGHT_SAMPLE_SECONDS = 1.0
 
 #: Seconds; from a cached embedding (a few ms) to a long agent run with tools (minutes).
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0,
@@ -87,7 +89,6 @@ _LABEL_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 CLIENT_CLOSED = "499"
 
 _STATE_DONE = "metrics.done"
-_STATE_INFLIGHT = "metrics.inflight"
 _STATE_FIRST_TOKEN = "metrics.first_token"
 
 
@@ -272,7 +273,8 @@ class MetricsState:
 
     def __init__(self, *, owner_label: bool, readiness: bool,
                  readiness_timeout: float, multiproc_dir: str | None,
-                 flush_interval: float = 0.0) -> None:
+                 flush_interval: float = 0.0,
+                 in_flight: Callable[[], int] = lambda: 0) -> None:
         self.owner_label = owner_label
         # A finished request is read at once, while it is still in the processor's caches,
         # and nothing of it is kept: what it adds to each counter and histogram series
@@ -328,12 +330,13 @@ class MetricsState:
         self.inflight = Gauge(
             PREFIX + "requests_in_flight", "Requests received and not yet answered.",
             registry=r, multiprocess_mode="livesum")
-        # One process: a plain counter read at scrape time (no lock per request). Several
-        # processes: the gauge itself, whose value lives in the shared files.
-        self.inflight_count = 0
-        self.inflight_shared = multiproc_dir is not None
-        if not self.inflight_shared:
-            self.inflight.set_function(lambda: self.inflight_count)
+        # The core counts the requests it is handling: one process reads that count at
+        # scrape time; several write it to their shared file now and then
+        # (:meth:`sample_in_flight`), since the scrape reads the other workers' files.
+        self.in_flight = in_flight
+        self.sampler: asyncio.TimerHandle | None = None
+        if multiproc_dir is None:
+            self.inflight.set_function(in_flight)
         self.conversations_started = Counter(
             PREFIX + "conversations_started", "Conversations started successfully, by whether "
             "an agent or a model answers them.", ("target",), registry=r)
@@ -422,13 +425,15 @@ class MetricsState:
 
     # --- per request --------------------------------------------------------------------
 
-    def request_started(self, ctx: RequestContext) -> None:
-        """Count the request as in flight until it is finished."""
-        ctx.state[_STATE_INFLIGHT] = True
-        if self.inflight_shared:
-            self.inflight.inc()
-        else:
-            self.inflight_count += 1
+    def sample_in_flight(self) -> None:
+        """Write the number of requests in flight to the shared gauge (several workers)."""
+        self.inflight.set(self.in_flight())
+
+    def sample_in_flight_every(self, seconds: float) -> None:
+        """Sample the requests in flight now and every ``seconds`` from now on."""
+        self.sample_in_flight()
+        if self.loop is not None:
+            self.sampler = self.loop.call_later(seconds, self.sample_in_flight_every, seconds)
 
     def request_finished(self, ctx: RequestContext) -> None:
         """A request ended: it leaves the in-flight count now and is recorded, exactly once
@@ -437,11 +442,6 @@ class MetricsState:
         if _STATE_DONE in state:
             return
         state[_STATE_DONE] = True
-        if state.pop(_STATE_INFLIGHT, False):
-            if self.inflight_shared:
-                self.inflight.dec()
-            else:
-                self.inflight_count -= 1
         try:
             self._record(ctx, self._totals)
         except Exception:
@@ -779,12 +779,14 @@ def startup(app: web.Application) -> None:
         # prometheus_client picks its value storage when it is first imported; a worker forked
         # by `serve --workers` may have imported it before the directory was set.
         values.ValueClass = values.get_value_class()
+    forwarder = app.get(FORWARDER)
     state = MetricsState(
         owner_label=bool(settings["metrics.owner_label"]),
         readiness=bool(settings["metrics.readiness"]),
         readiness_timeout=float(settings["metrics.readiness_timeout_seconds"]),
         multiproc_dir=multiproc_dir,
         flush_interval=float(settings["metrics.flush_seconds"]),
+        in_flight=(lambda: 0) if forwarder is None else (lambda: forwarder.in_flight),
     )
     state.loop = asyncio.get_running_loop()
     plugin_gauges = PluginGaugeCollector(app, state.own_names)
@@ -795,6 +797,7 @@ def startup(app: web.Application) -> None:
         exposed = CollectorRegistry()
         multiprocess.MultiProcessCollector(exposed, path=multiproc_dir)
         state.exposed = exposed
+        state.sample_in_flight_every(IN_FLIGHT_SAMPLE_SECONDS)
     state.exposed.register(plugin_gauges)
     if state.readiness:
         state.exposed.register(health)
@@ -810,16 +813,12 @@ def shutdown(app: web.Application) -> None:
         return
     state.flush()
     state.loop = None  # requests still finishing are recorded at once from now on
+    if state.sampler is not None:
+        state.sampler.cancel()
     if state.multiproc_dir is not None:
         from prometheus_client import multiprocess
 
         multiprocess.mark_process_dead(os.getpid(), state.multiproc_dir)
-
-
-@hookimpl
-def on_request(ctx: RequestContext) -> None:
-    """The request is in flight from here on."""
-    ctx.app[METRICS].request_started(ctx)
 
 
 @hookimpl

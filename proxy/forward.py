@@ -95,54 +95,60 @@ class Forwarder:
         self.error_hooks = chain.callers("on_error")
         self.session: aiohttp.ClientSession | None = None
         self._background: set[asyncio.Task[None]] = set()
+        #: Requests received and not yet answered (handlers running right now).
+        self.in_flight = 0
 
     # --- entry point ----------------------------------------------------------------------
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """aiohttp handler for every ``/v1/...`` and ``/v2/...`` request."""
-        incoming_id = request.headers.get("X-Request-ID")
-        request_id = (
-            incoming_id
-            if incoming_id and _REQUEST_ID_RE.match(incoming_id)
-            else os.urandom(16).hex()
-        )
-        path = request.rel_url.raw_path
-        operation, params = self.operations.classify(request.method, path)
-        ctx = RequestContext(request, request.app, request_id, operation, params)
-        ctx.upstream_api_key = self.default_api_key
-        answer: web.StreamResponse | None = None
+        self.in_flight += 1
         try:
-            await self._read_body(ctx)
-            # Parsing JSON is the costliest thing a pass-through does; only look when the
-            # body can possibly ask for a stream.
-            if ctx.body and b'"stream"' in ctx.body:
-                body = ctx.json
-                if isinstance(body, dict) and body.get("stream") is True:
-                    ctx.is_stream = True
-                    stream_op, stream_params = self.operations.classify(
-                        request.method, path, stream=True)
-                    if stream_op is not None:
-                        ctx.operation, ctx.path_params = stream_op, stream_params
+            incoming_id = request.headers.get("X-Request-ID")
+            request_id = (
+                incoming_id
+                if incoming_id and _REQUEST_ID_RE.match(incoming_id)
+                else os.urandom(16).hex()
+            )
+            path = request.rel_url.raw_path
+            operation, params = self.operations.classify(request.method, path)
+            ctx = RequestContext(request, request.app, request_id, operation, params)
+            ctx.upstream_api_key = self.default_api_key
+            answer: web.StreamResponse | None = None
+            try:
+                await self._read_body(ctx)
+                # Parsing JSON is the costliest thing a pass-through does; only look when the
+                # body can possibly ask for a stream.
+                if ctx.body and b'"stream"' in ctx.body:
+                    body = ctx.json
+                    if isinstance(body, dict) and body.get("stream") is True:
+                        ctx.is_stream = True
+                        stream_op, stream_params = self.operations.classify(
+                            request.method, path, stream=True)
+                        if stream_op is not None:
+                            ctx.operation, ctx.path_params = stream_op, stream_params
 
-            for hook in self.on_request_hooks:
-                # Most hooks are synchronous and return None: no coroutine for them.
-                answer = hook.on_ctx(ctx)
-                if answer is not None and inspect.isawaitable(answer):
-                    answer = await answer
-                if answer is not None:
-                    break
-            else:
-                call = self._compose(ctx)
-                upstream = await call(ctx)
-        except SidecarError as error:
-            return await self._error(ctx, error)
-        except asyncio.CancelledError:
-            ctx.log["outcome"] = "client_disconnected"
-            self._complete_later(ctx)
-            raise
-        if answer is not None:
-            return await self._answered(ctx, answer)
-        return await self._relay(ctx, upstream)
+                for hook in self.on_request_hooks:
+                    # Most hooks are synchronous and return None: no coroutine for them.
+                    answer = hook.on_ctx(ctx)
+                    if answer is not None and inspect.isawaitable(answer):
+                        answer = await answer
+                    if answer is not None:
+                        break
+                else:
+                    call = self._compose(ctx)
+                    upstream = await call(ctx)
+            except SidecarError as error:
+                return await self._error(ctx, error)
+            except asyncio.CancelledError:
+                ctx.log["outcome"] = "client_disconnected"
+                self._complete_later(ctx)
+                raise
+            if answer is not None:
+                return await self._answered(ctx, answer)
+            return await self._relay(ctx, upstream)
+        finally:
+            self.in_flight -= 1
 
     async def _answered(self, ctx: RequestContext, answer: web.StreamResponse
                         ) -> web.StreamResponse:

@@ -21,6 +21,18 @@ def _body(stream: bool = False, model: str = MODEL) -> dict[str, object]:
             "messages": [{"role": "user", "content": "hi"}]}
 
 
+async def test_a_stream_being_relayed_is_in_flight_until_it_ends(
+        start_sidecar: SidecarFactory, mock_upstream: MockUpstream) -> None:
+    sidecar = await start_sidecar(SIDECAR_PLUGINS="metrics")
+    await mock_upstream.settings(token_interval_ms=100)
+    async with aiohttp.ClientSession() as http, http.post(
+            sidecar.url + "/v1/chat/completions", json=_body(stream=True)) as resp:
+        await resp.content.readany()
+        assert (await scrape(sidecar.url)).value("mistral_sidecar_requests_in_flight") == 1
+        await resp.read()
+    assert (await scrape(sidecar.url)).value("mistral_sidecar_requests_in_flight") == 0
+
+
 async def test_broken_and_abandoned_streams_count_once(
         start_sidecar: SidecarFactory, mock_upstream: MockUpstream) -> None:
     sidecar = await start_sidecar(SIDECAR_PLUGINS="logs,metrics", SIDECAR_LOG_STDOUT="false")

@@ -54,3 +54,27 @@ async def test_workers_are_summed(spawn_sidecar: Callable[..., SidecarProcess],
     assert m.value("mistral_sidecar_requests_total", operation="chat.complete",
                    method="POST", status="200") == 5
     assert len(m.find("mistral_sidecar_requests_in_flight")) == 1
+
+
+async def test_a_workers_stream_in_flight_shows_in_the_others_scrape(
+        spawn_sidecar: Callable[..., SidecarProcess], mock_upstream: MockUpstream,
+        tmp_path: Path) -> None:
+    shared = tmp_path / "prometheus-multiproc"
+    shared.mkdir()
+    env = {"SIDECAR_PLUGINS": "metrics", "MISTRAL_BASE_URL": mock_upstream.url,
+           "PROMETHEUS_MULTIPROC_DIR": str(shared)}
+    first, second = spawn_sidecar(**env), spawn_sidecar(**env)
+    await mock_upstream.settings(token_interval_ms=500)
+
+    async def in_flight(count: int) -> bool:
+        return (await scrape(first.url)).value("mistral_sidecar_requests_in_flight") == count
+
+    async with aiohttp.ClientSession() as http, http.post(
+            second.url + "/v1/chat/completions", json={
+                "model": MODEL, "stream": True,
+                "messages": [{"role": "user", "content": "hi"}]}) as resp:
+        await resp.content.readany()
+        # each worker writes its count to the shared files every second
+        await wait_for(lambda: in_flight(1))
+        await resp.read()
+    await wait_for(lambda: in_flight(0))
