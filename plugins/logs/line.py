@@ -89,8 +89,11 @@ def add_request_fields(ctx: RequestContext, status: int | None, into: dict[str, 
     else:
         model = body.get("model")
         if agent_id is None:
-            agent_id = body.get("agent_id") or (
-                body.get("id") if ctx.operation_name == "agents.create" else None)
+            agent_id = body.get("agent_id")
+            if not agent_id:
+                operation = ctx.operation
+                if operation is not None and operation.name == "agents.create":
+                    agent_id = body.get("id")
         if conversation_id is None:
             conversation_id = body.get("conversation_id")
     if not model:
@@ -134,79 +137,75 @@ class AccessLineEncoder:
 
     ``None`` from :meth:`encode` means the line needs the general encoder: it holds text
     that is not ASCII (the general path escapes it as ``\\u`` sequences), values it does not
-    format, plugin fields named like its own, or something ``suspicious`` (a possible secret,
-    which the general path redacts). Each cached piece is checked once, when it is made; the
-    per-request text on every line.
+    format, plugin fields named like its own or set to ``None``, or something ``suspicious``
+    (a possible secret, which the general path redacts). Each cached piece is checked once,
+    when it is made; the per-request text on every line.
     """
 
     def __init__(self, logger_name: str, suspicious: Suspicious) -> None:
-        self._logger = orjson.dumps(logger_name)
+        logger = orjson.dumps(logger_name)
+        self._levels = {False: _INFO + logger, True: _WARNING + logger}
         self._suspicious = suspicious
         self._second = -1
         self._second_text = b""
-        self._heads: dict[tuple[str, str, int | None, str, bool], bytes] = {}
-        self._callers: dict[tuple[str, str, str, str], bytes] = {}
+        self._prefixes: dict[tuple[Any, ...], bytes] = {}
 
     def _seconds(self, second: int) -> bytes:
         text = b'{"time":"' + utc_date_time(second).encode()
         self._second, self._second_text = second, text
         return text
 
-    def _piece(self, fields: dict[str, Any]) -> bytes:
-        """``fields`` encoded as a piece of a line (a leading comma, no braces), or
-        :data:`_SUSPICIOUS` when lines with it need the general path."""
+    def _prefix(self, key: tuple[Any, ...]) -> bytes:
+        """What follows the time in lines with ``key``: level, logger, the request's method,
+        path and operation, the caller, and a comma; or :data:`_SUSPICIOUS` when such lines
+        need the general path."""
+        method, path, status, operation, stream, warning = key[:6]
+        fields = request_fields(method, path, status, operation, stream)
+        if len(key) > 6:
+            fields.update(caller_fields(*key[6:]))
         piece = b"," + orjson.dumps(fields)[1:-1]
         if not piece.isascii() or self._suspicious(piece.decode("ascii")):
-            return _SUSPICIOUS
+            piece = _SUSPICIOUS
+        else:
+            piece = self._levels[warning] + piece + b","
+        if len(self._prefixes) < CACHE_LIMIT:
+            self._prefixes[key] = piece
         return piece
-
-    def _cached(self, cache: dict[Any, bytes], key: Any, fields: dict[str, Any]) -> bytes:
-        piece = self._piece(fields)
-        if len(cache) < CACHE_LIMIT:
-            cache[key] = piece
-        return piece
-
-    def _head(self, key: tuple[str, str, int | None, str, bool]) -> bytes:
-        return self._cached(self._heads, key, request_fields(*key))
-
-    def _caller(self, key: tuple[str, str, str, str]) -> bytes:
-        return self._cached(self._callers, key, caller_fields(*key))
 
     def encode(self, ctx: RequestContext, ended: float, warning: bool) -> bytes | None:
-        """The line of ``ctx``, which finished at ``ended`` (``time.time()``)."""
+        """The line of ``ctx``, which finished at ``ended`` (``time.time()``); ``warning``
+        gives it level WARNING instead of INFO."""
         status = ctx.response_status
         log = ctx.log
-        if status is None or (log and (not OWN_FIELDS.isdisjoint(log)
-                                       or None in log.values())):
+        if status is None or (log and not OWN_FIELDS.isdisjoint(log)):
             return None
-        operation = ctx.operation_name
-        key = (ctx.method, ctx.path, status, operation, ctx.is_stream)
-        head = self._heads.get(key) or self._head(key)
-        parts = [b"", b"", _WARNING if warning else _INFO, self._logger, head]
+        operation = ctx.operation
         identity = ctx.identity
-        if identity is not None:
-            who = (identity.owner, identity.role, identity.key_id, identity.org)
-            caller = self._callers.get(who) or self._caller(who)
-            if caller is _SUSPICIOUS:
-                return None
-            parts.append(caller)
-        if head is _SUSPICIOUS:
+        # Everything a line has that repeats from one request to the next, as one key.
+        key: tuple[Any, ...] = (
+            (ctx.method, ctx.path, status, "unknown" if operation is None else operation.name,
+             ctx.is_stream, warning)
+            if identity is None else
+            (ctx.method, ctx.path, status, "unknown" if operation is None else operation.name,
+             ctx.is_stream, warning, identity.owner, identity.role, identity.key_id,
+             identity.org))
+        prefix = self._prefixes.get(key) or self._prefix(key)
+        if prefix is _SUSPICIOUS:
             return None
-
         # Plugins' fields first: the line's own fields are written after them.
         rest: dict[str, Any] = dict(log) if log else {}
         add_request_fields(ctx, status, rest)
         try:
             tail = orjson.dumps(rest)
-            # Text, to search: bytes.__contains__ first tries its argument as an integer and
-            # pays for a formatted TypeError every time.
-            if self._suspicious(tail.decode("ascii")):
+            # Searched as text: bytes.__contains__ first tries its argument as an integer and
+            # pays for a formatted TypeError every time. The line's own fields are never
+            # null, so a null is a plugin's field the general path leaves out.
+            text = tail.decode("ascii")
+            if '":null' in text or self._suspicious(text):
                 return None
         except (TypeError, UnicodeDecodeError):  # a value orjson does not take, or not ASCII
             return None
-        parts.append(b",")
-        parts.append(tail[1:])
         second = int(ended)
-        parts[0] = self._second_text if second == self._second else self._seconds(second)
-        parts[1] = _MILLIS[int((ended - second) * 1000)]
-        return b"".join(parts)
+        return b"".join((
+            self._second_text if second == self._second else self._seconds(second),
+            _MILLIS[int((ended - second) * 1000)], prefix, tail[1:]))

@@ -6,6 +6,7 @@ import json
 import logging
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 from plugins.logs import ACCESS_LOGGER, access_fields
 from plugins.logs.line import AccessLineEncoder
@@ -56,7 +57,7 @@ def test_a_suspected_secret_or_text_beyond_ascii_takes_the_general_path() -> Non
 
             self.response_status = 200
             self.log: dict[str, object] = {"outcome": "ok"}
-            self.operation_name = "chat.complete"
+            self.operation = SimpleNamespace(name="chat.complete")
             self.method, self.path, self.is_stream = "POST", "/v1/chat/completions", False
             self.identity = Identity(key_id="k1", owner="team-a", role="user")
             self.path_params: dict[str, str] = {}
