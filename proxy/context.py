@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -18,6 +19,12 @@ if TYPE_CHECKING:
     from proxy.operations import Operation
 
 _UNSET: Any = object()
+
+CURRENT_REQUEST: contextvars.ContextVar[RequestContext | None] = contextvars.ContextVar(
+    "mistral_sidecar_request", default=None)
+"""The request the current task is handling (set by the core for the whole of its handler;
+tasks started meanwhile inherit it), ``None`` outside requests. Code that cannot be handed
+the context, a logging filter for one, finds it here."""
 
 
 @dataclass(slots=True)

@@ -9,6 +9,7 @@ and observed afterwards.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import logging
 import os
@@ -23,7 +24,13 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from proxy.chain import HookCaller, PluginChain, await_me_maybe
-from proxy.context import RequestContext, UpstreamCall, UpstreamResponse, Usage
+from proxy.context import (
+    CURRENT_REQUEST,
+    RequestContext,
+    UpstreamCall,
+    UpstreamResponse,
+    Usage,
+)
 from proxy.errors import SidecarError, UpstreamError
 from proxy.operations import OperationIndex
 from proxy.sse import SSEParser, assembler_for
@@ -103,6 +110,7 @@ class Forwarder:
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """aiohttp handler for every ``/v1/...`` and ``/v2/...`` request."""
         self.in_flight += 1
+        current: contextvars.Token[RequestContext | None] | None = None
         try:
             incoming_id = request.headers.get("X-Request-ID")
             request_id = (
@@ -114,6 +122,7 @@ class Forwarder:
             operation, params = self.operations.classify(request.method, path)
             ctx = RequestContext(request, request.app, request_id, operation, params)
             ctx.upstream_api_key = self.default_api_key
+            current = CURRENT_REQUEST.set(ctx)
             answer: web.StreamResponse | None = None
             try:
                 await self._read_body(ctx)
@@ -149,6 +158,8 @@ class Forwarder:
             return await self._relay(ctx, upstream)
         finally:
             self.in_flight -= 1
+            if current is not None:
+                CURRENT_REQUEST.reset(current)
 
     async def _answered(self, ctx: RequestContext, answer: web.StreamResponse
                         ) -> web.StreamResponse:

@@ -22,6 +22,9 @@ Lifecycle of one request:
    and timing are on the context.
 6. ``on_error`` — instead of 3-5 when the sidecar answered with an error of its own, or when
    a stream broke after it started.
+
+Code that is not handed the request context (a logging filter, a library callback) finds the
+request its task is handling in :data:`proxy.context.CURRENT_REQUEST`.
 """
 
 from __future__ import annotations

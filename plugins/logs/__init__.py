@@ -23,7 +23,6 @@ keys, database and Redis passwords), bearer tokens and passwords in URLs from ev
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import json
 import logging
 import logging.handlers
@@ -42,7 +41,7 @@ from pythonjsonlogger.json import JsonEncoder, JsonFormatter
 
 from proxy import hookimpl
 from proxy.app import SETTINGS
-from proxy.context import RequestContext
+from proxy.context import CURRENT_REQUEST, RequestContext
 from proxy.errors import SidecarError
 from proxy.settings import Setting, Settings
 
@@ -76,9 +75,6 @@ logger = logging.getLogger("mistral_sidecar.logs")
 ACCESS_LOGGER = logging.getLogger("mistral_sidecar.access")
 EVENT_LOGGER = logging.getLogger("mistral_sidecar.event")
 
-CURRENT_REQUEST: contextvars.ContextVar[RequestContext | None] = contextvars.ContextVar(
-    "mistral_sidecar_request", default=None)
-"""The request being handled by the current task (for ``request_id`` on every line)."""
 
 REDACTED = "[REDACTED]"
 _STATE_DONE = "logs.done"
@@ -823,14 +819,6 @@ def _write_access(ctx: RequestContext) -> None:
     access = ctx.app[LOGS].access
     if access is not None:
         access.add(ctx)
-    if CURRENT_REQUEST.get() is ctx:
-        CURRENT_REQUEST.set(None)
-
-
-@hookimpl
-def on_request(ctx: RequestContext) -> None:
-    """From here on, every line logged by this task carries the request id."""
-    CURRENT_REQUEST.set(ctx)
 
 
 @hookimpl
