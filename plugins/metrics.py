@@ -508,7 +508,8 @@ class MetricsState:
         return children
 
     def _record(self, ctx: RequestContext, totals: defaultdict[Any, float]) -> None:
-        operation = ctx.operation_name
+        op = ctx.operation
+        operation = "unknown" if op is None else op.name
         status = ctx.response_status
         key = (operation, ctx.method, status, ctx.is_stream)
         series = self._series.get(key) or self._series_for(key)

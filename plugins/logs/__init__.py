@@ -540,13 +540,14 @@ class AccessLog:
         """Encode and queue the line of a finished request."""
         ended = time.time()
         status = ctx.response_status
-        level = logging.WARNING if status is not None and status >= 500 else logging.INFO
+        warning = status is not None and status >= 500
+        level = logging.WARNING if warning else logging.INFO
         if not ACCESS_LOGGER.isEnabledFor(level):
             return
         line: bytes | dict[str, Any] | None = None
         try:
             if not self.content:
-                line = self.encoder.encode(ctx, ended, level == logging.WARNING)
+                line = self.encoder.encode(ctx, ended, warning)
             if line is None:
                 line = self._fields(ctx, ended, level)
                 self.pending_bytes += len(ctx.response_body or b"") + len(ctx.body or b"")
@@ -555,7 +556,11 @@ class AccessLog:
         except Exception:
             logger.exception("cannot make the access line of request %s", ctx.request_id)
             return
-        self.pending.append((level, ended, line))
+        pending = self.pending
+        pending.append((level, ended, line))
+        if self.timer is not None and len(pending) < BATCH_MAX_LINES \
+                and self.pending_bytes < BATCH_MAX_BYTES:
+            return  # the usual case: a batch is being gathered
         if self.closed or self.loop is None:
             self.flush()
         elif len(self.pending) >= BATCH_MAX_LINES or self.pending_bytes >= BATCH_MAX_BYTES:
@@ -811,7 +816,9 @@ def _add_content(fields: dict[str, Any], ctx: RequestContext, limit: int) -> Non
             fields["response_body_truncated"] = str(response)[:limit]
 
 
-def _write_access(ctx: RequestContext) -> None:
+@hookimpl
+def on_complete(ctx: RequestContext) -> None:
+    """The access line of a finished request (once, whichever hook reports it first)."""
     state = ctx.state
     if _STATE_DONE in state:
         return
@@ -819,12 +826,6 @@ def _write_access(ctx: RequestContext) -> None:
     access = ctx.app[LOGS].access
     if access is not None:
         access.add(ctx)
-
-
-@hookimpl
-def on_complete(ctx: RequestContext) -> None:
-    """The access line of a finished request."""
-    _write_access(ctx)
 
 
 @hookimpl
@@ -837,7 +838,7 @@ def on_error(ctx: RequestContext, error: SidecarError) -> None:
     if ctx.log.get("outcome") == "upstream_broken":
         ctx.log.setdefault("error_code", error.code)
         return
-    _write_access(ctx)
+    on_complete(ctx)
 
 
 @hookimpl

@@ -225,8 +225,9 @@ def _apply(ctx: RequestContext, plan: Plan, decision: Decision) -> None:
     for name, limit, state in zip(plan.names, plan.limits, decision.states, strict=True):
         passed = decision.allowed or state.remaining >= limit.check
         if report is not None:
+            remaining = state.remaining
             report(ctx, {"limit": "requests" if name == REQUESTS else "tokens",
-                         "allowed": passed, "remaining": max(0, state.remaining),
+                         "allowed": passed, "remaining": remaining if remaining > 0 else 0,
                          "scope": plan.policy.scope, "enforced": enforce})
         if not passed:
             refused.append((name, reset_seconds(limit, state)))
