@@ -457,9 +457,14 @@ class Forwarder:
         if ctx.timing.finished is None:
             ctx.timing.finished = _now()
         for hook in self.complete_hooks:
-            pending = _guarded(hook, ctx)
-            if pending is not None:
-                await pending
+            # What _guarded does, inline: this runs for every plugin on every request.
+            try:
+                result = hook.on_ctx(ctx)
+            except Exception:
+                logger.exception("plugin %s failed in an observation hook", hook.plugin_name)
+                continue
+            if result is not None and inspect.isawaitable(result):
+                await _guarded_await(hook, result)
 
     def _complete_later(self, ctx: RequestContext) -> None:
         """Run completion hooks for a cancelled request without being cancelled with it."""

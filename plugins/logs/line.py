@@ -80,9 +80,10 @@ def add_request_fields(ctx: RequestContext, status: int | None, into: dict[str, 
     # Path first, then the response (already parsed for usage); the request body only when
     # they do not name the model (conversations, errors).
     params = ctx.path_params
-    agent_id = params.get("agent_id")
-    conversation_id = params.get("conversation_id")
-    model = None
+    agent_id = conversation_id = model = None
+    if params:
+        agent_id = params.get("agent_id")
+        conversation_id = params.get("conversation_id")
     body = ctx.response_json if status is not None and status < 400 else None
     if type(body) is not dict:
         body = None
@@ -121,12 +122,15 @@ def add_request_fields(ctx: RequestContext, status: int | None, into: dict[str, 
     finished = timing.finished
     if finished is None:
         finished = time.perf_counter()
-    # Milliseconds with three decimals, rounded half up (cheaper than round()).
-    into["duration_ms"] = int((finished - started) * 1e6 + 0.5) / 1000
-    if timing.upstream_started is not None:
-        into["upstream_ms"] = int((finished - timing.upstream_started) * 1e6 + 0.5) / 1000
-    if timing.first_byte_sent is not None:
-        into["ttfb_ms"] = int((timing.first_byte_sent - started) * 1e6 + 0.5) / 1000
+    # Milliseconds with three decimals, rounded half up: whole microseconds by floor division
+    # (no call, unlike int() or round()), then exactly divided.
+    into["duration_ms"] = ((finished - started) * 1e6 + 0.5) // 1 / 1000
+    upstream_started = timing.upstream_started
+    if upstream_started is not None:
+        into["upstream_ms"] = ((finished - upstream_started) * 1e6 + 0.5) // 1 / 1000
+    first_byte = timing.first_byte_sent
+    if first_byte is not None:
+        into["ttfb_ms"] = ((first_byte - started) * 1e6 + 0.5) // 1 / 1000
     into["bytes"] = ctx.response_bytes
     if ctx.body is not None:
         into["request_bytes"] = len(ctx.body)
