@@ -18,14 +18,15 @@ round (ABBA, against drift); the report gives medians of per-round paired ratios
 The verdict is the larger of the modelled cost and the CPU cost. The model misses what a
 plugin costs beyond its instructions (cache misses: its code runs once per request, among a
 million other instructions); the wall-clock figures swing by 10-20 % between runs of the same
-build on a shared 2-core machine, and two identical sidecar processes differ by several
-percent in CPU per request (memory layout, hash seeds), so the rounds are many, both sidecars
-are started anew several times over them (``--restarts``), and the paired ratios' median is
-used. A target is met only when both agree (with ``--requests 0`` the larger of
-the two wall-clock figures decides). The sidecars are pinned to the last CPU and
-wrk, the mock, PostgreSQL and Redis to the others (``--no-pin`` lets them float), so a
-sidecar's throughput is what one core of its own can do rather than what the neighbours
-(the database inserting what persistence sends, above all) leave it at that moment.
+build on a shared 2-core machine, and two identical sidecar processes differ by up to 15 %
+in CPU per request (memory layout, hash seeds), so every round starts both sidecars anew
+(``--restarts`` to do it less often), the rounds are many, and the paired ratios' median is
+used, with a 95 % interval for it. A target is met only when both agree (with
+``--requests 0`` the larger of the two wall-clock figures decides). The sidecars are pinned
+to the last CPU and wrk, the mock, PostgreSQL and Redis to the others (``--no-pin`` lets
+them float), so a sidecar's throughput is what one core of its own can do rather than what
+the neighbours (the database inserting what persistence sends, above all) leave it at that
+moment.
 ``--base via`` measures against the bare forwarder instead (the plugin's worst case, reported
 for comparison); plugins the measured ones need (``store`` for persistence) are kept.
 
@@ -93,6 +94,26 @@ def dilated_intervals(factor: float) -> dict[str, str]:
             if setting.name in wanted and setting.env}
 
 
+def median_interval(values: list[float], level: float = 0.95) -> tuple[float, float]:
+    """A distribution-free interval around the median of ``values``: the order statistics
+    between which the true median lies with probability ``level`` (binomial, the sign test's
+    interval). Per-round ratios are independent samples when every round has fresh processes,
+    whose offsets are the largest part of their spread."""
+    ordered = sorted(values)
+    n = len(ordered)
+    if n < 6:
+        return ordered[0], ordered[-1]
+    below = 0.0
+    k = 0
+    # Largest k with P(X < k) <= (1 - level) / 2 for X ~ Binomial(n, 1/2).
+    while True:
+        below += math.comb(n, k) / 2 ** n
+        if below > (1 - level) / 2:
+            break
+        k += 1
+    return ordered[max(0, k - 1)], ordered[min(n - 1, n - k)]
+
+
 def chains(without: list[str], base: str) -> dict[str, list[str]]:
     """``with`` and ``without`` plugin lists for the comparison."""
     unknown = [name for name in without if name not in DEFAULT_CHAIN]
@@ -123,15 +144,16 @@ def main() -> int:
     parser.add_argument("--target", type=float, required=True, help="allowed cost in percent")
     parser.add_argument("--base", choices=("default", "via"), default="default")
     parser.add_argument("--seconds", type=float, default=5)
-    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--requests", type=int, default=1000,
                         help="requests counted under callgrind per configuration (0: skip)")
     parser.add_argument("--dilation", type=float, default=30,
                         help="how much slower the sidecar runs under callgrind; time-based "
                         "batch intervals are stretched as much while counting")
-    parser.add_argument("--restarts", type=int, default=5,
-                        help="times both sidecars are started anew over the rounds")
+    parser.add_argument("--restarts", type=int, default=0,
+                        help="times both sidecars are started anew over the rounds (default: "
+                        "every round, so that each paired ratio is an independent sample)")
     parser.add_argument("--no-pin", action="store_true",
                         help="let every process float over all CPUs")
     args = parser.parse_args()
@@ -169,7 +191,8 @@ def main() -> int:
                     served[name] += args.requests + 300
                     print(f"{name:>7}: {instructions[name] / 1e3:8.0f} k instructions/request "
                           f"({counted_rate[name]:.0f} req/s under callgrind)", flush=True)
-            rounds_per_start = math.ceil(args.rounds / max(1, min(args.restarts, args.rounds)))
+            restarts = args.restarts or args.rounds
+            rounds_per_start = math.ceil(args.rounds / max(1, min(restarts, args.rounds)))
             for round_ in range(args.rounds):
                 if round_ % rounds_per_start == 0:
                     # New processes: two identical sidecars differ by several percent in
@@ -199,9 +222,10 @@ def main() -> int:
     with_, without_ = loads["with"], loads["without"]
     throughput_cost = 1 - statistics.median(
         a.requests_per_s / b.requests_per_s for a, b in zip(with_, without_, strict=True))
-    cpu_cost = statistics.median(
-        a.cpu_us_per_request / b.cpu_us_per_request
-        for a, b in zip(with_, without_, strict=True)) - 1
+    cpu_ratios = [a.cpu_us_per_request / b.cpu_us_per_request
+                  for a, b in zip(with_, without_, strict=True)]
+    cpu_cost = statistics.median(cpu_ratios) - 1
+    cpu_low, cpu_high = (ratio - 1 for ratio in median_interval(cpu_ratios))
     instruction_cost = (instructions["with"] / instructions["without"] - 1
                         if instructions else float("nan"))
     # Callgrind counts user-space instructions only; the kernel's share (system calls: the
@@ -249,7 +273,8 @@ def main() -> int:
     lines += ["", f"User-space instructions per request {instruction_cost:+.1%} (callgrind, "
               f"{args.requests} requests each, batch intervals x{args.dilation:g}); wall clock: "
               "throughput cost "
-              f"{throughput_cost:.1%}, CPU time {cpu_cost:+.1%}.", "",
+              f"{throughput_cost:.1%}, CPU time {cpu_cost:+.1%} (95% interval of that median: "
+              f"{cpu_low:+.1%} to {cpu_high:+.1%}).", "",
               "Modelled cost (instructions at the measured user time per instruction, plus "
               f"the measured system time): {model_cost:.1%}.", "",
               f"Cost (the larger of the modelled cost and the CPU time cost): {cost:.1%} "
