@@ -1,10 +1,10 @@
 """Access lines encoded straight to bytes, from pieces that repeat across requests.
 
 Most of an access line is the same from one request to the next: the time up to the second,
-level and logger; method, path and operation; who called. Those pieces are encoded once and
-kept (a bounded number of them). What differs per request (ids, model, status, tokens,
-durations, sizes, the fields plugins added in ``ctx.log``) is encoded in one ``orjson``
-call. The result is the JSON object
+level and logger; method, path and operation; who called; the model, status, upstream status
+and attempts. Those pieces are encoded once and kept (a bounded number of them). What differs
+per request (ids, tokens, durations, sizes, the fields plugins added in ``ctx.log``) is
+encoded in one ``orjson`` call. The result is the JSON object
 :func:`plugins.logs.access_fields` describes, for a fraction of the work, which is what makes
 an access line per request affordable at thousands of requests per second.
 """
@@ -20,7 +20,7 @@ import orjson
 from proxy.timefmt import utc_date_time
 
 if TYPE_CHECKING:
-    from proxy.context import RequestContext
+    from proxy.context import RequestContext, Usage
 
 #: Whether a piece of an encoded line (ASCII JSON text) may hold a secret (then the line is
 #: encoded and redacted by the general path instead).
@@ -72,22 +72,17 @@ def utc_time(seconds: float) -> str:
     return f"{utc_date_time(second)}.{int((seconds - second) * 1000):03d}Z"
 
 
-def add_request_fields(ctx: RequestContext, status: int | None, into: dict[str, Any]) -> None:
-    """Add the fields of ``ctx``'s line that differ from one request to the next to
-    ``into``: request id, the agent, conversation and model it names, status, upstream
-    status, attempts, tokens, durations and sizes (``None`` values left out)."""
-    into["request_id"] = ctx.request_id
-    # Path first, then the response (already parsed for usage); the request body only when
-    # they do not name the model (conversations, errors).
+def named_in(ctx: RequestContext, status: int | None) -> tuple[Any, Any, Any, Usage | None]:
+    """The agent, conversation and model ``ctx`` names, and its token usage (answers below
+    400 only): from the path first, then the response (already parsed for usage); the
+    request body only when they do not name the model (conversations, errors)."""
     params = ctx.path_params
-    agent_id = conversation_id = model = None
+    agent_id = conversation_id = model = usage = None
     if params:
         agent_id = params.get("agent_id")
         conversation_id = params.get("conversation_id")
     body = ctx.response_json if status is not None and status < 400 else None
-    if type(body) is not dict:
-        body = None
-    else:
+    if type(body) is dict:
         model = body.get("model")
         if agent_id is None:
             agent_id = body.get("agent_id")
@@ -97,26 +92,39 @@ def add_request_fields(ctx: RequestContext, status: int | None, into: dict[str, 
                     agent_id = body.get("id")
         if conversation_id is None:
             conversation_id = body.get("conversation_id")
+        usage = ctx.usage
     if not model:
         ids = ctx.resource_ids
         model = ids.get("model")
         agent_id = agent_id or ids.get("agent_id")
+    return agent_id, conversation_id, model, usage
+
+
+def outcome_fields(model: Any, status: int | None, upstream_status: int | None,
+                   attempts: int) -> dict[str, Any]:
+    """What a line says about the outcome that many requests share: model, status, upstream
+    status and attempts (``None`` and empty values left out)."""
+    fields: dict[str, Any] = {"model": model} if model else {}
+    fields["status"] = status
+    if upstream_status is not None:
+        fields["upstream_status"] = upstream_status
+    fields["attempts"] = attempts
+    return fields
+
+
+def add_measures(ctx: RequestContext, agent_id: Any, conversation_id: Any,
+                 usage: Usage | None, into: dict[str, Any]) -> None:
+    """Add what differs on every line to ``into``: request id, the agent and conversation,
+    tokens, durations and sizes (``None`` and empty values left out)."""
+    into["request_id"] = ctx.request_id
     if agent_id:
         into["agent_id"] = agent_id
     if conversation_id:
         into["conversation_id"] = conversation_id
-    if model:
-        into["model"] = model
-    into["status"] = status
-    if ctx.upstream_status is not None:
-        into["upstream_status"] = ctx.upstream_status
-    into["attempts"] = ctx.attempts
-    if body is not None:
-        usage = ctx.usage
-        if usage is not None:
-            into["prompt_tokens"] = usage.prompt_tokens
-            into["completion_tokens"] = usage.completion_tokens
-            into["total_tokens"] = usage.total_tokens
+    if usage is not None:
+        into["prompt_tokens"] = usage.prompt_tokens
+        into["completion_tokens"] = usage.completion_tokens
+        into["total_tokens"] = usage.total_tokens
     timing = ctx.timing
     started = timing.started
     finished = timing.finished
@@ -132,8 +140,18 @@ def add_request_fields(ctx: RequestContext, status: int | None, into: dict[str, 
     if first_byte is not None:
         into["ttfb_ms"] = ((first_byte - started) * 1e6 + 0.5) // 1 / 1000
     into["bytes"] = ctx.response_bytes
-    if ctx.body is not None:
-        into["request_bytes"] = len(ctx.body)
+    body = ctx.body
+    if body is not None:
+        into["request_bytes"] = len(body)
+
+
+def add_request_fields(ctx: RequestContext, status: int | None, into: dict[str, Any]) -> None:
+    """Add the fields of ``ctx``'s line that are not about the request itself or its caller
+    to ``into``: model, status, upstream status, attempts, then request id, agent,
+    conversation, tokens, durations and sizes (``None`` and empty values left out)."""
+    agent_id, conversation_id, model, usage = named_in(ctx, status)
+    into.update(outcome_fields(model, status, ctx.upstream_status, ctx.attempts))
+    add_measures(ctx, agent_id, conversation_id, usage, into)
 
 
 class AccessLineEncoder:
@@ -161,12 +179,14 @@ class AccessLineEncoder:
 
     def _prefix(self, key: tuple[Any, ...]) -> bytes:
         """What follows the time in lines with ``key``: level, logger, the request's method,
-        path and operation, the caller, and a comma; or :data:`_SUSPICIOUS` when such lines
-        need the general path."""
-        method, path, status, operation, stream, warning = key[:6]
+        path and operation, the caller, the shared outcome, and a comma; or
+        :data:`_SUSPICIOUS` when such lines need the general path."""
+        method, path, status, operation, stream, warning, model, upstream_status, attempts = \
+            key[:9]
         fields = request_fields(method, path, status, operation, stream)
-        if len(key) > 6:
-            fields.update(caller_fields(*key[6:]))
+        if len(key) > 9:
+            fields.update(caller_fields(*key[9:]))
+        fields.update(outcome_fields(model, status, upstream_status, attempts))
         piece = b"," + orjson.dumps(fields)[1:-1]
         if not piece.isascii() or self._suspicious(piece.decode("ascii")):
             piece = _SUSPICIOUS
@@ -184,21 +204,25 @@ class AccessLineEncoder:
         if status is None or (log and not OWN_FIELDS.isdisjoint(log)):
             return None
         operation = ctx.operation
+        agent_id, conversation_id, model, usage = named_in(ctx, status)
+        if model and type(model) is not str:
+            return None
         identity = ctx.identity
-        # Everything a line has that repeats from one request to the next, as one key.
+        # Everything a line has that many requests share, as one key: method, path, status,
+        # operation, caller, model, upstream status and attempts.
         key: tuple[Any, ...] = (
             (ctx.method, ctx.path, status, "unknown" if operation is None else operation.name,
-             ctx.is_stream, warning)
+             ctx.is_stream, warning, model, ctx.upstream_status, ctx.attempts)
             if identity is None else
             (ctx.method, ctx.path, status, "unknown" if operation is None else operation.name,
-             ctx.is_stream, warning, identity.owner, identity.role, identity.key_id,
-             identity.org))
+             ctx.is_stream, warning, model, ctx.upstream_status, ctx.attempts,
+             identity.owner, identity.role, identity.key_id, identity.org))
         prefix = self._prefixes.get(key) or self._prefix(key)
         if prefix is _SUSPICIOUS:
             return None
-        # Plugins' fields first: the line's own fields are written after them.
+        # Plugins' fields first: the line's own per-request fields are written after them.
         rest: dict[str, Any] = dict(log) if log else {}
-        add_request_fields(ctx, status, rest)
+        add_measures(ctx, agent_id, conversation_id, usage, rest)
         try:
             tail = orjson.dumps(rest)
             # Searched as text: bytes.__contains__ first tries its argument as an integer and
