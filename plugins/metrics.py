@@ -436,8 +436,8 @@ class MetricsState:
             self.sampler = self.loop.call_later(seconds, self.sample_in_flight_every, seconds)
 
     def request_finished(self, ctx: RequestContext) -> None:
-        """A request ended: it leaves the in-flight count now and is recorded, exactly once
-        whichever hook reports it, with the next batch."""
+        """A request ended: it is recorded, exactly once whichever hook reports it, with the
+        next batch."""
         state = ctx.state
         if _STATE_DONE in state:
             return
@@ -650,8 +650,8 @@ class MetricsState:
             self._added()
 
     def _on_decision(self, f: dict[str, Any]) -> None:
-        """A rate-limit decision, reported for nearly every request: both its counters at
-        once, their children cached by the decision's fields."""
+        """A rate-limit decision the fast path (:meth:`count_decision`) has not seen yet:
+        both its counters at once, their children cached by the decision's fields."""
         key = (f.get("limit", "requests"), bool(f.get("allowed")), f.get("scope"))
         children = self._decisions.get(key)
         if children is None:
