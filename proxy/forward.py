@@ -9,7 +9,6 @@ and observed afterwards.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import inspect
 import logging
 import os
@@ -109,20 +108,20 @@ class Forwarder:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """aiohttp handler for every ``/v1/...`` and ``/v2/...`` request."""
+        incoming_id = request.headers.get("X-Request-ID")
+        request_id = (
+            incoming_id
+            if incoming_id and _REQUEST_ID_RE.match(incoming_id)
+            else os.urandom(16).hex()
+        )
+        path = request.rel_url.raw_path
+        operation, params = self.operations.classify(request.method, path)
+        ctx = RequestContext(request, request.app, request_id, operation, params)
+        ctx.upstream_api_key = self.default_api_key
+        # In flight, and this task's current request, until the handler returns.
         self.in_flight += 1
-        current: contextvars.Token[RequestContext | None] | None = None
+        current = CURRENT_REQUEST.set(ctx)
         try:
-            incoming_id = request.headers.get("X-Request-ID")
-            request_id = (
-                incoming_id
-                if incoming_id and _REQUEST_ID_RE.match(incoming_id)
-                else os.urandom(16).hex()
-            )
-            path = request.rel_url.raw_path
-            operation, params = self.operations.classify(request.method, path)
-            ctx = RequestContext(request, request.app, request_id, operation, params)
-            ctx.upstream_api_key = self.default_api_key
-            current = CURRENT_REQUEST.set(ctx)
             answer: web.StreamResponse | None = None
             try:
                 await self._read_body(ctx)
@@ -158,15 +157,14 @@ class Forwarder:
             return await self._relay(ctx, upstream)
         finally:
             self.in_flight -= 1
-            if current is not None:
-                CURRENT_REQUEST.reset(current)
+            CURRENT_REQUEST.reset(current)
 
     async def _answered(self, ctx: RequestContext, answer: web.StreamResponse
                         ) -> web.StreamResponse:
         """A plugin answered in ``on_request``; observers (logs, metrics) still see it."""
         ctx.response_status = answer.status
         ctx.log.setdefault("outcome", "answered_by_plugin")
-        await self._complete(ctx)
+        await self._notify(ctx)
         return answer
 
     # --- request side ---------------------------------------------------------------------
@@ -358,7 +356,7 @@ class Forwarder:
             # so the caller sees a truncated body rather than a complete-looking one.
             if request.transport is not None:
                 request.transport.abort()
-            await self._notify_error(ctx, UpstreamError(reason, "Upstream stream broke."))
+            await self._notify(ctx, UpstreamError(reason, "Upstream stream broke."))
         except asyncio.CancelledError:
             raw.close()
             ctx.log["outcome"] = "client_disconnected"
@@ -368,7 +366,7 @@ class Forwarder:
         else:
             raw.release()
         self._finish(ctx, capture, assembler)
-        await self._complete(ctx)
+        await self._notify(ctx)
         return response
 
     def _finish(
@@ -422,7 +420,7 @@ class Forwarder:
         ctx.timing.finished = ctx.timing.first_byte_sent = _now()
         if capture:
             ctx.set_response_body(body)
-        await self._complete(ctx)
+        await self._notify(ctx)
         return response
 
     async def _relay_rewritten(
@@ -448,18 +446,28 @@ class Forwarder:
         response.headers.update(ctx.response_headers)
         ctx.timing.finished = _now()
         ctx.log["outcome"] = "ok"
-        await self._complete(ctx)
+        await self._notify(ctx)
         return response
 
     # --- completion and errors ------------------------------------------------------------
 
-    async def _complete(self, ctx: RequestContext) -> None:
-        if ctx.timing.finished is None:
-            ctx.timing.finished = _now()
-        for hook in self.complete_hooks:
-            # What _guarded does, inline: this runs for every plugin on every request.
+    async def _notify(self, ctx: RequestContext, error: SidecarError | None = None) -> None:
+        """Tell the observers: the ``on_complete`` hooks (the response is finished), or the
+        ``on_error`` hooks with ``error``, in chain order.
+
+        Observation hooks must never turn a delivered response into an error: what they
+        raise is logged. They run for every plugin on every request, and most are
+        synchronous: those run without a coroutine or a call in between.
+        """
+        if error is None:
+            hooks = self.complete_hooks
+            if ctx.timing.finished is None:
+                ctx.timing.finished = _now()
+        else:
+            hooks = self.error_hooks
+        for hook in hooks:
             try:
-                result = hook.on_ctx(ctx)
+                result = hook.on_ctx(ctx) if error is None else hook(ctx=ctx, error=error)
             except Exception:
                 logger.exception("plugin %s failed in an observation hook", hook.plugin_name)
                 continue
@@ -468,15 +476,9 @@ class Forwarder:
 
     def _complete_later(self, ctx: RequestContext) -> None:
         """Run completion hooks for a cancelled request without being cancelled with it."""
-        task = asyncio.get_running_loop().create_task(self._complete(ctx))
+        task = asyncio.get_running_loop().create_task(self._notify(ctx))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-
-    async def _notify_error(self, ctx: RequestContext, error: SidecarError) -> None:
-        for hook in self.error_hooks:
-            pending = _guarded(hook, ctx, error=error)
-            if pending is not None:
-                await pending
 
     async def _error(self, ctx: RequestContext, error: SidecarError) -> web.Response:
         ctx.response_status = error.status
@@ -486,7 +488,7 @@ class Forwarder:
         body = error.encoded()
         # Observers (the access line) see the size of the answer they are told about.
         ctx.response_bytes = len(body)
-        await self._notify_error(ctx, error)
+        await self._notify(ctx, error)
         headers = {"X-Request-ID": ctx.request_id}
         headers.update(ctx.response_headers)
         return error.to_response(headers, body)
@@ -495,23 +497,6 @@ class Forwarder:
         """Wait for completion hooks still running for cancelled requests."""
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
-
-
-def _guarded(hook: HookCaller, ctx: RequestContext, **more: Any) -> Awaitable[None] | None:
-    """Call an observation hook with ``ctx`` (and ``more``); what is left to await when it
-    returned an awaitable.
-
-    Observation hooks must never turn a delivered response into an error. Synchronous hooks
-    (most of them) run without any coroutine being created for them.
-    """
-    try:
-        result = hook(ctx=ctx, **more) if more else hook.on_ctx(ctx)
-    except Exception:
-        logger.exception("plugin %s failed in an observation hook", hook.plugin_name)
-        return None
-    if result is None or not inspect.isawaitable(result):
-        return None
-    return _guarded_await(hook, result)
 
 
 async def _guarded_await(hook: HookCaller, result: Awaitable[Any]) -> None:
