@@ -17,8 +17,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("mistral_sidecar.events")
 
-#: How ``on_event`` is called: app, request context (or ``None``), event name, fields.
-Observer = Callable[["web.Application", "RequestContext | None", str, dict[str, Any]], Any]
+#: The arguments of ``on_event``, in order: app, request context (or ``None``), event name,
+#: fields.
 _ARGUMENTS = ("app", "ctx", "name", "fields")
 
 
@@ -75,14 +75,12 @@ def emitter(app: web.Application, name: str
 
 def _on_event(caller: HookCaller, app: web.Application, name: str
               ) -> Callable[[RequestContext | None, dict[str, Any]], Any]:
-    """An ``on_event`` implementation as an observer of ``name``."""
-    function = caller.function if caller.argnames == _ARGUMENTS else _keyword_observer(caller)
-    return lambda ctx, fields: function(app, ctx, name, fields)
-
-
-def _keyword_observer(caller: HookCaller) -> Observer:
-    """An implementation that takes only some of the arguments, called by keyword."""
-    return lambda app, ctx, name, fields: caller(app=app, ctx=ctx, name=name, fields=fields)
+    """An ``on_event`` implementation as an observer of ``name``: called positionally when
+    it takes all four arguments, else by keyword with those it declares."""
+    if caller.argnames == _ARGUMENTS:
+        function = caller.function
+        return lambda ctx, fields: function(app, ctx, name, fields)
+    return lambda ctx, fields: caller(app=app, ctx=ctx, name=name, fields=fields)
 
 
 _F = TypeVar("_F", bound=Callable[..., Any])
