@@ -89,13 +89,6 @@ _SCALARS = frozenset({int, float, bool, type(None)})
 #: Events worth a warning; the rest are informational (rate-limit passes only at DEBUG).
 _WARNING_EVENTS = frozenset({"persistence.write_failed", "persistence.spooled",
                              "guard.detection", "concurrency.rejected", "keypool.cooldown"})
-#: Events worth a warning in some cases: the level of each, from its fields.
-_SOMETIMES_WARNING_EVENTS: dict[str, Callable[[dict[str, Any]], int]] = {
-    "breaker.transition": lambda fields: (
-        logging.WARNING if fields.get("to_state") in ("open", "forced_open") else logging.INFO),
-    "ratelimit.fallback": lambda fields: (
-        logging.WARNING if fields.get("active") else logging.INFO),
-}
 
 
 # --- formatting ------------------------------------------------------------------------------
@@ -844,32 +837,30 @@ def on_error(ctx: RequestContext, error: SidecarError) -> None:
 @hookimpl
 def event_observer(app: web.Application, name: str
                    ) -> Callable[[RequestContext | None, dict[str, Any]], None]:
-    """One line per plugin event (a limiter's pass only at DEBUG: there is one per request)."""
+    """One line per plugin event."""
+
+    def log_event(ctx: RequestContext | None, fields: dict[str, Any]) -> None:
+        level = event_level(name, fields)
+        if not EVENT_LOGGER.isEnabledFor(level):
+            return
+        line: dict[str, Any] = {"message": name, "event": name}
+        if ctx is not None:
+            line["request_id"] = ctx.request_id
+            line["operation"] = ctx.operation_name
+        for key, value in fields.items():
+            line.setdefault(key, value)
+        log_fields(EVENT_LOGGER, level, line)
+
+    return log_event
+
+
+def event_level(name: str, fields: dict[str, Any]) -> int:
+    """The level of an event's line: a limiter's pass is DEBUG (there is one per request),
+    failures and refusals are warnings, the rest informational."""
     if name == "ratelimit.decision":
-        def log_decision(ctx: RequestContext | None, fields: dict[str, Any]) -> None:
-            if fields.get("allowed"):
-                if EVENT_LOGGER.isEnabledFor(logging.DEBUG):
-                    _log_event(logging.DEBUG, ctx, name, fields)
-            else:
-                _log_event(logging.INFO, ctx, name, fields)
-
-        return log_decision
-    if name in _WARNING_EVENTS:
-        return lambda ctx, fields: _log_event(logging.WARNING, ctx, name, fields)
-    if name in _SOMETIMES_WARNING_EVENTS:
-        return lambda ctx, fields: _log_event(_SOMETIMES_WARNING_EVENTS[name](fields), ctx,
-                                              name, fields)
-    return lambda ctx, fields: _log_event(logging.INFO, ctx, name, fields)
-
-
-def _log_event(level: int, ctx: RequestContext | None, name: str,
-               fields: dict[str, Any]) -> None:
-    if not EVENT_LOGGER.isEnabledFor(level):
-        return
-    line: dict[str, Any] = {"message": name, "event": name}
-    if ctx is not None:
-        line["request_id"] = ctx.request_id
-        line["operation"] = ctx.operation_name
-    for key, value in fields.items():
-        line.setdefault(key, value)
-    log_fields(EVENT_LOGGER, level, line)
+        return logging.DEBUG if fields.get("allowed") else logging.INFO
+    if name in _WARNING_EVENTS or (
+            name == "breaker.transition" and fields.get("to_state") in ("open", "forced_open")
+    ) or (name == "ratelimit.fallback" and fields.get("active")):
+        return logging.WARNING
+    return logging.INFO
