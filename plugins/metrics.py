@@ -625,33 +625,36 @@ class MetricsState:
 
     def event(self, name: str, fields: dict[str, Any]) -> None:
         """Count one plugin event (applied with the next flush)."""
+        if name == "ratelimit.decision":
+            self.count_decision(None, fields)
+            return
         try:
-            if name == "ratelimit.decision":
-                self._on_decision(fields)
-            else:
-                self._event(name, fields)
+            self._event(name, fields)
         except Exception:
             logger.exception("cannot count event %s", name)
         if self.timer is None:
             self._added()
 
     def count_decision(self, ctx: RequestContext | None, fields: dict[str, Any]) -> None:
-        """Count one rate-limit decision: both its counters at once, their children found by
-        the decision's fields in one look-up (applied with the next flush)."""
+        """Count one rate-limit decision, reported for nearly every request: both its
+        counters at once, their children found by the decision's fields in one look-up
+        (applied with the next flush)."""
         try:
             children = self._decisions[fields["limit"], fields["allowed"], fields["scope"]]
         except (KeyError, TypeError):  # not seen yet, or fields unlike the limiter's own
-            self.event("ratelimit.decision", fields)
-            return
+            try:
+                children = self._decision_children(fields)
+            except Exception:
+                logger.exception("cannot count event ratelimit.decision")
+                return
         totals = self._totals
         totals[children[0]] += 1
         totals[children[1]] += 1
         if self.timer is None:
             self._added()
 
-    def _on_decision(self, f: dict[str, Any]) -> None:
-        """A rate-limit decision the fast path (:meth:`count_decision`) has not seen yet:
-        both its counters at once, their children cached by the decision's fields."""
+    def _decision_children(self, f: dict[str, Any]) -> tuple[Any, Any]:
+        """The two children a decision with fields ``f`` adds to, cached by those fields."""
         key = (f.get("limit", "requests"), bool(f.get("allowed")), f.get("scope"))
         children = self._decisions.get(key)
         if children is None:
@@ -660,9 +663,7 @@ class MetricsState:
                                                      key[2])))
             if len(self._decisions) < 1000:
                 self._decisions[key] = children
-        totals = self._totals
-        totals[children[0]] += 1
-        totals[children[1]] += 1
+        return children
 
     def _event(self, name: str, fields: dict[str, Any]) -> None:
         """Count one event, generically and in its own family when it has one."""
