@@ -203,19 +203,21 @@ class AccessLineEncoder:
         log = ctx.log
         if status is None or (log and not OWN_FIELDS.isdisjoint(log)):
             return None
-        operation = ctx.operation
         agent_id, conversation_id, model, usage = named_in(ctx, status)
         if model and type(model) is not str:
             return None
+        operation = ctx.operation
+        name = "unknown" if operation is None else operation.name
         identity = ctx.identity
         # Everything a line has that many requests share, as one key: method, path, status,
-        # operation, caller, model, upstream status and attempts.
+        # operation, model, upstream status, attempts and the caller. Written out twice rather
+        # than joined: one tuple instead of three on every line.
         key: tuple[Any, ...] = (
-            (ctx.method, ctx.path, status, "unknown" if operation is None else operation.name,
-             ctx.is_stream, warning, model, ctx.upstream_status, ctx.attempts)
+            (ctx.method, ctx.path, status, name, ctx.is_stream, warning, model,
+             ctx.upstream_status, ctx.attempts)
             if identity is None else
-            (ctx.method, ctx.path, status, "unknown" if operation is None else operation.name,
-             ctx.is_stream, warning, model, ctx.upstream_status, ctx.attempts,
+            (ctx.method, ctx.path, status, name, ctx.is_stream, warning, model,
+             ctx.upstream_status, ctx.attempts,
              identity.owner, identity.role, identity.key_id, identity.org))
         prefix = self._prefixes.get(key) or self._prefix(key)
         if prefix is _SUSPICIOUS:
