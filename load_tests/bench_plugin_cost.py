@@ -111,7 +111,7 @@ def median_interval(values: list[float], level: float = 0.95) -> tuple[float, fl
         if below > (1 - level) / 2:
             break
         k += 1
-    return ordered[max(0, k - 1)], ordered[min(n - 1, n - k)]
+    return ordered[k - 1], ordered[n - k]  # k >= 1 once n >= 6
 
 
 def chains(without: list[str], base: str) -> dict[str, list[str]]:
