@@ -132,8 +132,8 @@ def main() -> int:
         lines.append(f"| {name} | {r['rps_32']:.0f} | {r['p50_32']:.2f} | {r['p99_32']:.2f} | "
                      f"{cpu} | {r['p50_1']:.3f} | {r['ttfb_stream']:.2f} |")
     lines += ["", "| measure | value | target | met |", "| --- | ---: | ---: | :---: |"]
-    for label, value, target, ok in verdicts:
-        lines.append(f"| {label} | {value} | {target} | {'yes' if ok else 'no'} |")
+    for label, value, goal, ok in verdicts:
+        lines.append(f"| {label} | {value} | {goal} | {'yes' if ok else 'no'} |")
     report = "\n".join(lines) + "\n"
     RESULTS.mkdir(exist_ok=True)
     suffix = "" if args.chain == "default" else "-" + args.chain.replace(",", "-")

@@ -4,8 +4,10 @@ Redis, with and without the plugin(s) under test.
 Both sidecars run side by side against one mock upstream, with the full default chain (auth
 with a real key, persistence into a scratch PostgreSQL database, the limiter on Redis, JSON
 access lines at INFO into a file, metrics, tracing ...). The second one leaves out the named
-plugins. wrk drives each in turn with 32 keep-alive connections, alternating the order every
-round (ABBA, against drift); the report gives medians of per-round paired ratios:
+plugins. Two wrk processes drive both at once, 32 keep-alive connections each, while the two
+sidecars share one core: whatever the machine does at that moment, it does to both
+(``--sequential`` drives them in turn instead, alternating the order every round, ABBA). The
+report gives medians of per-round paired ratios:
 
 - instructions per request, counted by valgrind's callgrind over the same requests for both
   (``with/without - 1``): deterministic to a fraction of a percent, whatever else the
@@ -16,17 +18,20 @@ round (ABBA, against drift); the report gives medians of per-round paired ratios
 - CPU cost: the sidecar process's own CPU time per request, ``with/without - 1``.
 
 The verdict is the larger of the modelled cost and the CPU cost. The model misses what a
-plugin costs beyond its instructions (cache misses: its code runs once per request, among a
-million other instructions); the wall-clock figures swing by 10-20 % between runs of the same
-build on a shared 2-core machine, and two identical sidecar processes differ by up to 15 %
-in CPU per request (memory layout, hash seeds), so every round starts both sidecars anew
-(``--restarts`` to do it less often), the rounds are many, and the paired ratios' median is
-used, with a 95 % interval for it. A target is met only when both agree (with
-``--requests 0`` the larger of the two wall-clock figures decides). The sidecars are pinned
-to the last CPU and wrk, the mock, PostgreSQL and Redis to the others (``--no-pin`` lets
-them float), so a sidecar's throughput is what one core of its own can do rather than what
-the neighbours (the database inserting what persistence sends, above all) leave it at that
-moment.
+plugin costs beyond its instructions: in the running sidecar its code and data are evicted
+by the million other instructions of each request, and timed in place the access line took
+five times as long as in a loop. So the CPU time decides when it is the larger; it is
+measured with both sidecars loaded at the same moments because this machine's speed swings
+by 15 % within seconds: taken in turn, the paired ratios of two identical sidecars spread
+from 0.83 to 1.17 (standard deviation 0.09); taken together, from 0.98 to 1.07 (0.02), with
+a median of +0.4 % over 16 rounds. Every round starts both sidecars anew (``--restarts`` to
+do it less often), since a process's own memory layout moves it by a few percent, and the
+paired ratios' median is used, with a 95 % interval for it. A target is met only when both
+agree (with ``--requests 0`` the larger of the two wall-clock figures decides). The sidecars
+are pinned to the last CPU and wrk, the mock, PostgreSQL and Redis to the others
+(``--no-pin`` lets them float), so the sidecars' throughput is what one core can do rather
+than what the neighbours (the database inserting what persistence sends, above all) leave at
+that moment.
 ``--base via`` measures against the bare forwarder instead (the plugin's worst case, reported
 for comparison); plugins the measured ones need (``store`` for persistence) are kept.
 
@@ -50,6 +55,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -60,6 +66,7 @@ from load_tests.harness import (
     PYTHON,
     REPO,
     LoadResult,
+    Target,
     instructions_per_request,
     mock_upstream,
     scratch_database,
@@ -114,6 +121,21 @@ def median_interval(values: list[float], level: float = 0.95) -> tuple[float, fl
     return ordered[k - 1], ordered[n - k]  # k >= 1 once n >= 6
 
 
+def drive(targets: dict[str, Target], seconds: float, api_key: str, cpus: str | None,
+          args: argparse.Namespace, measure: bool) -> dict[str, LoadResult]:
+    """Load every target for ``seconds``: all at once (one wrk each), or in the given order
+    with ``--sequential``; with ``measure``, each sidecar's CPU time per request too."""
+    def load(name: str) -> LoadResult:
+        target = targets[name]
+        return wrk(target.url, args.connections, seconds, api_key=api_key,
+                   pid=target.pid if measure else None, cpus=cpus)
+
+    if args.sequential:
+        return {name: load(name) for name in targets}
+    with ThreadPoolExecutor(len(targets)) as pool:
+        return dict(zip(targets, pool.map(load, targets), strict=True))
+
+
 def chains(without: list[str], base: str) -> dict[str, list[str]]:
     """``with`` and ``without`` plugin lists for the comparison."""
     unknown = [name for name in without if name not in DEFAULT_CHAIN]
@@ -156,6 +178,8 @@ def main() -> int:
                         "every round, so that each paired ratio is an independent sample)")
     parser.add_argument("--no-pin", action="store_true",
                         help="let every process float over all CPUs")
+    parser.add_argument("--sequential", action="store_true",
+                        help="drive the sidecars in turn (ABBA) instead of both at once")
     args = parser.parse_args()
     side_cpus, load_cpus = (None, None) if args.no_pin else split_cpus()
     without = [name for name in args.without.split(",") if name]
@@ -201,13 +225,14 @@ def main() -> int:
                     targets = {name: stack.enter_context(sidecar(upstream, env,
                                                                  cpus=side_cpus))
                                for name, env in envs.items()}
-                    for name, target in targets.items():
-                        served[name] += wrk(target.url, args.connections, 2,
-                                           api_key=caller_key, cpus=load_cpus).requests
+                    for name, warm in drive(targets, 2, caller_key, load_cpus,
+                                            args, measure=False).items():
+                        served[name] += warm.requests
                 order = list(configs) if round_ % 4 in (0, 3) else list(reversed(configs))
+                measured = drive({name: targets[name] for name in order}, args.seconds,
+                                 caller_key, load_cpus, args, measure=True)
                 for name in order:
-                    result = wrk(targets[name].url, args.connections, args.seconds,
-                                 api_key=caller_key, pid=targets[name].pid, cpus=load_cpus)
+                    result = measured[name]
                     loads[name].append(result)
                     served[name] += result.requests
                     print(f"round {round_ + 1:2d} {name:>7}: {result.requests_per_s:7.0f} "
@@ -252,7 +277,8 @@ def main() -> int:
     lines = [
         f"# Cost of `{','.join(without)}` ({stamp})", "",
         f"Base: `{args.base}` chain on PostgreSQL and Redis; {args.connections} connections "
-        f"(wrk), {args.rounds} rounds of {args.seconds:g} s in ABBA order on "
+        f"(wrk) each, {args.rounds} rounds of {args.seconds:g} s "
+        f"{'in ABBA order' if args.sequential else 'with both sidecars loaded at once'} on "
         f"{os.cpu_count()} cores: " + (
             f"the sidecars pinned to CPU {side_cpus}; wrk, the mock, PostgreSQL and Redis to "
             f"CPU {load_cpus}" if side_cpus else "every process on every core") +

@@ -7,6 +7,7 @@ hygiene. The sidecar's cost is measured against this, not against nothing.
 from __future__ import annotations
 
 import argparse
+from collections.abc import AsyncIterator
 
 import aiohttp
 from aiohttp import web
@@ -34,7 +35,7 @@ async def handle(request: web.Request) -> web.StreamResponse:
         return response
 
 
-async def _session(app: web.Application) -> object:
+async def _session(app: web.Application) -> AsyncIterator[None]:
     app[SESSION] = aiohttp.ClientSession(
         auto_decompress=False, connector=aiohttp.TCPConnector(limit=256))
     yield
