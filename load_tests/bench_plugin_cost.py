@@ -166,6 +166,8 @@ def main() -> int:
     parser.add_argument("--target", type=float, required=True, help="allowed cost in percent")
     parser.add_argument("--base", choices=("default", "via"), default="default")
     parser.add_argument("--seconds", type=float, default=5)
+    parser.add_argument("--warmup", type=float, default=2,
+                        help="seconds of load each new pair of sidecars gets before measuring")
     parser.add_argument("--rounds", type=int, default=30)
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--requests", type=int, default=1000,
@@ -225,7 +227,7 @@ def main() -> int:
                     targets = {name: stack.enter_context(sidecar(upstream, env,
                                                                  cpus=side_cpus))
                                for name, env in envs.items()}
-                    for name, warm in drive(targets, 2, caller_key, load_cpus,
+                    for name, warm in drive(targets, args.warmup, caller_key, load_cpus,
                                             args, measure=False).items():
                         served[name] += warm.requests
                 order = list(configs) if round_ % 4 in (0, 3) else list(reversed(configs))
@@ -277,7 +279,8 @@ def main() -> int:
     lines = [
         f"# Cost of `{','.join(without)}` ({stamp})", "",
         f"Base: `{args.base}` chain on PostgreSQL and Redis; {args.connections} connections "
-        f"(wrk) each, {args.rounds} rounds of {args.seconds:g} s "
+        f"(wrk) each, {args.rounds} rounds of {args.seconds:g} s (after {args.warmup:g} s of "
+        "warm-up for each new pair of sidecars) "
         f"{'in ABBA order' if args.sequential else 'with both sidecars loaded at once'} on "
         f"{os.cpu_count()} cores: " + (
             f"the sidecars pinned to CPU {side_cpus}; wrk, the mock, PostgreSQL and Redis to "
