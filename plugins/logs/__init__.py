@@ -551,14 +551,12 @@ class AccessLog:
             return
         pending = self.pending
         pending.append((level, ended, line))
-        if self.timer is not None and len(pending) < BATCH_MAX_LINES \
-                and self.pending_bytes < BATCH_MAX_BYTES:
+        full = len(pending) >= BATCH_MAX_LINES or self.pending_bytes >= BATCH_MAX_BYTES
+        if self.timer is not None and not full:
             return  # the usual case: a batch is being gathered
-        if self.closed or self.loop is None:
+        if full or self.closed or self.loop is None:
             self.flush()
-        elif len(self.pending) >= BATCH_MAX_LINES or self.pending_bytes >= BATCH_MAX_BYTES:
-            self.flush()
-        elif self.timer is None:
+        else:  # the first line of a batch
             self.timer = (self.loop.call_later(self.interval, self._timer_fired)
                           if self.interval > 0 else self.loop.call_soon(self._timer_fired))
 
