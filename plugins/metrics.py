@@ -47,7 +47,6 @@ from proxy.app import FORWARDER, PLUGINS, SETTINGS
 from proxy.chain import await_me_maybe
 from proxy.context import RequestContext
 from proxy.errors import SidecarError
-from proxy.rounds import RoundBatch
 from proxy.settings import Setting
 from proxy.sse import SSEEvent
 
@@ -277,17 +276,14 @@ class MetricsState:
                  flush_interval: float = 0.0,
                  in_flight: Callable[[], int] = lambda: 0) -> None:
         self.owner_label = owner_label
-        # A finished request is read at the end of its event-loop round, and nothing of it
-        # is kept afterwards: what it adds to each counter and histogram series
+        # A finished request is read at once, while it is still in the processor's caches,
+        # and nothing of it is kept: what it adds to each counter and histogram series
         # accumulates here, and every series is updated once per flush (one lock and one
         # bucket search per series instead of per value). Keeping the requests themselves
         # until the flush would keep their whole object graphs alive for the garbage
         # collector to walk, which cost more than recording them.
         self.flush_interval = flush_interval
         self.loop: asyncio.AbstractEventLoop | None = None
-        # Finished requests wait for the end of their event-loop round, then are recorded
-        # together: see proxy.rounds.
-        self.finished: RoundBatch[RequestContext] = RoundBatch(self._record_all)
         self.timer: asyncio.TimerHandle | None = None
         self._totals: defaultdict[Any, float] = defaultdict(float)
         # Kept per histogram child across flushes (emptied by each), so that cached series can
@@ -440,23 +436,16 @@ class MetricsState:
             self.sampler = self.loop.call_later(seconds, self.sample_in_flight_every, seconds)
 
     def request_finished(self, ctx: RequestContext) -> None:
-        """A request ended: it is recorded, exactly once whichever hook reports it, at the end
-        of this event-loop round with the others that finished in it."""
+        """A request ended: it is recorded, exactly once whichever hook reports it, with the
+        next batch."""
         state = ctx.state
         if _STATE_DONE in state:
             return
         state[_STATE_DONE] = True
-        self.finished.add(ctx)
-
-    def _record_all(self, finished: list[RequestContext]) -> None:
-        """Record the requests of one event-loop round (one batch of the next flush)."""
-        record = self._record
-        totals = self._totals
-        for ctx in finished:
-            try:
-                record(ctx, totals)
-            except Exception:
-                logger.exception("cannot record request %s in metrics", ctx.request_id)
+        try:
+            self._record(ctx, self._totals)
+        except Exception:
+            logger.exception("cannot record request %s in metrics", ctx.request_id)
         if self.timer is None:
             self._added()
 
@@ -470,7 +459,6 @@ class MetricsState:
     def flush(self) -> None:
         """Apply what was accumulated to the metric series (before each scrape, on a timer,
         at shutdown)."""
-        self.finished.drain()
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
@@ -802,7 +790,7 @@ def startup(app: web.Application) -> None:
         flush_interval=float(settings["metrics.flush_seconds"]),
         in_flight=(lambda: 0) if forwarder is None else (lambda: forwarder.in_flight),
     )
-    state.loop = state.finished.loop = asyncio.get_running_loop()
+    state.loop = asyncio.get_running_loop()
     plugin_gauges = PluginGaugeCollector(app, state.own_names)
     health = HealthCollector(state.health)
     if multiproc_dir is not None:
@@ -826,8 +814,7 @@ def shutdown(app: web.Application) -> None:
     if state is None:
         return
     state.flush()
-    # Requests still finishing are recorded at once from now on.
-    state.loop = state.finished.loop = None
+    state.loop = None  # requests still finishing are recorded at once from now on
     if state.sampler is not None:
         state.sampler.cancel()
     if state.multiproc_dir is not None:

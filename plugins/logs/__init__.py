@@ -43,7 +43,6 @@ from proxy import hookimpl
 from proxy.app import SETTINGS
 from proxy.context import CURRENT_REQUEST, RequestContext
 from proxy.errors import SidecarError
-from proxy.rounds import RoundBatch
 from proxy.settings import Setting, Settings
 
 from .line import (
@@ -497,9 +496,9 @@ BATCH_MAX_BYTES = 4 * 1024 * 1024
 class AccessLog:
     """Access lines of finished requests, encoded at once and written in batches.
 
-    ``add`` encodes the finished request's line (nothing of the request is kept afterwards:
-    holding requests until a later write would keep their object graphs alive for the
-    garbage collector to walk) and queues it; the queue is written with one
+    ``add`` encodes the finished request's line straight away (nothing of the request is
+    kept afterwards: holding requests until a later write would keep their object graphs
+    alive for the garbage collector to walk) and queues it; the queue is written with one
     write per handler at most ``interval`` seconds later (0.1 by default: a line is out
     before anyone watching the log notices, and a batch holds every line of that time), at
     shutdown, or when it grows large. With ``interval`` 0 it is written as soon as the event
@@ -508,10 +507,7 @@ class AccessLog:
     round.
 
     A line is queued as bytes when the fast encoder could make it (nearly always), else as
-    its fields; whichever way, it is written as the same JSON object. Requests are handed to
-    ``add`` at the end of the event-loop round they finished in, all of that round's at once
-    (:class:`proxy.rounds.RoundBatch`): the encoder's code and caches stay warm from one line
-    to the next instead of being fetched again for every request.
+    its fields; whichever way, it is written as the same JSON object.
     """
 
     def __init__(self, *, interval: float, content: bool, content_max_bytes: int,
@@ -525,7 +521,6 @@ class AccessLog:
         self.timer: asyncio.Handle | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.closed = False
-        self.finished: RoundBatch[RequestContext] = RoundBatch(self.add_all)
         self._all_json = all(isinstance(h, JsonStream | RotatingJsonFile) for h in handlers)
         redactor = next((h.formatter.redactor for h in handlers
                          if isinstance(h.formatter, SidecarJsonFormatter)
@@ -534,20 +529,9 @@ class AccessLog:
             ACCESS_LOGGER.name,
             redactor.suspicious_json if redactor is not None else lambda encoded: False)
 
-    def add_all(self, finished: list[RequestContext]) -> None:
-        """Encode and queue the lines of ``finished`` requests, each with the wall-clock time
-        its response was finished."""
-        wall_offset = time.time() - time.perf_counter()
-        add = self.add
-        for ctx in finished:
-            done = ctx.timing.finished
-            add(ctx, None if done is None else done + wall_offset)
-
-    def add(self, ctx: RequestContext, ended: float | None = None) -> None:
-        """Encode and queue the line of a request that finished at ``ended`` (``time.time()``;
-        now when not given)."""
-        if ended is None:
-            ended = time.time()
+    def add(self, ctx: RequestContext) -> None:
+        """Encode and queue the line of a finished request."""
+        ended = time.time()
         status = ctx.response_status
         warning = status is not None and status >= 500
         level = logging.WARNING if warning else logging.INFO
@@ -581,8 +565,7 @@ class AccessLog:
         self.flush()
 
     def flush(self) -> None:
-        """Write every queued line now (those of requests finished in this round too)."""
-        self.finished.drain()
+        """Write every queued line now."""
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
@@ -746,7 +729,7 @@ def startup(app: web.Application) -> None:
                            content=bool(settings["log.content"]),
                            content_max_bytes=int(settings["log.content_max_bytes"]),
                            handlers=handlers)
-        access.loop = access.finished.loop = asyncio.get_running_loop()
+        access.loop = asyncio.get_running_loop()
     state = LogsState(access=access, handlers=handlers, previous_level=root.level,
                       previous_access_level=ACCESS_LOGGER.level,
                       replaced=[h for h in root.handlers if _is_console(h)])
@@ -769,7 +752,6 @@ def shutdown(app: web.Application) -> None:
     if state.access is not None:
         # Requests still finishing (cancelled ones) write their line at once from now on.
         state.access.closed = True
-        state.access.finished.loop = None
         try:
             state.access.flush()
         except Exception:
@@ -834,7 +816,7 @@ def on_complete(ctx: RequestContext) -> None:
     state[_STATE_DONE] = True
     access = ctx.app[LOGS].access
     if access is not None:
-        access.finished.add(ctx)
+        access.add(ctx)
 
 
 @hookimpl
