@@ -62,6 +62,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from load_tests.harness import (
+    CHAT_BODY,
     MOCK_KEY,
     PYTHON,
     REPO,
@@ -122,12 +123,14 @@ def median_interval(values: list[float], level: float = 0.95) -> tuple[float, fl
 
 
 def drive(targets: dict[str, Target], seconds: float, api_key: str, cpus: str | None,
-          args: argparse.Namespace, measure: bool) -> dict[str, LoadResult]:
-    """Load every target for ``seconds``: all at once (one wrk each), or in the given order
-    with ``--sequential``; with ``measure``, each sidecar's CPU time per request too."""
+          args: argparse.Namespace, measure: bool, body: str = CHAT_BODY
+          ) -> dict[str, LoadResult]:
+    """Load every target with chat requests (``body``) for ``seconds``: all at once (one wrk
+    each), or in the given order with ``--sequential``; with ``measure``, each sidecar's CPU
+    time per request too."""
     def load(name: str) -> LoadResult:
         target = targets[name]
-        return wrk(target.url, args.connections, seconds, api_key=api_key,
+        return wrk(target.url, args.connections, seconds, api_key=api_key, body=body,
                    pid=target.pid if measure else None, cpus=cpus)
 
     if args.sequential:
@@ -147,6 +150,23 @@ def chains(without: list[str], base: str) -> dict[str, list[str]]:
         wanted = {"via", *without, *(n for p in without for n in NEEDS.get(p, []))}
         full = [name for name in DEFAULT_CHAIN if name in wanted]
     return {"with": full, "without": [name for name in full if name not in without]}
+
+
+def deployment_env(db_env: dict[str, str], upstream: str) -> dict[str, str]:
+    """The environment of the deployment measured: PostgreSQL (``db_env``), Redis under a
+    fresh key prefix, ``upstream`` with its key, a limit no run reaches, JSON logs at INFO
+    (standard output off: each benchmark names its log file)."""
+    return {**db_env, "MISTRAL_BASE_URL": upstream, "MISTRAL_API_KEY": MOCK_KEY,
+            "REDIS_HOST": REDIS["host"], "REDIS_PORT": REDIS["port"],
+            "SIDECAR_REDIS_PREFIX": f"bench-{uuid.uuid4().hex[:8]}:",
+            "RATE_LIMIT_REQUESTS": "50000000", "RATE_LIMIT_WINDOW": "60",
+            "LOG_LEVEL": "INFO", "SIDECAR_LOG_STDOUT": "false"}
+
+
+def bench_caller_key(env: dict[str, str]) -> str:
+    """A new sidecar key (owner ``bench``, role ``user``) in the database of ``env``."""
+    return cli(env, "keys", "create", "--owner", "bench", "--role", "user"
+               ).strip().splitlines()[-1]
 
 
 def cli(env: dict[str, str], *args: str) -> str:
@@ -195,16 +215,11 @@ def main() -> int:
             services_pinned(load_cpus):
         with mock_upstream(cpus=load_cpus) as mock, ExitStack() as stack:
             upstream = mock.url
-            common = {**db_env, "MISTRAL_BASE_URL": upstream, "MISTRAL_API_KEY": MOCK_KEY,
-                      "REDIS_HOST": REDIS["host"], "REDIS_PORT": REDIS["port"],
-                      "SIDECAR_REDIS_PREFIX": f"bench-{uuid.uuid4().hex[:8]}:",
-                      "RATE_LIMIT_REQUESTS": "50000000", "RATE_LIMIT_WINDOW": "60",
-                      "LOG_LEVEL": "INFO", "SIDECAR_LOG_STDOUT": "false"}
+            common = deployment_env(db_env, upstream)
             cli(common, "migrate")
             caller_key = "any-caller-key"
             if "auth" in configs["with"]:
-                caller_key = cli(common, "keys", "create", "--owner", "bench",
-                                 "--role", "user").strip().splitlines()[-1]
+                caller_key = bench_caller_key(common)
             envs = {name: {**common, "SIDECAR_PLUGINS": ",".join(plugins),
                            "SIDECAR_LOG_FILE": str(Path(tmp) / f"access-{name}.log")}
                     for name, plugins in configs.items()}

@@ -62,13 +62,14 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> 
 
 
 @contextlib.contextmanager
-def process(args: list[str], ready_url: str, env: Mapping[str, str] | None = None
-            ) -> Iterator[subprocess.Popen[bytes]]:
-    """Run ``args`` until the block ends; output goes to a temp log."""
+def process(args: list[str], ready_url: str, env: Mapping[str, str] | None = None,
+            cwd: Path = REPO) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``args`` in ``cwd`` (this checkout by default) until the block ends; output goes to
+    a temp log."""
     full_env = dict(os.environ)
     full_env.update(env or {})
     log = tempfile.NamedTemporaryFile(prefix="bench-", suffix=".log", delete=False)
-    proc = subprocess.Popen(args, env=full_env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+    proc = subprocess.Popen(args, env=full_env, stdout=log, stderr=subprocess.STDOUT, cwd=cwd)
     try:
         wait_ready(ready_url, proc)
         yield proc
@@ -195,8 +196,10 @@ def minimal_proxy(upstream: str) -> Iterator[Target]:
 
 @contextlib.contextmanager
 def sidecar(upstream: str, env: Mapping[str, str] | None = None,
-            cpus: str | None = None) -> Iterator[Target]:
-    """``mistral-sidecar serve`` in its own process with ``env`` (on ``cpus`` when given)."""
+            cpus: str | None = None, tree: Path = REPO) -> Iterator[Target]:
+    """``mistral-sidecar serve`` in its own process with ``env`` (on ``cpus`` when given),
+    run from ``tree``: another checkout's code (``python -m`` imports from the working
+    directory first) with this one's virtual environment."""
     port = free_port()
     data_dir = tempfile.mkdtemp(prefix="bench-sidecar-")
     full = {"MISTRAL_BASE_URL": upstream, "MISTRAL_API_KEY": MOCK_KEY, "SIDECAR_PORT": str(port),
@@ -204,7 +207,7 @@ def sidecar(upstream: str, env: Mapping[str, str] | None = None,
     full.update(env or {})
     try:
         with process(pinned([PYTHON, "-m", "proxy.cli", "serve"], cpus),
-                     f"http://127.0.0.1:{port}/healthz", full) as proc:
+                     f"http://127.0.0.1:{port}/healthz", full, cwd=tree) as proc:
             yield Target(f"http://127.0.0.1:{port}", proc.pid)
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
