@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from load_tests.bench_plugin_cost import (
     bench_caller_key,
+    chains,
     cli,
     deployment_env,
     drive,
@@ -56,11 +57,7 @@ def chain_of(spec: str) -> list[str]:
     if spec == "default":
         return list(DEFAULT_CHAIN)
     if spec.startswith("default-"):
-        dropped = set(spec.removeprefix("default-").split(","))
-        unknown = dropped - set(DEFAULT_CHAIN)
-        if unknown:
-            raise SystemExit(f"not in the default chain: {', '.join(sorted(unknown))}")
-        return [name for name in DEFAULT_CHAIN if name not in dropped]
+        return chains(spec.removeprefix("default-").split(","), "default")["without"]
     return [name for name in spec.split(",") if name]
 
 
@@ -94,7 +91,6 @@ def main() -> int:
                         help="file holding the chat request body to send (default: a short "
                         "one-message request, the benchmarks' worst case)")
     args = parser.parse_args()
-    args.sequential = False  # drive() reads this option of bench_plugin_cost's
     body = args.body.read_text() if args.body else CHAT_BODY
     sides = {
         "A": (args.a_tree.resolve(), chain_of(args.a_chain), env_of(args.a_env)),
@@ -120,11 +116,11 @@ def main() -> int:
                            "SIDECAR_LOG_FILE": str(Path(tmp) / f"access-{name}.log"), **extra}
                     targets[name] = stack.enter_context(
                         sidecar(mock.url, env, cpus=side_cpus, tree=tree))
-                drive(targets, args.warmup, caller_key, load_cpus, args, measure=False,
-                      body=body)
+                drive(targets, args.warmup, caller_key, load_cpus, args.connections,
+                      measure=False, body=body)
                 results = {name: r.cpu_us_per_request for name, r in
-                           drive(targets, args.seconds, caller_key, load_cpus, args,
-                                 measure=True, body=body).items()}
+                           drive(targets, args.seconds, caller_key, load_cpus,
+                                 args.connections, measure=True, body=body).items()}
             for name, value in results.items():
                 cpu[name].append(value)
             ratios.append(results["A"] / results["B"])

@@ -123,17 +123,17 @@ def median_interval(values: list[float], level: float = 0.95) -> tuple[float, fl
 
 
 def drive(targets: dict[str, Target], seconds: float, api_key: str, cpus: str | None,
-          args: argparse.Namespace, measure: bool, body: str = CHAT_BODY
+          connections: int, measure: bool, sequential: bool = False, body: str = CHAT_BODY
           ) -> dict[str, LoadResult]:
-    """Load every target with chat requests (``body``) for ``seconds``: all at once (one wrk
-    each), or in the given order with ``--sequential``; with ``measure``, each sidecar's CPU
-    time per request too."""
+    """Load every target with chat requests (``body``) for ``seconds`` over ``connections``
+    each: all at once (one wrk each), or in the given order when ``sequential``; with
+    ``measure``, each sidecar's CPU time per request too."""
     def load(name: str) -> LoadResult:
         target = targets[name]
-        return wrk(target.url, args.connections, seconds, api_key=api_key, body=body,
+        return wrk(target.url, connections, seconds, api_key=api_key, body=body,
                    pid=target.pid if measure else None, cpus=cpus)
 
-    if args.sequential:
+    if sequential:
         return {name: load(name) for name in targets}
     with ThreadPoolExecutor(len(targets)) as pool:
         return dict(zip(targets, pool.map(load, targets), strict=True))
@@ -243,11 +243,13 @@ def main() -> int:
                                                                  cpus=side_cpus))
                                for name, env in envs.items()}
                     for name, warm in drive(targets, args.warmup, caller_key, load_cpus,
-                                            args, measure=False).items():
+                                            args.connections, measure=False,
+                                            sequential=args.sequential).items():
                         served[name] += warm.requests
                 order = list(configs) if round_ % 4 in (0, 3) else list(reversed(configs))
                 measured = drive({name: targets[name] for name in order}, args.seconds,
-                                 caller_key, load_cpus, args, measure=True)
+                                 caller_key, load_cpus, args.connections, measure=True,
+                                 sequential=args.sequential)
                 for name in order:
                     result = measured[name]
                     loads[name].append(result)
