@@ -42,7 +42,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.metrics_core import Metric
 
-from proxy import __version__, hookimpl
+from proxy import STOP_OBSERVING, StopObserving, __version__, hookimpl
 from proxy.app import FORWARDER, PLUGINS, SETTINGS
 from proxy.chain import await_me_maybe
 from proxy.context import RequestContext
@@ -824,22 +824,24 @@ def shutdown(app: web.Application) -> None:
 
 
 @hookimpl
-def on_stream_event(ctx: RequestContext, event: SSEEvent) -> None:
-    """Note when the first output token went to the caller."""
+def on_stream_event(ctx: RequestContext, event: SSEEvent) -> StopObserving | None:
+    """Note when the first output token went to the caller; the rest of the stream is not
+    needed."""
     state = ctx.state
     if _STATE_FIRST_TOKEN in state:
-        return
+        return STOP_OBSERVING
     name = event.event
     if name is None:
         data = event.data
         if data == "[DONE]" or (('"content":""' in data or '"content": ""' in data)
                                 and '"tool_calls"' not in data):
-            return
+            return None
     elif name not in _TOKEN_EVENTS:
-        return
+        return None
     now = time.perf_counter()
     state[_STATE_FIRST_TOKEN] = now
     ctx.log["ttft_ms"] = round((now - ctx.timing.started) * 1000, 2)
+    return STOP_OBSERVING
 
 
 @hookimpl

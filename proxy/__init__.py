@@ -18,4 +18,18 @@ PROJECT_NAME = "mistral_sidecar"
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 """Marker for hook implementations in plugins."""
 
-__all__ = ["PROJECT_NAME", "__version__", "hookimpl"]
+
+class StopObserving:
+    """The type of :data:`STOP_OBSERVING` (one instance)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "proxy.STOP_OBSERVING"
+
+
+STOP_OBSERVING = StopObserving()
+"""What an ``on_stream_event`` implementation returns once it needs no more events of the
+stream at hand: the core stops calling it for that response (other streams still reach it)."""
+
+__all__ = ["PROJECT_NAME", "STOP_OBSERVING", "StopObserving", "__version__", "hookimpl"]

@@ -76,8 +76,16 @@ class HookCaller:
             self._call = lambda kw: function()
         # Request hooks are called with the request context alone, dozens of times per
         # request: an implementation taking exactly that is called directly.
-        self.on_ctx: Callable[[Any], Any] = (
-            function if argnames == ("ctx",) else lambda ctx: self._call({"ctx": ctx}))
+        self.on_ctx: Callable[[Any], Any] = self.positional("ctx")
+
+    def positional(self, *names: str) -> Callable[..., Any]:
+        """The implementation as a function of the arguments ``names``, passed by position in
+        that order: the implementation itself when it declares exactly those, else a wrapper
+        that hands it the ones it declares (for hooks called per event, not per request)."""
+        if self.argnames == names:
+            return self.function
+        call = self._call
+        return lambda *values: call(dict(zip(names, values, strict=True)))
 
     def __call__(self, **kwargs: Any) -> Any:
         """Call the implementation with the arguments it asks for."""

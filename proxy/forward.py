@@ -22,6 +22,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
+from proxy import STOP_OBSERVING
 from proxy.chain import HookCaller, PluginChain, await_me_maybe
 from proxy.context import (
     CURRENT_REQUEST,
@@ -96,7 +97,8 @@ class Forwarder:
         self.wrap_hooks = chain.callers("wrap_upstream")
         self.on_response_hooks = chain.callers("on_response")
         self.rewrite_hooks = chain.callers("rewrite_response")
-        self.stream_event_hooks = chain.callers("on_stream_event")
+        self.stream_observers = tuple(hook.positional("ctx", "event")
+                                      for hook in chain.callers("on_stream_event"))
         self.complete_hooks = chain.callers("on_complete")
         self.error_hooks = chain.callers("on_error")
         self.session: aiohttp.ClientSession | None = None
@@ -317,7 +319,8 @@ class Forwarder:
         captured = 0
         parser = SSEParser() if is_sse and not encoded else None
         assembler: ChatStreamAssembler | ConversationStreamAssembler | None = None
-        stream_hooks = self.stream_event_hooks
+        # Observers that have seen enough of this stream leave this tuple.
+        observers = self.stream_observers
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.total_timeout - (_now() - ctx.timing.started)
         try:
@@ -337,8 +340,9 @@ class Forwarder:
                             if assembler is None:
                                 assembler = assembler_for(event)
                             assembler.add(event)
-                            for hook in stream_hooks:
-                                hook(ctx=ctx, event=event)
+                            for observe in observers:
+                                if observe(ctx, event) is STOP_OBSERVING:
+                                    observers = tuple(o for o in observers if o is not observe)
                     elif capture is not None:
                         captured += len(chunk)
                         if captured <= self.max_capture:

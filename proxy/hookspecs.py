@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 import pluggy
 
-from proxy import PROJECT_NAME
+from proxy import PROJECT_NAME, StopObserving
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -170,11 +170,14 @@ def rewrite_response(ctx: RequestContext, body: Any) -> Awaitable[Any] | Any:
 
 
 @hookspec
-def on_stream_event(ctx: RequestContext, event: SSEEvent) -> None:
+def on_stream_event(ctx: RequestContext, event: SSEEvent) -> StopObserving | None:
     """Observe one server-sent event right after it was forwarded to the caller.
 
     Synchronous on purpose: it must not delay the stream. Keep it cheap (count, record, queue);
-    the reassembled whole arrives later in ``on_complete``.
+    the reassembled whole arrives later in ``on_complete``. A stream carries an event per
+    token: an implementation that has seen what it wants of this stream (its first token, an
+    id announced at the start) returns :data:`proxy.STOP_OBSERVING`, and is not called again
+    for the rest of it.
     """
 
 

@@ -41,7 +41,7 @@ from plugins.auth.permissions import (
 )
 from plugins.auth.tenancy import CREATES, Tenancy
 from plugins.store import DATABASE
-from proxy import hookimpl
+from proxy import STOP_OBSERVING, StopObserving, hookimpl
 from proxy.app import SETTINGS
 from proxy.context import Identity, RequestContext, UpstreamCall
 from proxy.errors import SidecarError
@@ -319,25 +319,27 @@ async def _record(ctx: RequestContext, record: Ownership) -> None:
 
 
 @hookimpl
-def on_stream_event(ctx: RequestContext, event: SSEEvent) -> None:
-    """A streamed conversation start or restart announces its id in its first event."""
+def on_stream_event(ctx: RequestContext, event: SSEEvent) -> StopObserving | None:
+    """A streamed conversation start or restart announces its id in its first event; other
+    streams, and the rest of this one, are not needed."""
     mine = ctx.state.get(_STATE)
-    if not mine or ctx.identity is None or mine.get("recorded"):
-        return
-    if event.event not in (None, "conversation.response.started") or ctx.operation is None:
-        return
-    if CREATES.get(base_name(ctx.operation), ("",))[0] != CONVERSATION:
-        return
+    if not mine or ctx.identity is None or mine.get("recorded") or ctx.operation is None \
+            or CREATES.get(base_name(ctx.operation), ("",))[0] != CONVERSATION:
+        return STOP_OBSERVING
+    if event.event not in (None, "conversation.response.started"):
+        return None
     data = event.json()
     if not isinstance(data, dict) or data.get("type", event.event) != \
             "conversation.response.started":
-        return
+        return None
     conversation_id = data.get("conversation_id")
     if isinstance(conversation_id, str) and conversation_id:
         mine["recorded"] = True
         identity = ctx.identity
         ctx.app[AUTH].ownership.remember(Ownership(
             CONVERSATION, conversation_id, identity.org, identity.owner, identity.key_id))
+        return STOP_OBSERVING
+    return None
 
 
 @hookimpl

@@ -6,7 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
-from proxy import hookimpl
+from proxy import STOP_OBSERVING, StopObserving, hookimpl
 from proxy.context import RequestContext, UpstreamCall, UpstreamResponse
 from proxy.errors import SidecarError
 from proxy.sse import SSEEvent
@@ -88,7 +88,23 @@ class BrokenObserver:
         raise RuntimeError("observer bug")
 
 
+class StreamWatcher:
+    """Notes each stream event it is given; with ``enough``, it stops after the first."""
+
+    def __init__(self, name: str, enough: bool) -> None:
+        self.name = name
+        self.enough = enough
+
+    @hookimpl
+    def on_stream_event(self, ctx: RequestContext, event: SSEEvent) -> StopObserving | None:
+        ctx.app.setdefault(CALLS, [])  # type: ignore[arg-type]
+        ctx.app[CALLS].append((self.name, ctx.request_id))
+        return STOP_OBSERVING if self.enough else None
+
+
 first = Recorder("first")
 second = Recorder("second")
 rewriter = Rewriter()
 broken = BrokenObserver()
+first_event_only = StreamWatcher("first_event_only", enough=True)
+every_event = StreamWatcher("every_event", enough=False)

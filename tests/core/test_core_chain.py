@@ -101,6 +101,31 @@ async def test_stream_events_observed_and_conversation_reassembled(
     assert ("first", "outputs:1") in sidecar.app[CALLS]
 
 
+async def test_a_stream_observer_that_has_seen_enough_is_not_called_again(
+    start_sidecar: SidecarFactory,
+) -> None:
+    sidecar = await start_sidecar(SIDECAR_PLUGINS="tests.core.sample_plugins:first_event_only,"
+                                                  "tests.core.sample_plugins:every_event")
+    bodies = []
+    for _ in range(2):
+        async with aiohttp.ClientSession() as http, http.post(
+            sidecar.url + "/v1/chat/completions",
+            json={**CHAT, "messages": [{"role": "user", "content": "one two three four"}],
+                  "stream": True},
+        ) as resp:
+            assert resp.status == 200
+            bodies.append(await resp.text())
+    seen: dict[str, list[str]] = {}
+    for name, request_id in sidecar.app[CALLS]:
+        seen.setdefault(name, []).append(request_id)
+    # the caller got every event; the observer that had enough saw one per stream, the
+    # observer after it in the chain still saw them all
+    events = [body.count("data:") for body in bodies]
+    assert all(count > 3 for count in events)
+    assert len(seen["first_event_only"]) == 2 and len(set(seen["first_event_only"])) == 2
+    assert len(seen["every_event"]) == sum(events)
+
+
 async def test_shutdown_runs_in_reverse_order(start_sidecar: SidecarFactory) -> None:
     sidecar = await start_sidecar(SIDECAR_PLUGINS=CHAIN)
     calls = sidecar.app[CALLS]
