@@ -38,6 +38,15 @@ for comparison); plugins the measured ones need (``store`` for persistence) are 
     .venv/bin/python load_tests/bench_plugin_cost.py --without persistence --target 5
     .venv/bin/python load_tests/bench_plugin_cost.py --without ratelimit --target 10
     .venv/bin/python load_tests/bench_plugin_cost.py --without logs,metrics --target 5
+    .venv/bin/python load_tests/bench_plugin_cost.py --without logs,metrics --target 5 \\
+        --workload chat-typical-stream
+
+Every sidecar is sent the same chat request, by default the ``minimal`` one (one short
+message: the least work per request, so any plugin's largest share); ``--workload`` picks one
+of ``load_tests/workloads`` instead: ``chat-typical`` is a support conversation (a system
+prompt, one earlier exchange and a 130-word question, about 2 KB, answered with as many
+words), ``chat-typical-stream`` the same, streamed. Reports of other workloads are saved with
+the workload's name at the end of the file name.
 
 Needs wrk (``apt-get install wrk``), PostgreSQL (TEST_PG_HOST/PORT/USER, default
 127.0.0.1:5432 postgres, admin database ``test``) and Redis (TEST_REDIS_HOST/PORT).
@@ -75,6 +84,8 @@ from load_tests.harness import (
     sidecar,
     split_cpus,
     usage_rows,
+    workload_body,
+    workload_names,
     wrk,
 )
 from proxy.settings import DEFAULT_CHAIN
@@ -202,7 +213,11 @@ def main() -> int:
                         help="let every process float over all CPUs")
     parser.add_argument("--sequential", action="store_true",
                         help="drive the sidecars in turn (ABBA) instead of both at once")
+    parser.add_argument("--workload", choices=workload_names(), default="minimal",
+                        help="the chat request every sidecar is sent (load_tests/workloads); "
+                        "minimal: one short message, the plugins' largest share")
     args = parser.parse_args()
+    body = workload_body(args.workload)
     side_cpus, load_cpus = (None, None) if args.no_pin else split_cpus()
     without = [name for name in args.without.split(",") if name]
     configs = chains(without, args.base)
@@ -228,7 +243,7 @@ def main() -> int:
                 for name, env in envs.items():
                     instructions[name], counted_rate[name] = instructions_per_request(
                         upstream, {**env, **stretched}, caller_key, args.requests,
-                        args.connections)
+                        args.connections, body)
                     served[name] += args.requests + 300
                     print(f"{name:>7}: {instructions[name] / 1e3:8.0f} k instructions/request "
                           f"({counted_rate[name]:.0f} req/s under callgrind)", flush=True)
@@ -244,12 +259,12 @@ def main() -> int:
                                for name, env in envs.items()}
                     for name, warm in drive(targets, args.warmup, caller_key, load_cpus,
                                             args.connections, measure=False,
-                                            sequential=args.sequential).items():
+                                            sequential=args.sequential, body=body).items():
                         served[name] += warm.requests
                 order = list(configs) if round_ % 4 in (0, 3) else list(reversed(configs))
                 measured = drive({name: targets[name] for name in order}, args.seconds,
                                  caller_key, load_cpus, args.connections, measure=True,
-                                 sequential=args.sequential)
+                                 sequential=args.sequential, body=body)
                 for name in order:
                     result = measured[name]
                     loads[name].append(result)
@@ -295,7 +310,8 @@ def main() -> int:
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         f"# Cost of `{','.join(without)}` ({stamp})", "",
-        f"Base: `{args.base}` chain on PostgreSQL and Redis; {args.connections} connections "
+        f"Base: `{args.base}` chain on PostgreSQL and Redis; workload `{args.workload}`; "
+        f"{args.connections} connections "
         f"(wrk) each, {args.rounds} rounds of {args.seconds:g} s (after {args.warmup:g} s of "
         "warm-up for each new pair of sidecars) "
         f"{'in ABBA order' if args.sequential else 'with both sidecars loaded at once'} on "
@@ -332,7 +348,8 @@ def main() -> int:
                      f"requests ({'all recorded' if complete else 'SOME MISSING'}).")
     report = "\n".join(lines) + "\n"
     RESULTS.mkdir(exist_ok=True)
-    stem = f"cost-{'-'.join(without)}" + ("" if args.base == "default" else f"-{args.base}")
+    stem = (f"cost-{'-'.join(without)}" + ("" if args.base == "default" else f"-{args.base}")
+            + ("" if args.workload == "minimal" else f"-{args.workload}"))
     (RESULTS / f"{stem}.md").write_text(report)
     (RESULTS / f"{stem}.json").write_text(json.dumps(
         {name: [r.__dict__ for r in results] for name, results in loads.items()}, indent=1)

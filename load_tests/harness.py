@@ -36,6 +36,24 @@ PYTHON = sys.executable
 MOCK_KEY = "bench-upstream-key"
 CHAT_BODY = json.dumps({"model": "mistral-small-latest",
                         "messages": [{"role": "user", "content": "benchmark me"}]})
+#: Request bodies the benchmarks can send besides :data:`CHAT_BODY` (``minimal``), by name.
+WORKLOADS = Path(__file__).resolve().parent / "workloads"
+
+
+def workload_names() -> list[str]:
+    """``minimal`` (:data:`CHAT_BODY`: the least work per request, so the largest share for
+    any plugin) and the name of every body in ``load_tests/workloads``."""
+    return ["minimal", *sorted(path.stem for path in WORKLOADS.glob("*.json"))]
+
+
+def workload_body(name: str) -> str:
+    """The chat request body of workload ``name``, as compact JSON."""
+    if name == "minimal":
+        return CHAT_BODY
+    path = WORKLOADS / f"{name}.json"
+    if not path.is_file():
+        raise SystemExit(f"no workload {name!r}: choose one of {', '.join(workload_names())}")
+    return json.dumps(json.loads(path.read_text()), separators=(",", ":"))
 
 
 def free_port() -> int:
@@ -302,8 +320,10 @@ def stream_ttfb_ms(url: str, api_key: str = MOCK_KEY, count: int = 200) -> float
     return statistics.median(samples[10:])
 
 
-async def _post_many(url: str, api_key: str, count: int, connections: int) -> int:
-    """``count`` chat requests over ``connections`` concurrent connections; how many got 2xx."""
+async def _post_many(url: str, api_key: str, count: int, connections: int,
+                     body: str = CHAT_BODY) -> int:
+    """``count`` chat requests (``body``) over ``connections`` concurrent connections; how many
+    got 2xx."""
     ok = 0
     gate = asyncio.Semaphore(connections)
     headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
@@ -312,7 +332,7 @@ async def _post_many(url: str, api_key: str, count: int, connections: int) -> in
 
         async def one() -> None:
             nonlocal ok
-            async with gate, http.post(url + "/v1/chat/completions", data=CHAT_BODY,
+            async with gate, http.post(url + "/v1/chat/completions", data=body,
                                        headers=headers) as resp:
                 await resp.read()
                 ok += 200 <= resp.status < 300
@@ -322,8 +342,8 @@ async def _post_many(url: str, api_key: str, count: int, connections: int) -> in
 
 
 def instructions_per_request(upstream: str, env: Mapping[str, str], api_key: str,
-                             requests: int = 1000, connections: int = 16
-                             ) -> tuple[float, float]:
+                             requests: int = 1000, connections: int = 16,
+                             body: str = CHAT_BODY) -> tuple[float, float]:
     """Instructions the sidecar executes per chat request, counted by valgrind's callgrind,
     and the requests per second it served while counted.
 
@@ -346,12 +366,12 @@ def instructions_per_request(upstream: str, env: Mapping[str, str], api_key: str
         with process(["valgrind", "--tool=callgrind", "--instr-atstart=no",
                       f"--callgrind-out-file={work}/callgrind.out", PYTHON, "-m", "proxy.cli",
                       "serve"], url + "/healthz", full) as proc:
-            asyncio.run(_post_many(url, api_key, 300, connections))  # warm-up, uncounted
+            asyncio.run(_post_many(url, api_key, 300, connections, body))  # warm-up, uncounted
             for command in (["-i", "on"], ["-z"]):
                 subprocess.run(["callgrind_control", *command, str(proc.pid)],
                                capture_output=True, check=True, timeout=60)
             started = time.perf_counter()
-            ok = asyncio.run(_post_many(url, api_key, requests, connections))
+            ok = asyncio.run(_post_many(url, api_key, requests, connections, body))
             rate = requests / (time.perf_counter() - started)
             if ok != requests:
                 raise RuntimeError(f"{requests - ok} of {requests} requests failed")
