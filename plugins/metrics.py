@@ -826,10 +826,7 @@ def shutdown(app: web.Application) -> None:
 @hookimpl
 def on_stream_event(ctx: RequestContext, event: SSEEvent) -> StopObserving | None:
     """Note when the first output token went to the caller; the rest of the stream is not
-    needed."""
-    state = ctx.state
-    if _STATE_FIRST_TOKEN in state:
-        return STOP_OBSERVING
+    needed (the relay calls this no more once it has returned ``STOP_OBSERVING``)."""
     name = event.event
     if name is None:
         data = event.data
@@ -839,7 +836,7 @@ def on_stream_event(ctx: RequestContext, event: SSEEvent) -> StopObserving | Non
     elif name not in _TOKEN_EVENTS:
         return None
     now = time.perf_counter()
-    state[_STATE_FIRST_TOKEN] = now
+    ctx.state[_STATE_FIRST_TOKEN] = now
     ctx.log["ttft_ms"] = round((now - ctx.timing.started) * 1000, 2)
     return STOP_OBSERVING
 
