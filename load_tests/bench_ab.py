@@ -31,9 +31,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from load_tests.bench_plugin_cost import (
-    bench_caller_key,
     chains,
-    cli,
     deployment_env,
     drive,
     median_interval,
@@ -41,6 +39,8 @@ from load_tests.bench_plugin_cost import (
 from load_tests.harness import (
     REPO,
     Target,
+    bench_caller_key,
+    cli,
     mock_upstream,
     scratch_database,
     services_pinned,

@@ -17,7 +17,6 @@ import json
 import os
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 from contextlib import ExitStack
@@ -27,10 +26,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from load_tests.harness import (
     MOCK_KEY,
-    PYTHON,
-    REPO,
     LoadResult,
     Target,
+    bench_caller_key,
+    cli,
     minimal_proxy,
     mock_upstream,
     sidecar,
@@ -39,15 +38,6 @@ from load_tests.harness import (
 )
 
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def issue_key(env: dict[str, str]) -> str:
-    """Create a sidecar key with the auth plugin's CLI (when auth is in the chain)."""
-    full = dict(os.environ) | env
-    out = subprocess.run(
-        [PYTHON, "-m", "proxy.cli", "keys", "create", "--owner", "bench", "--role", "user"],
-        env=full, capture_output=True, text=True, check=True, cwd=REPO).stdout
-    return out.strip().splitlines()[-1]
 
 
 def main() -> int:
@@ -73,9 +63,8 @@ def main() -> int:
             env["SIDECAR_PLUGINS"] = args.chain
         chain = env.get("SIDECAR_PLUGINS", "default")
         if args.chain == "default" or "auth" in args.chain.split(","):
-            subprocess.run([PYTHON, "-m", "proxy.cli", "migrate"], env=dict(os.environ) | env,
-                           check=True, capture_output=True, cwd=REPO)
-            caller_key = issue_key(env)
+            cli(env, "migrate")
+            caller_key = bench_caller_key(env)
         else:
             caller_key = "any-caller-key"
         side = stack.enter_context(sidecar(upstream, env))

@@ -60,7 +60,6 @@ import json
 import math
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import uuid
@@ -73,10 +72,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from load_tests.harness import (
     CHAT_BODY,
     MOCK_KEY,
-    PYTHON,
-    REPO,
     LoadResult,
     Target,
+    bench_caller_key,
+    cli,
     instructions_per_request,
     mock_upstream,
     scratch_database,
@@ -172,21 +171,6 @@ def deployment_env(db_env: dict[str, str], upstream: str) -> dict[str, str]:
             "SIDECAR_REDIS_PREFIX": f"bench-{uuid.uuid4().hex[:8]}:",
             "RATE_LIMIT_REQUESTS": "50000000", "RATE_LIMIT_WINDOW": "60",
             "LOG_LEVEL": "INFO", "SIDECAR_LOG_STDOUT": "false"}
-
-
-def bench_caller_key(env: dict[str, str]) -> str:
-    """A new sidecar key (owner ``bench``, role ``user``) in the database of ``env``."""
-    return cli(env, "keys", "create", "--owner", "bench", "--role", "user"
-               ).strip().splitlines()[-1]
-
-
-def cli(env: dict[str, str], *args: str) -> str:
-    """Run ``mistral-sidecar ARGS`` with ``env``; its standard output."""
-    done = subprocess.run([PYTHON, "-m", "proxy.cli", *args], env=dict(os.environ) | env,
-                          capture_output=True, text=True, cwd=REPO)
-    if done.returncode:
-        raise SystemExit(f"mistral-sidecar {' '.join(args)} failed: {done.stderr.strip()}")
-    return done.stdout
 
 
 def main() -> int:

@@ -56,6 +56,22 @@ def workload_body(name: str) -> str:
     return json.dumps(json.loads(path.read_text()), separators=(",", ":"))
 
 
+def cli(env: Mapping[str, str], *args: str) -> str:
+    """Run ``mistral-sidecar ARGS`` with ``env`` (over this process's environment); its
+    standard output."""
+    done = subprocess.run([PYTHON, "-m", "proxy.cli", *args], env=dict(os.environ) | dict(env),
+                          capture_output=True, text=True, cwd=REPO)
+    if done.returncode:
+        raise SystemExit(f"mistral-sidecar {' '.join(args)} failed: {done.stderr.strip()}")
+    return done.stdout
+
+
+def bench_caller_key(env: Mapping[str, str]) -> str:
+    """A new sidecar key (owner ``bench``, role ``user``) in the database of ``env``."""
+    return cli(env, "keys", "create", "--owner", "bench", "--role", "user"
+               ).strip().splitlines()[-1]
+
+
 def free_port() -> int:
     """A loopback port that was free a moment ago."""
     with socket.socket() as sock:
