@@ -88,14 +88,11 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=3)
     parser.add_argument("--warmup", type=float, default=2)
     parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--body", type=Path,
-                        help="file holding the chat request body to send (default: the "
-                        "workload's)")
     parser.add_argument("--workload", choices=workload_names(), default="minimal",
                         help="the chat request sent (load_tests/workloads); minimal: one short "
                         "message, the benchmarks' worst case")
     args = parser.parse_args()
-    body = args.body.read_text() if args.body else workload_body(args.workload)
+    body = workload_body(args.workload)
     sides = {
         "A": (args.a_tree.resolve(), chain_of(args.a_chain), env_of(args.a_env)),
         "B": (args.b_tree.resolve(), chain_of(args.b_chain), env_of(args.b_env)),

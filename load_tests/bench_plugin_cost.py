@@ -18,9 +18,10 @@ report gives medians of per-round paired ratios:
 - CPU cost: the sidecar process's own CPU time per request, ``with/without - 1``.
 
 The verdict is the larger of the modelled cost and the CPU cost. The model misses what a
-plugin costs beyond its instructions: in the running sidecar its code and data are evicted
-by the million other instructions of each request, and timed in place the access line took
-five times as long as in a loop. So the CPU time decides when it is the larger; it is
+plugin costs beyond its instructions: the cache misses of the memory it touches, which the
+rest of each request has evicted (in callgrind's simulation of this CPU's 2 MiB L2, logs and
+metrics add 30 % misses for 4.5 % instructions). So the CPU time decides when it is the
+larger; it is
 measured with both sidecars loaded at the same moments because this machine's speed swings
 by 15 % within seconds: taken in turn, the paired ratios of two identical sidecars spread
 from 0.83 to 1.17 (standard deviation 0.09); taken together, from 0.98 to 1.07 (0.02), with
