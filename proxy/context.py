@@ -166,13 +166,18 @@ class RequestContext:
         request_id: str,
         operation: Operation | None,
         path_params: dict[str, str],
+        path: str,
+        query_string: str,
     ) -> None:
         self.request = request
         self.app = app
         self.request_id = request_id
         self.method = request.method
-        self.path = request.rel_url.raw_path
-        self.query_string = request.rel_url.raw_query_string
+        #: The canonical, decoded path (:mod:`proxy.canonical`): what was classified and
+        #: authorised, and what upstream receives.
+        self.path = path
+        #: The query string as upstream receives it (without ``?``).
+        self.query_string = query_string
         self.operation = operation
         self.path_params = path_params
         self._resource_ids: dict[str, str] | None = None

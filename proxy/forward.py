@@ -23,6 +23,7 @@ from multidict import CIMultiDict
 from yarl import URL
 
 from proxy import STOP_OBSERVING
+from proxy.canonical import CanonicalTarget, canonical_target, upstream_path
 from proxy.chain import HookCaller, PluginChain, await_me_maybe
 from proxy.context import (
     CURRENT_REQUEST,
@@ -46,9 +47,16 @@ HOP_BY_HOP = frozenset({
     "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
 })
 #: Request headers never forwarded as received: hop-by-hop ones, those the client library
-#: recomputes for the upstream connection, and the caller's credentials.
-_DROP_REQUEST = HOP_BY_HOP | {"host", "authorization", "content-length", "expect",
-                              "x-request-id"}
+#: recomputes for the upstream connection, the caller's credentials, the body's encoding
+#: (bodies go upstream decoded), and headers some servers read as another method or path than
+#: the one that was authorised.
+_DROP_REQUEST = HOP_BY_HOP | {
+    "host", "authorization", "content-length", "content-encoding", "expect", "x-request-id",
+    "x-http-method-override", "x-http-method", "x-method-override", "x-original-url",
+    "x-rewrite-url",
+}
+#: Content-Encodings the HTTP server decodes while reading a request body (aiohttp's own set).
+_DECODED_ENCODINGS = frozenset({"gzip", "deflate", "br", "zstd"})
 _DROP_RESPONSE = HOP_BY_HOP
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
 _CHUNK = 64 * 1024
@@ -84,7 +92,11 @@ class Forwarder:
         self.settings = settings
         self.chain = chain
         self.operations = operations
-        self.base_url = str(settings["upstream.base_url"]).rstrip("/")
+        base = URL(str(settings["upstream.base_url"]))
+        # Scheme, host and port of every upstream URL come from configuration only.
+        self.upstream_scheme = base.scheme
+        self.upstream_authority = base.origin().raw_authority
+        self.base_path = base.raw_path.rstrip("/")
         keys = settings["upstream.api_key"]
         self.default_api_key: str | None = keys[0] if keys else None
         self.first_byte_timeout = float(settings["upstream.first_byte_timeout_seconds"])
@@ -116,9 +128,17 @@ class Forwarder:
             if incoming_id and _REQUEST_ID_RE.match(incoming_id)
             else os.urandom(16).hex()
         )
-        path = request.rel_url.raw_path
-        operation, params = self.operations.classify(request.method, path)
-        ctx = RequestContext(request, request.app, request_id, operation, params)
+        refused: SidecarError | None = None
+        try:
+            target = canonical_target(request.raw_path)
+        except SidecarError as error:
+            refused, target = error, CanonicalTarget(_printable(request.raw_path), "")
+        # HEAD is GET without the body: classified, and so authorised, as GET.
+        method = "GET" if request.method == "HEAD" else request.method
+        path = target.path
+        operation, params = (None, {}) if refused else self.operations.classify(method, path)
+        ctx = RequestContext(request, request.app, request_id, operation, params,
+                             path, target.query)
         ctx.upstream_api_key = self.default_api_key
         # In flight, and this task's current request, until the handler returns.
         self.in_flight += 1
@@ -126,6 +146,9 @@ class Forwarder:
         try:
             answer: web.StreamResponse | None = None
             try:
+                if refused is not None:
+                    raise refused
+                _check_content_encoding(request)
                 await self._read_body(ctx)
                 # Parsing JSON is the costliest thing a pass-through does; only look when the
                 # body can possibly ask for a stream.
@@ -134,7 +157,7 @@ class Forwarder:
                     if isinstance(body, dict) and body.get("stream") is True:
                         ctx.is_stream = True
                         stream_op, stream_params = self.operations.classify(
-                            request.method, path, stream=True)
+                            method, path, stream=True)
                         if stream_op is not None:
                             ctx.operation, ctx.path_params = stream_op, stream_params
 
@@ -187,6 +210,9 @@ class Forwarder:
                     413, f"Request body of {length} bytes exceeds the limit of "
                     f"{self.max_json_body} bytes for JSON bodies.")
             ctx.body = await self._read_bounded(request, self.max_json_body)
+            if not ctx.body and length and "Content-Encoding" in request.headers:
+                # A compressed stream cut before its first block decodes to nothing.
+                raise _unreadable_body()
         elif length is not None and length > self.max_upload:
             raise SidecarError(
                 413, f"Request body of {length} bytes exceeds the upload limit of "
@@ -197,7 +223,10 @@ class Forwarder:
         parts: list[bytes] = []
         size = 0
         while True:
-            chunk = await request.content.readany()
+            try:
+                chunk = await request.content.readany()
+            except web.RequestPayloadError:
+                raise _unreadable_body() from None
             if not chunk:
                 return b"".join(parts)
             size += len(chunk)
@@ -209,7 +238,11 @@ class Forwarder:
     async def _stream_body(self, request: web.Request, ctx: RequestContext) -> AsyncIterator[bytes]:
         sent = 0
         while True:
-            chunk = await request.content.readany()
+            try:
+                chunk = await request.content.readany()
+            except web.RequestPayloadError:
+                ctx.state["_core_body_unreadable"] = True
+                raise
             if not chunk:
                 return
             sent += len(chunk)
@@ -227,7 +260,9 @@ class Forwarder:
         for name, value in incoming.items():
             if name.lower() not in drop:
                 headers.add(name, value)
-        if ctx.body is None and ctx.request.body_exists and ctx.request.content_length is not None:
+        if (ctx.body is None and ctx.request.body_exists
+                and ctx.request.content_length is not None and "Content-Encoding" not in incoming):
+            # A decoded body's length is unknown until it is read: it goes chunked.
             headers["Content-Length"] = str(ctx.request.content_length)
         headers["X-Request-ID"] = ctx.request_id
         if ctx.buffer_response:
@@ -263,7 +298,9 @@ class Forwarder:
                     type="upstream_error", code="upstream_unreplayable")
             data = self._stream_body(ctx.request, ctx)
         remaining = self.total_timeout - (_now() - ctx.timing.started)
-        url = URL(self.base_url + ctx.request.raw_path, encoded=True)
+        url = URL.build(scheme=self.upstream_scheme, authority=self.upstream_authority,
+                        path=self.base_path + upstream_path(ctx.path),
+                        query_string=ctx.query_string, encoded=True)
         try:
             async with asyncio.timeout(max(0.0, min(self.first_byte_timeout, remaining))):
                 raw = await self.session.request(
@@ -272,11 +309,13 @@ class Forwarder:
             raise UpstreamError("timeout", "Upstream did not answer in time.") from None
         except aiohttp.ClientConnectorError:
             raise UpstreamError("connect", "Upstream is unreachable.") from None
-        except (aiohttp.ClientError, BodyTooLarge, OSError) as exc:
+        except (aiohttp.ClientError, BodyTooLarge, web.RequestPayloadError, OSError) as exc:
             if ctx.state.get("_core_body_too_large"):
                 raise SidecarError(
                     413, f"Request body exceeds the upload limit of {self.max_upload} bytes."
                 ) from None
+            if ctx.state.get("_core_body_unreadable"):
+                raise _unreadable_body() from None
             raise UpstreamError(
                 "reset", f"Upstream closed the connection ({type(exc).__name__}).") from None
         ctx.upstream_status = raw.status
@@ -508,6 +547,33 @@ async def _guarded_await(hook: HookCaller, result: Awaitable[Any]) -> None:
         await result
     except Exception:
         logger.exception("plugin %s failed in an observation hook", hook.plugin_name)
+
+
+def _check_content_encoding(request: web.Request) -> None:
+    """Refuse a body whose encoding the server did not decode while reading it: the sidecar
+    could not inspect it, and upstream would read it differently."""
+    encodings = request.headers.getall("Content-Encoding", ())
+    if not encodings:
+        return
+    if len(encodings) > 1:
+        raise SidecarError(415, "Send at most one Content-Encoding header.",
+                           code="unsupported_content_encoding")
+    value = encodings[0].lower()
+    if value != "identity" and value not in _DECODED_ENCODINGS:
+        raise SidecarError(
+            415, f"Unsupported Content-Encoding (supported: identity, "
+            f"{', '.join(sorted(_DECODED_ENCODINGS))}).", code="unsupported_content_encoding")
+
+
+def _unreadable_body() -> SidecarError:
+    return SidecarError(400, "The request body could not be read: it is truncated or its "
+                        "Content-Encoding does not match its bytes.", code="invalid_body")
+
+
+def _printable(raw: str) -> str:
+    """A refused request target as it may appear in logs: bounded, control characters
+    escaped."""
+    return "".join(ch if " " < ch < "\x7f" else f"\\x{ord(ch):02x}" for ch in raw[:256])
 
 
 _now = time.perf_counter

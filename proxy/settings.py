@@ -261,8 +261,18 @@ def resolve(
 
 
 def _check_url(value: str) -> str | None:
-    if not (value.startswith("http://") or value.startswith("https://")):
-        return f"must be an http:// or https:// URL, got {value!r}"
+    from yarl import URL
+
+    try:
+        url = URL(value)
+        port = url.port
+    except ValueError as exc:
+        return f"must be an http:// or https:// URL, got {value!r} ({exc})"
+    if url.scheme not in ("http", "https") or not url.host or port is None:
+        return f"must be an http:// or https:// URL with a host, got {value!r}"
+    if url.user is not None or url.password is not None or url.raw_query_string \
+            or url.raw_fragment:
+        return "must be scheme://host[:port][/path], without credentials, query or fragment"
     return None
 
 
@@ -304,6 +314,22 @@ def core_settings() -> list[Setting]:
         Setting("server.shutdown_grace_seconds", "float", 30.0,
                 "On SIGTERM, how long in-flight requests and streams may take to finish.",
                 env="SIDECAR_SHUTDOWN_GRACE_SECONDS", minimum=0),
+        Setting("server.header_timeout_seconds", "float", 10.0,
+                "Longest time a caller may take to send a request's line and headers; a "
+                "slower connection is closed.", env="SIDECAR_HEADER_TIMEOUT_SECONDS",
+                minimum=0.001),
+        Setting("server.max_header_bytes", "int", 64 * 1024,
+                "Largest request line plus headers; a larger request gets 431 and its "
+                "connection is closed.", env="SIDECAR_MAX_HEADER_BYTES", minimum=1024),
+        Setting("ops.token", "str", "",
+                "When set, /metrics and the details of /readyz answer only to "
+                "'Authorization: Bearer <token>'; /healthz and the status of /readyz stay "
+                "open for probes.", env="SIDECAR_OPS_TOKEN", secret=True),
+        Setting("ops.port", "int", 0,
+                "When set, /metrics and the details of /readyz are served on this port "
+                "(on server.host) and no longer on the main one (0: the main port).",
+                env="SIDECAR_OPS_PORT", minimum=0,
+                check=lambda v: None if v <= 65535 else "must be at most 65535"),
         Setting("server.data_dir", "path", _default_data_dir(),
                 "Directory for the embedded database, spool files and other local state.",
                 env="SIDECAR_DATA_DIR"),

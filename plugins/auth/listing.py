@@ -29,9 +29,6 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
-from aiohttp import web
-from yarl import URL
-
 from plugins.auth.ownership import AGENT, BATCH_JOB, CONVERSATION, FILE
 from proxy.context import RequestContext, UpstreamCall, UpstreamResponse
 from proxy.errors import SidecarError
@@ -148,16 +145,14 @@ class _Scanner:
         self.visible = visible
         self.page_size = page_size
         self.max_items = max_items
-        self.original: web.Request = ctx.request
+        self.original_query = ctx.query_string
         self.last: UpstreamResponse | None = None
 
     async def fetch(self, paging: list[tuple[str, str]]) -> tuple[UpstreamResponse, Any]:
         """One upstream page: the response and its parsed body (``None`` if not usable)."""
         if self.last is not None:
             await self.last.release()
-        query = urlencode([*self.plan.query, *paging])
-        url = URL.build(path=self.plan.path, query_string=query, encoded=True)
-        self.ctx.request = self.original.clone(rel_url=url)
+        self.ctx.query_string = urlencode([*self.plan.query, *paging])
         response = await self.call(self.ctx)
         self.last = response
         if response.status >= 300:
@@ -277,7 +272,7 @@ class _Scanner:
                 await self.last.release()
             raise
         finally:
-            self.ctx.request = self.original
+            self.ctx.query_string = self.original_query
 
 
 def wrap_list(ctx: RequestContext, call: UpstreamCall, plan: ListPlan,
