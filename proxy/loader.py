@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import difflib
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from proxy.chain import PluginChain, installed_plugins
-from proxy.settings import ConfigError, Settings, core_settings, load_yaml, resolve
+from proxy.settings import (
+    ConfigError,
+    Setting,
+    Settings,
+    core_settings,
+    load_yaml,
+    resolve_all,
+)
 
 CONFIG_ENV = "SIDECAR_CONFIG"
+#: ``SIDECAR_*`` variables that are read outside the settings model.
+_OTHER_VARIABLES = frozenset({CONFIG_ENV})
 
 
 def config_path(explicit: str | None, environ: Mapping[str, str] | None = None) -> Path | None:
@@ -19,9 +29,9 @@ def config_path(explicit: str | None, environ: Mapping[str, str] | None = None) 
     return Path(chosen) if chosen else None
 
 
-def _dormant_settings(chain: PluginChain) -> set[str]:
-    """Names of settings declared by installed plugins that are not in the chain."""
-    names: set[str] = set()
+def _dormant_settings(chain: PluginChain) -> list[Setting]:
+    """Settings declared by installed plugins that are not in the chain."""
+    found: list[Setting] = []
     for name in installed_plugins():
         if name in chain.names:
             continue
@@ -30,8 +40,21 @@ def _dormant_settings(chain: PluginChain) -> set[str]:
         except ConfigError:
             continue
         for _plugin, extra in other.call_all("sidecar_settings"):
-            names.update(setting.name for setting in extra or ())
-    return names
+            found.extend(extra or ())
+    return found
+
+
+def unknown_variables(environ: Mapping[str, str], known: Iterable[str]) -> list[str]:
+    """One problem line per ``SIDECAR_*`` variable no setting reads (a misspelling, most
+    likely), with the closest known name."""
+    names = set(known) | _OTHER_VARIABLES
+    problems = []
+    for variable in sorted(environ):
+        if variable.startswith("SIDECAR_") and variable not in names:
+            close = difflib.get_close_matches(variable, sorted(names), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            problems.append(f"environment variable {variable}: unknown setting{hint}")
+    return problems
 
 
 def load(
@@ -41,19 +64,27 @@ def load(
     """Resolve all settings and load the plugin chain they name.
 
     Two passes: the core settings first (they name the plugins), then everything the enabled
-    plugins declare. Raises :class:`ConfigError` with one line per problem.
+    plugins declare. Raises :class:`ConfigError` with one line for every problem found, in
+    the core's settings, the plugins', their combinations and the environment's names alike.
     """
+    env = os.environ if environ is None else environ
     tree = load_yaml(config_file) if config_file is not None else {}
     core = core_settings()
-    first = resolve(core, environ=environ, config_file=config_file, yaml_data=tree,
-                    strict=False)
-    chain = PluginChain(list(first["plugins.chain"]))
+    first, core_problems = resolve_all(core, environ=env, config_file=config_file,
+                                       yaml_data=tree, strict=False)
+    try:
+        chain = PluginChain(list(first["plugins.chain"]))
+    except ConfigError as error:
+        raise ConfigError(core_problems + error.problems) from None
     declared = list(core)
     for _name, extra in chain.call_all("sidecar_settings"):
         declared.extend(extra or ())
-    settings = resolve(declared, environ=environ, config_file=config_file, yaml_data=tree,
-                       dormant=_dormant_settings(chain) if tree else ())
-    problems: list[str] = []
+    has_unknown = any(v.startswith("SIDECAR_") for v in env) or bool(tree)
+    dormant = _dormant_settings(chain) if has_unknown else []
+    settings, problems = resolve_all(declared, environ=env, config_file=config_file,
+                                     yaml_data=tree, dormant={s.name for s in dormant})
+    problems.extend(unknown_variables(
+        env, (s.env for s in [*declared, *dormant] if s.env is not None)))
     for _name, found in chain.call_all("validate_settings", settings=settings):
         problems.extend(found or ())
     if problems:

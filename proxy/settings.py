@@ -9,8 +9,10 @@ everything from one model. Precedence: environment, then YAML file, then default
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -210,6 +212,24 @@ def resolve(
     the environment variable it came from. With ``strict`` false, YAML keys that no declared
     setting claims are not reported (used before plugins have declared theirs).
     """
+    settings, problems = resolve_all(declared, environ=environ, config_file=config_file,
+                                     yaml_data=yaml_data, strict=strict, dormant=dormant)
+    if problems:
+        raise ConfigError(problems)
+    return settings
+
+
+def resolve_all(
+    declared: Iterable[Setting],
+    *,
+    environ: Mapping[str, str] | None = None,
+    config_file: Path | None = None,
+    yaml_data: Mapping[str, Any] | None = None,
+    strict: bool = True,
+    dormant: Iterable[str] = (),
+) -> tuple[Settings, list[str]]:
+    """Like :func:`resolve`, but return the problems instead of raising, with every setting
+    that has one at its default, so later checks can still run and report theirs too."""
     env = os.environ if environ is None else environ
     table: dict[str, Setting] = {}
     for setting in declared:
@@ -226,6 +246,7 @@ def resolve(
         raw: Any = None
         found = False
         origin = ""
+        values[name] = setting.default
         if setting.env and setting.env in env and env[setting.env] != "":
             raw, found, origin = env[setting.env], True, f"environment variable {setting.env}"
         else:
@@ -245,19 +266,14 @@ def resolve(
             continue
         values[name] = value
 
-    if not strict:
-        if problems:
-            raise ConfigError(problems)
-        return Settings(table, values, config_file, tree)
-    known = set(table) | set(dormant)
-    known_prefixes = {n.rsplit(".", i)[0] for n in known for i in range(n.count(".") + 1)}
-    for path in _yaml_leaf_paths(tree):
-        if path not in known and path not in known_prefixes:
-            if not any(path.startswith(n + ".") for n in table if table[n].kind == "data"):
-                problems.append(f"{path} in {config_file or 'config'}: unknown setting")
-    if problems:
-        raise ConfigError(problems)
-    return Settings(table, values, config_file, tree)
+    if strict:
+        known = set(table) | set(dormant)
+        known_prefixes = {n.rsplit(".", i)[0] for n in known for i in range(n.count(".") + 1)}
+        for path in _yaml_leaf_paths(tree):
+            if path not in known and path not in known_prefixes:
+                if not any(path.startswith(n + ".") for n in table if table[n].kind == "data"):
+                    problems.append(f"{path} in {config_file or 'config'}: unknown setting")
+    return Settings(table, values, config_file, tree), problems
 
 
 def _check_url(value: str) -> str | None:
@@ -274,6 +290,30 @@ def _check_url(value: str) -> str | None:
             or url.raw_fragment:
         return "must be scheme://host[:port][/path], without credentials, query or fragment"
     return None
+
+
+def check_port(value: int) -> str | None:
+    """A TCP port number (0 is allowed where the setting's minimum allows it)."""
+    return None if value <= 65535 else f"must be a port number (at most 65535), got {value}"
+
+
+_HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+
+
+def check_host(value: str) -> str | None:
+    """An IP address or a DNS name; empty (meaning: none) and, for databases, an absolute
+    socket directory are allowed too."""
+    if value == "" or value.startswith("/"):
+        return None
+    try:
+        ipaddress.ip_address(value.strip("[]"))
+        return None
+    except ValueError:
+        pass
+    name = value.removesuffix(".")
+    if len(name) <= 253 and all(_HOST_LABEL.match(label) for label in name.split(".")):
+        return None
+    return f"must be an IP address or a host name, got {value!r}"
 
 
 def _default_data_dir() -> str:
@@ -298,10 +338,11 @@ def core_settings() -> list[Setting]:
         Setting("log.level", "str", "INFO", "Log level.", env="LOG_LEVEL",
                 choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")),
         Setting("server.host", "str", "127.0.0.1",
-                "Address to listen on (0.0.0.0 inside containers).", env="SIDECAR_HOST"),
+                "Address to listen on (0.0.0.0 inside containers).", env="SIDECAR_HOST",
+                check=check_host),
         Setting("server.port", "int", 8080, "Port to listen on (0 picks a free one).",
                 env="SIDECAR_PORT", minimum=0,
-                check=lambda v: None if v <= 65535 else "must be at most 65535"),
+                check=check_port),
         Setting("server.workers", "int", 1,
                 "Worker processes sharing the port (SO_REUSEPORT); more than one needs a "
                 "fixed port, and Redis for limits shared across workers.",
@@ -329,7 +370,7 @@ def core_settings() -> list[Setting]:
                 "When set, /metrics and the details of /readyz are served on this port "
                 "(on server.host) and no longer on the main one (0: the main port).",
                 env="SIDECAR_OPS_PORT", minimum=0,
-                check=lambda v: None if v <= 65535 else "must be at most 65535"),
+                check=check_port),
         Setting("server.data_dir", "path", _default_data_dir(),
                 "Directory for the embedded database, spool files and other local state.",
                 env="SIDECAR_DATA_DIR"),

@@ -29,7 +29,7 @@ from proxy.app import SETTINGS
 from proxy.context import RequestContext, UpstreamResponse
 from proxy.errors import SidecarError
 from proxy.events import emit, emitter
-from proxy.settings import Setting, Settings
+from proxy.settings import Setting, Settings, check_host, check_port
 
 __all__ = ["LIMITER", "POLICIES", "RateLimiter", "caller_id"]
 
@@ -79,8 +79,9 @@ def sidecar_settings() -> list[Setting]:
                 env="SIDECAR_RATELIMIT_PROBE_INTERVAL_SECONDS", minimum=0.01),
         Setting("redis.host", "str", "",
                 "Redis host shared by all replicas; empty keeps limits in this process only.",
-                env="REDIS_HOST"),
-        Setting("redis.port", "int", 6379, "Redis port.", env="REDIS_PORT", minimum=1),
+                env="REDIS_HOST", check=check_host),
+        Setting("redis.port", "int", 6379, "Redis port.", env="REDIS_PORT", minimum=1,
+                check=check_port),
         Setting("redis.password", "str", "", "Redis password.", env="REDIS_PASSWORD",
                 secret=True),
         Setting("redis.db", "int", 0, "Redis database number.", env="REDIS_DB", minimum=0),

@@ -20,7 +20,7 @@ from plugins.store.db import Database, DatabaseUnavailable, PostgresDatabase, Sq
 from plugins.store.migrations import migrate, pending
 from proxy import hookimpl
 from proxy.app import SETTINGS
-from proxy.settings import Setting, Settings
+from proxy.settings import Setting, Settings, check_host, check_port
 
 DATABASE = web.AppKey("database", Database)
 
@@ -32,8 +32,9 @@ def sidecar_settings() -> list[Setting]:
     """Database connection settings (the deployment guide's ``DB_*`` variables)."""
     return [
         Setting("db.host", "str", "", "PostgreSQL host; empty means the embedded SQLite store.",
-                env="DB_HOST"),
-        Setting("db.port", "int", 5432, "PostgreSQL port.", env="DB_PORT", minimum=1),
+                env="DB_HOST", check=check_host),
+        Setting("db.port", "int", 5432, "PostgreSQL port.", env="DB_PORT", minimum=1,
+                check=check_port),
         Setting("db.name", "str", "mistral_sidecar", "PostgreSQL database name.",
                 env="DB_NAME"),
         Setting("db.user", "str", "mistral_sidecar", "PostgreSQL user.", env="DB_USER"),

@@ -1,0 +1,61 @@
+"""Bad configuration is reported whole: every problem in one run, one line each, exit 2."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import REPO
+
+
+def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith(("SIDECAR_", "MISTRAL_", "DB_", "REDIS_", "RATE_LIMIT_",
+                                  "LOG_LEVEL"))}
+    return subprocess.run([sys.executable, "-m", "proxy.cli", *args], env={**clean, **env},
+                          capture_output=True, text=True, cwd=REPO, timeout=60)
+
+
+BAD = {
+    "MISTRAL_API_KEY": "k",
+    "RATE_LIMIT_REQUESTS": "abc",          # a plugin's setting
+    "LOG_LEVEL": "LOUD",                    # core settings
+    "SIDECAR_PORT": "70000",
+    "DB_PORT": "99999",                     # a port out of range
+    "REDIS_HOST": "not a host",
+    "SIDECAR_RATELIMT_ENFORCE": "true",     # misspelt
+}
+
+
+@pytest.mark.parametrize("command", ["check-config", "serve"])
+def test_every_problem_is_reported_in_one_run(command: str) -> None:
+    result = _cli(command, env=BAD)
+    assert result.returncode == 2, result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert all(line.startswith("mistral-sidecar: configuration error:") for line in lines)
+    for name in ("RATE_LIMIT_REQUESTS", "LOG_LEVEL", "SIDECAR_PORT", "DB_PORT", "REDIS_HOST"):
+        assert sum(name in line for line in lines) == 1, (name, result.stderr)
+    misspelt = [line for line in lines if "SIDECAR_RATELIMT_ENFORCE" in line]
+    assert len(misspelt) == 1 and "did you mean SIDECAR_RATELIMIT_ENFORCE" in misspelt[0]
+    assert len(lines) == 6
+
+
+def test_a_variable_of_a_plugin_outside_the_chain_is_not_unknown() -> None:
+    result = _cli("check-config", env={"SIDECAR_PLUGINS": "via", "SIDECAR_GUARD_MODE": "block"})
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("MISTRAL_BASE_URL", "https://user:pw@api.mistral.ai"),
+    ("MISTRAL_BASE_URL", "https://api.mistral.ai:99999"),
+    ("MISTRAL_BASE_URL", "https://api.mistral.ai/?x=1"),
+    ("MISTRAL_BASE_URL", "https://"),
+    ("SIDECAR_HOST", "0.0.0.0:8080"),
+])
+def test_addresses_are_checked(name: str, value: str) -> None:
+    result = _cli("check-config", env={"SIDECAR_PLUGINS": "via", name: value})
+    assert result.returncode == 2
+    assert name in result.stderr
