@@ -1,4 +1,5 @@
-"""``/v1/chat/completions`` and ``/v1/fim/completions``, as JSON or as SSE."""
+"""``/v1/chat/completions``, ``/v1/fim/completions`` and ``/v1/agents/completions``, as JSON
+or as SSE."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
+from .api_agents import get_agent
 from .errors import validation_failed
 from .generation import (
     count_tokens,
@@ -128,3 +130,16 @@ async def fim_completions(request: web.Request) -> web.StreamResponse:
     suffix = body.get("suffix") if isinstance(body.get("suffix"), str) else ""
     prompt = f"{body['prompt']} {suffix}"
     return await _answer(request, body, prompt, body["prompt"])
+
+
+@routes.post("/v1/agents/completions")
+async def agents_completions(request: web.Request) -> web.StreamResponse:
+    """Answer as the agent ``agent_id`` would (its model, ``"Echo: <last user message>"``);
+    404 for an agent that does not exist."""
+    body = await read_json_object(request)
+    require(body, {"agent_id": str, "messages": list})
+    _check_messages(body["messages"])
+    agent = get_agent(request.app[STATE_KEY], body["agent_id"])
+    messages = body["messages"]
+    answered = {**body, "model": agent.current.get("model", "mistral-medium-latest")}
+    return await _answer(request, answered, messages_text(messages), last_user_text(messages))

@@ -67,3 +67,17 @@ async def test_agents_pages_follow_next_page_token(sdk: Mistral) -> None:
     names += [a.name for a in following.result.data]
     assert names == ["p-2", "p-1", "p-0"]
     assert following.result.next_page_token is None
+
+
+async def test_agent_completions_answer_as_the_agent(sdk: Mistral) -> None:
+    agent = await sdk.beta.agents.create_async(model="mistral-large-latest", name="helper")
+    messages = [{"role": "user", "content": "ping"}]
+    answer = await sdk.agents.complete_async(agent_id=agent.id, messages=messages)
+    assert answer.model == "mistral-large-latest"
+    assert answer.choices[0].message.content == "Echo: ping"
+    chunks = [event.data async for event in
+              await sdk.agents.stream_async(agent_id=agent.id, messages=messages)]
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == "Echo: ping"
+    with pytest.raises(errors.SDKError) as caught:
+        await sdk.agents.complete_async(agent_id="ag_unknown", messages=messages)
+    assert caught.value.status_code == 404
