@@ -101,7 +101,7 @@ def format_conversation(conversation: Row, entries: list[Row]) -> str:
         detail.append(f"id={e['id']}")
         lines.append("")
         lines.append("  ".join(detail))
-        text = e.get("content_text")
+        text = e.get("content")
         if text is None and e.get("content_json") is not None:
             text = json.dumps(e["content_json"], ensure_ascii=False)
         for line in (text or "").splitlines() or [""]:

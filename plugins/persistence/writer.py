@@ -88,8 +88,9 @@ ON CONFLICT (id) DO UPDATE SET
 
 _ENTRY_COLUMNS = (
     ("id", "text"), ("conversation_id", "text"), ("seq", "int"), ("type", "text"),
-    ("role", "text"), ("content_text", "text"), ("content_json", "jsonb"),
+    ("role", "text"), ("content", "text"), ("content_json", "jsonb"),
     ("prompt_tokens", "int"), ("completion_tokens", "int"), ("total_tokens", "int"),
+    ("token_count", "int"),
     ("model", "text"), ("agent_id", "text"), ("tool_name", "text"), ("tool_call_id", "text"),
     ("parent_entry_id", "text"), ("request_id", "text"), ("created_at", "timestamptz"),
     ("completed_at", "timestamptz"),
@@ -123,10 +124,10 @@ def _insert_from_json_rows(table: str, columns: Sequence[tuple[str, str]],
 _ENTRIES_FROM_JSON = _insert_from_json_rows("conversation_entries", _ENTRY_COLUMNS)
 
 _ENTRY_INSERT = """
-INSERT INTO conversation_entries (id, conversation_id, seq, type, role, content_text,
+INSERT INTO conversation_entries (id, conversation_id, seq, type, role, content,
                                   content_json, prompt_tokens, completion_tokens, total_tokens,
-                                  model, agent_id, tool_name, tool_call_id, parent_entry_id,
-                                  request_id, created_at, completed_at)
+                                  token_count, model, agent_id, tool_name, tool_call_id,
+                                  parent_entry_id, request_id, created_at, completed_at)
 """
 
 _USAGE_INSERT = """
@@ -332,10 +333,11 @@ async def _write_entries(tx: Executor, records: Sequence[Record], dialect: str) 
         parent = previous_id if d.get("parent_is_previous") else d.get("parent_entry_id")
         seq = previous_seq + 1
         last[conversation_id] = (d["id"], seq)
+        total = int(d.get("total_tokens") or 0)
         rows_out.append([
             d["id"], conversation_id, seq, d["type"], d.get("role"), d.get("content_text"),
             d.get("content_json"), int(d.get("prompt_tokens") or 0),
-            int(d.get("completion_tokens") or 0), int(d.get("total_tokens") or 0),
+            int(d.get("completion_tokens") or 0), total, total,
             d.get("model"), d.get("agent_id"), d.get("tool_name"), d.get("tool_call_id"),
             parent, d.get("request_id"), d["created_at"], d.get("completed_at"),
         ])

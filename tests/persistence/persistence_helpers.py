@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 PLUGINS = "store,persistence"
+#: Columns holding JSON (usage_log.content; conversation_entries.content is text).
+_JSON_COLUMNS = frozenset({"content_json", "metadata", "tools", "completion_args", "content"})
 MODEL = "mistral-small-latest"
 
 
@@ -32,8 +34,9 @@ class StoreReader:
         """The embedded database file."""
         return Path(self.env["SIDECAR_DATA_DIR"]) / "sidecar.db"
 
-    def rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
-        """All rows as dicts, JSON columns parsed, timestamps as text."""
+    def rows(self, sql: str, params: tuple[Any, ...] = (),
+             json_columns: frozenset[str] = _JSON_COLUMNS) -> list[dict[str, Any]]:
+        """All rows as dicts, ``json_columns`` parsed, timestamps as text."""
         if self.postgres:
             import psycopg
 
@@ -53,7 +56,7 @@ class StoreReader:
                     raise
                 names = [d[0] for d in cur.description or ()]
                 raw = [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
-        return [_normalise(r) for r in raw]
+        return [_normalise(r, json_columns) for r in raw]
 
     def execute(self, sql: str, params: tuple[Any, ...] = ()) -> None:
         """Run one statement (used to plant rows the sidecar did not write)."""
@@ -77,7 +80,8 @@ class StoreReader:
     def entries(self, conversation_id: str) -> list[dict[str, Any]]:
         """A conversation's entries in order."""
         return self.rows("SELECT * FROM conversation_entries WHERE conversation_id = ? "
-                         "ORDER BY seq", (conversation_id,))
+                         "ORDER BY seq", (conversation_id,),
+                         json_columns=_JSON_COLUMNS - {"content"})
 
     def one(self, table: str, row_id: str) -> dict[str, Any] | None:
         """The row of ``table`` with ``id`` (or None)."""
@@ -85,11 +89,10 @@ class StoreReader:
         return found[0] if found else None
 
 
-def _normalise(row: dict[str, Any]) -> dict[str, Any]:
+def _normalise(row: dict[str, Any], json_columns: frozenset[str]) -> dict[str, Any]:
     out = {}
     for key, value in row.items():
-        if key in ("content_json", "metadata", "tools", "completion_args", "content") and \
-                isinstance(value, str):
+        if key in json_columns and isinstance(value, str):
             value = json.loads(value)
         elif key == "streamed" and value is not None:
             value = bool(value)

@@ -117,11 +117,11 @@ async def test_conversation_rows_match_what_the_client_received(
     for index, (text, answer) in enumerate(runs):
         given, got = entries[2 * index], entries[2 * index + 1]
         output = answer.outputs[0]
-        assert (given["type"], given["role"], given["content_text"]) == (
+        assert (given["type"], given["role"], given["content"]) == (
             "message.input", "user", text)
         assert (got["type"], got["role"], got["id"]) == (
             "message.output", "assistant", output.id)  # type: ignore[union-attr]
-        assert got["content_text"] == output.content  # type: ignore[union-attr]
+        assert got["content"] == output.content  # type: ignore[union-attr]
         assert got["model"] == MODEL
         assert given["prompt_tokens"] == answer.usage.prompt_tokens
         assert got["completion_tokens"] == answer.usage.completion_tokens
@@ -138,7 +138,7 @@ async def test_conversation_rows_match_what_the_client_received(
     assert branch["restarted_from_entry_id"] == first_output.id  # type: ignore[union-attr]
     assert (branch["name"], branch["model"], branch["status"]) == ("chat-1", MODEL, "active")
     new = db.entries(restarted.conversation_id)
-    assert [e["content_text"] for e in new] == [
+    assert [e["content"] for e in new] == [
         "a different second turn", restarted.outputs[0].content]  # type: ignore[union-attr]
     assert new[0]["parent_entry_id"] == first_output.id  # type: ignore[union-attr]
     assert new[0]["prompt_tokens"] == restarted.usage.prompt_tokens
@@ -171,7 +171,7 @@ async def test_streamed_conversation_rows_match_the_streamed_text(
 
     second = await asyncio.to_thread(append_sync)
     entries = await wait_for(lambda: len(e := db.entries(cid)) == 4 and e)
-    assert [e["content_text"] for e in entries] == [
+    assert [e["content"] for e in entries] == [
         "stream me please", first_text, "and some more", _delta_text(second)]
     assert first_text == "Echo: stream me please"
     assert entries[0]["prompt_tokens"] == first_usage.prompt_tokens
@@ -187,7 +187,7 @@ async def test_streamed_conversation_rows_match_the_streamed_text(
     branched = [e async for e in restart]
     new_id = branched[0].data.conversation_id
     new = await wait_for(lambda: len(e := db.entries(new_id)) == 2 and e)
-    assert [e["content_text"] for e in new] == ["branch off", _delta_text(branched)]
+    assert [e["content"] for e in new] == ["branch off", _delta_text(branched)]
     assert new[0]["parent_entry_id"] == entries[1]["id"]
     assert new[1]["completion_tokens"] == branched[-1].data.usage.completion_tokens
     usage = db.rows("SELECT operation, streamed, total_tokens FROM usage_log "

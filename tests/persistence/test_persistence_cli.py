@@ -101,7 +101,7 @@ async def test_conversations_show_and_usage(
 
     document = json.loads(as_json[1])
     assert document["conversation"]["id"] == cid
-    assert [e["content_text"] for e in document["entries"]] == [
+    assert [e["content"] for e in document["entries"]] == [
         "hello from the cli test", started.outputs[0].content,  # type: ignore[union-attr]
         "line one\nline two", appended.outputs[0].content]  # type: ignore[union-attr]
     assert document["entries"][1]["completion_tokens"] == started.usage.completion_tokens

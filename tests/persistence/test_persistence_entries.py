@@ -71,15 +71,15 @@ def _check_outputs(entries: list[dict[str, Any]], given_text: str) -> None:
     assert [e["type"] for e in entries] == [
         "message.input", "function.call", "tool.execution", "agent.handoff", "message.output"]
     given, call, tool, handoff, message = entries
-    assert given["content_text"] == given_text and given["prompt_tokens"] == 11
-    assert (call["tool_name"], call["tool_call_id"], call["content_text"]) == (
+    assert given["content"] == given_text and given["prompt_tokens"] == 11
+    assert (call["tool_name"], call["tool_call_id"], call["content"]) == (
         "get_weather", "call_1", '{"city": "Paris"}')
     assert (call["model"], call["agent_id"]) == (MODEL, "ag_a")
-    assert (tool["tool_name"], tool["content_text"]) == ("web_search", '{"query": "weather"}')
+    assert (tool["tool_name"], tool["content"]) == ("web_search", '{"query": "weather"}')
     assert tool["content_json"]["info"] == {"results": 3}
     assert handoff["content_json"]["next_agent_name"] == "expert"
     assert handoff["content_json"]["previous_agent_id"] == "ag_a"
-    assert message["content_text"] == "Sunny, 22 C." and message["agent_id"] == "ag_b"
+    assert message["content"] == "Sunny, 22 C." and message["agent_id"] == "ag_b"
     assert (message["completion_tokens"], message["total_tokens"]) == (7, 7)
     assert sum(e["total_tokens"] for e in entries) == USAGE["total_tokens"]
     assert [e["parent_entry_id"] for e in entries[1:]] == [e["id"] for e in entries[:-1]]
@@ -108,13 +108,13 @@ async def test_json_answer_with_calls_tools_and_handoffs(
         conversation_id=started.conversation_id,
         inputs=[{"type": "function.result", "tool_call_id": "call_1", "result": "22 C"}])
     entries = await wait_for(lambda: len(e := db.entries(started.conversation_id)) == 4 and e)
-    assert (entries[2]["type"], entries[2]["tool_call_id"], entries[2]["content_text"]) == (
+    assert (entries[2]["type"], entries[2]["tool_call_id"], entries[2]["content"]) == (
         "function.result", "call_1", "22 C")
 
     # NUL cannot be stored in PostgreSQL text; the entry is kept with U+FFFD in its place.
     nul = await sdk.beta.conversations.start_async(model=MODEL, inputs="nul\x00inside")
     entries = await wait_for(lambda: len(e := db.entries(nul.conversation_id)) == 2 and e)
-    assert entries[0]["content_text"] == "nul\ufffdinside"
+    assert entries[0]["content"] == "nul\ufffdinside"
     assert entries[0]["content_json"] == {"content": "nul\ufffdinside"}
 
 
@@ -144,5 +144,5 @@ async def test_streamed_calls_tools_and_handoffs_are_reassembled(
     entries = await wait_for(lambda: len(e := db.entries("conv_s")) == 5 and e)
     _check_outputs(entries, "weather, streamed?")
     streamed_text = "".join(e.data.content for e in events if e.event == "message.output.delta")
-    assert entries[4]["content_text"] == streamed_text
+    assert entries[4]["content"] == streamed_text
     assert entries[4]["completed_at"].startswith("2025-01-01T10:00:01")
