@@ -79,12 +79,14 @@ def load(
     declared = list(core)
     for _name, extra in chain.call_all("sidecar_settings"):
         declared.extend(extra or ())
-    has_unknown = any(v.startswith("SIDECAR_") for v in env) or bool(tree)
-    dormant = _dormant_settings(chain) if has_unknown else []
+    unknown = unknown_variables(env, (s.env for s in declared if s.env is not None))
+    # Plugins outside the chain are imported only when something may be theirs.
+    dormant = _dormant_settings(chain) if unknown or tree else []
     settings, problems = resolve_all(declared, environ=env, config_file=config_file,
                                      yaml_data=tree, dormant={s.name for s in dormant})
-    problems.extend(unknown_variables(
-        env, (s.env for s in [*declared, *dormant] if s.env is not None)))
+    if unknown:
+        problems.extend(unknown_variables(
+            env, (s.env for s in [*declared, *dormant] if s.env is not None)))
     for _name, found in chain.call_all("validate_settings", settings=settings):
         problems.extend(found or ())
     if problems:
