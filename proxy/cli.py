@@ -13,7 +13,7 @@ from typing import Any
 from proxy import __version__
 from proxy.chain import PluginChain, installed_plugins
 from proxy.loader import config_path, load
-from proxy.settings import ConfigError, Settings, core_settings, resolve
+from proxy.settings import ConfigError, Settings, core_settings, resolve, resolve_all
 
 DESCRIPTION = """\
 A hardening reverse proxy for the Mistral API. Point any Mistral client at it
@@ -60,8 +60,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
         overrides["SIDECAR_WORKERS"] = str(args.workers)
     environ = dict(os.environ) | overrides
     try:
-        core = resolve(core_settings(), environ=environ,
-                       config_file=config_path(args.config, environ), strict=False)
+        # Only the worker count, needed before plugins load; every problem is reported
+        # together by the full load below.
+        core, _problems = resolve_all(core_settings(), environ=environ,
+                                      config_file=config_path(args.config, environ),
+                                      strict=False)
     except ConfigError as error:
         return _fail_config(error)
     workers = int(core["server.workers"])
@@ -98,6 +101,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def _serve_one(settings: Settings, chain: PluginChain, reuse_port: bool) -> int:
     """Serve in this process until SIGTERM; the exit code."""
     from proxy.app import create_app
+    from proxy.door import DoorConfig
     from proxy.server import serve_until_signal
 
     def announce(port: int) -> None:
@@ -109,7 +113,8 @@ def _serve_one(settings: Settings, chain: PluginChain, reuse_port: bool) -> int:
         asyncio.run(serve_until_signal(
             create_app(settings, chain), settings["server.host"], settings["server.port"],
             settings["server.shutdown_grace_seconds"], on_ready=announce,
-            reuse_port=reuse_port, gc_threshold=settings["server.gc_threshold"]))
+            reuse_port=reuse_port, gc_threshold=settings["server.gc_threshold"],
+            door=DoorConfig.from_settings(settings), ops_port=int(settings["ops.port"])))
     except ConfigError as error:
         return _fail_config(error)
     except Exception as error:
@@ -136,6 +141,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """Run the mock upstream and the sidecar in front of it, in one process."""
     from proxy import mock_upstream
     from proxy.app import create_app
+    from proxy.door import DoorConfig
     from proxy.server import serve_until_signal
 
     # The demo needs no keys: callers' own bearer tokens pass through to the mock, which
@@ -167,7 +173,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         try:
             await serve_until_signal(
                 create_app(settings, chain), settings["server.host"], args.port,
-                settings["server.shutdown_grace_seconds"], on_ready=announce)
+                settings["server.shutdown_grace_seconds"], on_ready=announce,
+                door=DoorConfig.from_settings(settings), ops_port=int(settings["ops.port"]))
         finally:
             await runner.cleanup()
 

@@ -6,10 +6,11 @@ import asyncio
 import gc
 import logging
 import signal
-import socket
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+
+from proxy.door import DoorConfig, DoorRunner
 
 logger = logging.getLogger("mistral_sidecar.server")
 
@@ -23,21 +24,20 @@ async def serve_until_signal(
     on_ready: Callable[[int], Awaitable[None] | None] | None = None,
     reuse_port: bool = False,
     gc_threshold: int = 0,
+    door: DoorConfig | None = None,
+    ops_port: int = 0,
 ) -> None:
     """Serve ``app`` on ``host:port`` until SIGTERM or SIGINT.
 
-    On the signal the listening socket closes at once, in-flight requests and streams get
+    On the signal the listening sockets close at once, in-flight requests and streams get
     ``grace_seconds`` to finish, then plugins shut down (flushing what they hold) and the
     coroutine returns, so the process exits 0. ``gc_threshold`` (when above 0) becomes the
-    collector's youngest-generation threshold once start-up is done.
+    collector's youngest-generation threshold once start-up is done. Connections go through
+    the door (:mod:`proxy.door`) configured by ``door``. ``ops_port`` (when above 0) is a
+    second listening port on ``host`` for the same application (the operational endpoints
+    tell the two apart by the port a request arrived on).
     """
-    runner = web.AppRunner(
-        app,
-        handle_signals=False,
-        access_log=None,
-        handler_cancellation=True,
-        shutdown_timeout=grace_seconds,
-    )
+    runner = DoorRunner(app, door, shutdown_timeout=grace_seconds)
     await runner.setup()
     # Everything built at start-up (plugins, tables, compiled patterns) lives as long as the
     # process: keep it out of the collector's generations so full collections stay cheap.
@@ -55,8 +55,11 @@ async def serve_until_signal(
     try:
         site = web.TCPSite(runner, host, port, backlog=2048, reuse_port=reuse_port)
         await site.start()
-        bound = _bound_port(site) or port
+        bound = _bound_port(runner) or port
         logger.info("listening", extra={"host": host, "port": bound})
+        if ops_port > 0:
+            await web.TCPSite(runner, host, ops_port, reuse_port=reuse_port).start()
+            logger.info("listening for operations", extra={"host": host, "port": ops_port})
         if on_ready is not None:
             result = on_ready(bound)
             if result is not None:
@@ -70,10 +73,10 @@ async def serve_until_signal(
     logger.info("stopped")
 
 
-def _bound_port(site: web.TCPSite) -> int | None:
-    server = site._server
-    sockets = getattr(server, "sockets", None) or ()
-    for sock in sockets:
-        if sock.family in (socket.AF_INET, socket.AF_INET6):
-            return int(sock.getsockname()[1])
+def _bound_port(runner: web.BaseRunner) -> int | None:
+    """The port of the runner's first IP listening socket (the main site's, when it is the
+    only one started so far)."""
+    for address in runner.addresses:
+        if isinstance(address, tuple) and len(address) >= 2:
+            return int(address[1])
     return None

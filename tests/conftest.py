@@ -22,6 +22,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from proxy.app import create_app
+from proxy.door import DoorConfig, DoorRunner
 from proxy.loader import load
 from proxy.mock_upstream import MockConfig, create_mock_app
 
@@ -117,17 +118,29 @@ def base_env(tmp_path: Path) -> dict[str, str]:
     }
 
 
+class DoorTestServer(TestServer):
+    """A test server that serves its application through the sidecar's door
+    (:class:`proxy.door.DoorRunner`), as ``mistral-sidecar serve`` does."""
+
+    def __init__(self, app: web.Application, door: DoorConfig, **kwargs: Any) -> None:
+        super().__init__(app, **kwargs)
+        self.door = door
+
+    async def _make_runner(self, **kwargs: Any) -> web.BaseRunner:
+        return DoorRunner(self.app, self.door)
+
+
 @pytest.fixture
 async def start_sidecar(
-    aiohttp_server: Callable[..., Awaitable[TestServer]],
     mock_upstream: MockUpstream,
     base_env: dict[str, str],
-) -> SidecarFactory:
+) -> AsyncIterator[SidecarFactory]:
     """Start an in-process sidecar in front of the mock upstream.
 
     Call with environment overrides, e.g. ``await start_sidecar(SIDECAR_PLUGINS="via")``;
     ``config_file=`` names a YAML file.
     """
+    servers: list[DoorTestServer] = []
 
     async def start(config_file: Path | None = None, **env_overrides: str) -> Sidecar:
         env = dict(base_env)
@@ -135,11 +148,15 @@ async def start_sidecar(
         env.update(env_overrides)
         settings, chain = load(config_file, env)
         app = create_app(settings, chain)
-        server = await aiohttp_server(app)
+        server = DoorTestServer(app, DoorConfig.from_settings(settings))
+        await server.start_server()
+        servers.append(server)
         return Sidecar(url=str(server.make_url("")).rstrip("/"), app=app, server=server,
                        env=env)
 
-    return start
+    yield start
+    while servers:
+        await servers.pop().close()
 
 
 @dataclass

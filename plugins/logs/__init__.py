@@ -16,8 +16,11 @@ Every line is one JSON object with ``time`` (UTC, ISO 8601), ``level``, ``logger
 - ``mistral_sidecar.event``: one line per plugin event (``proxy.events.emit``).
 
 Message content (request and response bodies) is logged only with ``SIDECAR_LOG_CONTENT=true``.
-Secrets never: a filter on every handler redacts the values of all secret settings (upstream
-keys, database and Redis passwords), bearer tokens and passwords in URLs from every record.
+Secrets never: a filter on every handler of the root logger (the plugin's own and any other
+present at start-up) redacts the values of all secret settings (upstream keys, database and
+Redis passwords, the ops token ...), sidecar caller keys (``sk-sidecar-...``), bearer tokens and
+passwords in URLs from every record, whichever logger wrote it (aiohttp's included), exception
+tracebacks included.
 """
 
 from __future__ import annotations
@@ -77,6 +80,9 @@ EVENT_LOGGER = logging.getLogger("mistral_sidecar.event")
 
 
 REDACTED = "[REDACTED]"
+#: How every sidecar caller key starts (``sk-sidecar-<key id>-<secret>``, see
+#: ``plugins.auth.keys``; spelled out here so logging does not depend on the auth plugin).
+CALLER_KEY_PREFIX = "sk-sidecar-"
 _STATE_DONE = "logs.done"
 #: Record attributes this module sets for its own bookkeeping; never written out.
 _PRIVATE = ("_sidecar_filtered", "_sidecar_json")
@@ -376,9 +382,11 @@ def secret_values(settings: Settings) -> list[str]:
 class SecretRedactor(logging.Filter):
     """Removes secrets from a record before any handler formats it.
 
-    Redacts the given literal values (four characters or more), bearer tokens and the password
-    in ``scheme://user:password@host``, in the message, its arguments, extra fields (nested
-    ones included) and exception text. Defence in depth: nothing should log them anyway.
+    Redacts the given literal values (four characters or more), sidecar caller keys (all but
+    their public key id), bearer tokens (also when the whitespace after ``Bearer`` is written
+    escaped, as in a ``repr``) and the password in ``scheme://user:password@host``, in the
+    message, its arguments, extra fields (nested ones included) and exception text. Defence
+    in depth: nothing should log them anyway.
     """
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
@@ -391,8 +399,10 @@ class SecretRedactor(logging.Filter):
         # In ASCII JSON a secret with other characters appears only in its escaped form.
         self.ascii_literals = tuple(s for s in literals if s.isascii())
         parts = [f"(?P<lit>{'|'.join(re.escape(s) for s in literals)})"] if literals else []
-        parts.append(r"(?P<bearer>(?i:bearer)\s+)[A-Za-z0-9._~+/-]{8,}=*")
+        parts.append(r"(?P<bearer>(?i:bearer)(?:\s|\\[rnt])+)[A-Za-z0-9._~+/-]+=*")
         parts.append(r"(?P<url>://[^:/@\s\"']*:)[^@/\s\"']+@")
+        parts.append(r"(?P<key>" + re.escape(CALLER_KEY_PREFIX) + r"(?:[0-9a-f]{16}-)?)"
+                     r"[A-Za-z0-9_-]+")
         self.pattern = re.compile("|".join(parts))
 
     def _replace(self, match: re.Match[str]) -> str:
@@ -400,6 +410,8 @@ class SecretRedactor(logging.Filter):
             return match.group("bearer") + REDACTED
         if match.group("url") is not None:
             return match.group("url") + REDACTED + "@"
+        if match.group("key") is not None:
+            return match.group("key") + REDACTED
         return REDACTED
 
     def suspicious(self, text: str) -> bool:
@@ -410,18 +422,21 @@ class SecretRedactor(logging.Filter):
                 return True
         if "@" in text and "://" in text:
             return True
-        return "bearer" in text.lower()
+        return CALLER_KEY_PREFIX in text or "bearer" in text.lower()
 
     def suspicious_json(self, text: str) -> bool:
         """:meth:`suspicious` for compact ASCII JSON (as orjson writes it), cheaper: there the
         only whitespace left unescaped is the space, so a bearer token (``bearer`` then
-        whitespace) needs one, and only then is the text lowered and searched."""
+        whitespace, or an escaped one) needs a space or a backslash, and only then is the text
+        lowered and searched."""
         for literal in self.ascii_literals:
             if literal in text:
                 return True
         if "@" in text and "://" in text:
             return True
-        return " " in text and "bearer" in text.lower()
+        if CALLER_KEY_PREFIX in text:
+            return True
+        return (" " in text or "\\" in text) and "bearer" in text.lower()
 
     def redact(self, text: str) -> str:
         """``text`` with every secret replaced by ``[REDACTED]``."""
@@ -649,14 +664,17 @@ def _flush_quietly(handler: logging.Handler) -> None:
 
 @dataclass
 class LogsState:
-    """What this plugin installed, what it replaced, and the access log (``None`` when
-    access lines are off)."""
+    """What this plugin installed, what it replaced or guarded, and the access log (``None``
+    when access lines are off)."""
 
     access: AccessLog | None
     handlers: list[logging.Handler] = field(default_factory=list)
     replaced: list[logging.Handler] = field(default_factory=list)
     previous_level: int = logging.WARNING
     previous_access_level: int = logging.NOTSET
+    #: Handlers of the root logger this plugin did not make, given its redaction filter.
+    guarded: list[logging.Handler] = field(default_factory=list)
+    redactor: SecretRedactor | None = None
 
 
 LOGS = web.AppKey("logs_state", LogsState)
@@ -696,10 +714,13 @@ def _is_console(handler: logging.Handler) -> bool:
             and stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__))
 
 
-def build_handlers(settings: Settings) -> list[logging.Handler]:
-    """The JSON handlers the settings ask for, with the request-id and redaction filters."""
+def build_handlers(settings: Settings, redactor: SecretRedactor | None = None
+                   ) -> list[logging.Handler]:
+    """The JSON handlers the settings ask for, with the request-id and redaction filters
+    (``redactor``, or one for the settings' secrets)."""
     formatter = SidecarJsonFormatter()
-    redactor = SecretRedactor(secret_values(settings))
+    if redactor is None:
+        redactor = SecretRedactor(secret_values(settings))
     formatter.redactor = redactor
     context = RequestContextFilter()
     handlers: list[logging.Handler] = []
@@ -722,7 +743,8 @@ def startup(app: web.Application) -> None:
     """Replace the root logger's console handlers with the JSON ones."""
     settings = app[SETTINGS]
     root = logging.getLogger()
-    handlers = build_handlers(settings)
+    redactor = SecretRedactor(secret_values(settings))
+    handlers = build_handlers(settings, redactor)
     access = None
     if settings["log.access"]:
         access = AccessLog(interval=float(settings["log.access_flush_seconds"]),
@@ -735,6 +757,11 @@ def startup(app: web.Application) -> None:
                       replaced=[h for h in root.handlers if _is_console(h)])
     for handler in state.replaced:
         root.removeHandler(handler)
+    # Handlers this plugin leaves in place (files, capture) must not see secrets either.
+    state.guarded = [h for h in root.handlers if redactor not in h.filters]
+    state.redactor = redactor
+    for handler in state.guarded:
+        handler.addFilter(redactor)
     for handler in handlers:
         root.addHandler(handler)
     root.setLevel(getattr(logging, str(settings["log.level"]), logging.INFO))
@@ -760,6 +787,10 @@ def shutdown(app: web.Application) -> None:
     for handler in state.handlers:
         root.removeHandler(handler)
         handler.close()
+    if state.redactor is not None:
+        for handler in state.guarded:
+            handler.removeFilter(state.redactor)
+    state.guarded = []
     for handler in state.replaced:
         if handler not in root.handlers:
             root.addHandler(handler)
