@@ -6,8 +6,11 @@
 * Authorisation: each operation maps to an action (:mod:`plugins.auth.permissions`) that the
   caller's role must grant (``auth.roles``), else 403.
 * Tenancy: agents belong to an organisation, conversations, files and batch jobs to an owner
-  (:mod:`plugins.auth.ownership`); foreign ids answer 404 and lists show only what the caller
-  may see (:mod:`plugins.auth.listing`).
+  (:mod:`plugins.auth.ownership`); foreign ids, in the path or in the body
+  (:mod:`plugins.auth.references`), answer 404 and lists show only what the caller may see
+  (:mod:`plugins.auth.listing`). It fails closed: a resource without an ownership record is
+  visible only to the admins of ``auth.unowned_org``, and requests outside the spec only to
+  the roles in ``auth.unmapped_roles``.
 
 Needs the ``store`` plugin before it in the chain.
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -35,11 +39,13 @@ from plugins.auth.permissions import (
     DEFAULT_ROLES,
     ORG_ADMIN,
     RoleTable,
-    action_for,
+    action_for_request,
     base_name,
     check_roles,
 )
-from plugins.auth.tenancy import CREATES, Tenancy
+from plugins.auth.references import form_fields, form_references
+from plugins.auth.spool import OwnershipSpool
+from plugins.auth.tenancy import CREATES, Target, Tenancy
 from plugins.store import DATABASE
 from proxy import STOP_OBSERVING, StopObserving, hookimpl
 from proxy.app import SETTINGS
@@ -68,6 +74,7 @@ class AuthState:
     tenancy: Tenancy
     scan_page_size: int
     scan_max_items: int
+    max_form_bytes: int
 
 
 AUTH = web.AppKey("auth_state", AuthState)
@@ -120,6 +127,14 @@ def sidecar_settings() -> list[Setting]:
         Setting("auth.list_scan_max_items", "int", 10000,
                 "Most upstream items scanned to answer one filtered list request; deeper "
                 "pages answer 400.", env="SIDECAR_AUTH_LIST_SCAN_MAX_ITEMS", minimum=1),
+        Setting("auth.unowned_org", "str", "default",
+                "Organisation whose admins see resources the sidecar has no ownership record "
+                "for (created outside it), until `mistral-sidecar adopt` assigns them; "
+                "everyone else gets 404.", env="SIDECAR_AUTH_UNOWNED_ORG"),
+        Setting("auth.unmapped_roles", "list", [],
+                "Roles that may send requests outside the Mistral API spec (no operation, "
+                "so no action or ownership can be checked); empty denies them to every "
+                "role, admin included.", env="SIDECAR_AUTH_UNMAPPED_ROLES"),
     ]
 
 
@@ -136,6 +151,12 @@ def validate_settings(settings: Settings) -> list[str]:
     for fp, role in settings["auth.passthrough.roles"].items():
         if role not in roles:
             problems.append(f"auth.passthrough.roles: {fp}: unknown role {role!r}")
+    for role in settings["auth.unmapped_roles"]:
+        if role not in roles:
+            problems.append(f"auth.unmapped_roles (SIDECAR_AUTH_UNMAPPED_ROLES): unknown role "
+                            f"{role!r}")
+    if not str(settings["auth.unowned_org"]).strip():
+        problems.append("auth.unowned_org (SIDECAR_AUTH_UNOWNED_ORG): must not be empty")
     chain = list(settings["plugins.chain"])
     if "auth" in chain and ("store" not in chain or chain.index("store") > chain.index("auth")):
         problems.append("plugins.chain (SIDECAR_PLUGINS): auth needs the store plugin "
@@ -146,9 +167,13 @@ def validate_settings(settings: Settings) -> list[str]:
 # --- lifecycle -------------------------------------------------------------------------------
 
 
+#: Under ``server.data_dir``: ownership records waiting for the database.
+SPOOL_DIR = Path("spool") / "auth"
+
+
 @hookimpl
-def startup(app: web.Application) -> None:
-    """Build the key cache, ownership store and role table."""
+def startup(app: web.Application) -> Any:
+    """Build the key cache, ownership store and role table; replay spooled ownership."""
     settings = app[SETTINGS]
     db = app.get(DATABASE)
     if db is None:
@@ -157,26 +182,29 @@ def startup(app: web.Application) -> None:
     stale = float(settings["auth.stale_ttl_seconds"])
     health = StoreHealth(float(settings["auth.db_timeout_seconds"]))
     key_cache: LookupCache[str, KeyRecord] = LookupCache(health, ttl, ttl, stale)
-    ownership = OwnershipStore(db, health, cache_ttl=max(ttl, 30.0), negative_ttl=ttl,
+    spool = OwnershipSpool(Path(settings["server.data_dir"]) / SPOOL_DIR)
+    ownership = OwnershipStore(db, health, spool, cache_ttl=max(ttl, 30.0), negative_ttl=ttl,
                                stale_ttl=stale)
     app[AUTH] = AuthState(
         mode=settings["auth.mode"],
-        roles=RoleTable(settings["auth.roles"]),
+        roles=RoleTable(settings["auth.roles"], settings["auth.unmapped_roles"]),
         health=health,
         authenticator=Authenticator(KeyStore(db), key_cache),
         passthrough=PassthroughPolicy(settings["auth.passthrough.role"],
                                       dict(settings["auth.passthrough.roles"]),
                                       settings["auth.passthrough.org"]),
         ownership=ownership,
-        tenancy=Tenancy(ownership),
+        tenancy=Tenancy(ownership, str(settings["auth.unowned_org"])),
         scan_page_size=int(settings["auth.list_scan_page_size"]),
         scan_max_items=int(settings["auth.list_scan_max_items"]),
+        max_form_bytes=int(settings["limits.max_upload_bytes"]),
     )
+    return ownership.start()
 
 
 @hookimpl
 def shutdown(app: web.Application) -> Any:
-    """Write ownership records still pending."""
+    """Try once more to write spooled ownership records (the rest wait in the spool)."""
     state = app.get(AUTH)
     return state.ownership.close() if state is not None else None
 
@@ -199,7 +227,7 @@ def readiness(app: web.Application) -> dict[str, Any] | None:
 
 @hookimpl
 def register_commands(subparsers: argparse._SubParsersAction[Any]) -> None:
-    """``keys create|list|revoke|rotate|fingerprint`` and ``agents adopt``."""
+    """``keys create|list|revoke|rotate|fingerprint``, ``adopt`` and ``agents adopt``."""
     cli.register(subparsers)
 
 
@@ -236,18 +264,53 @@ async def _identify(ctx: RequestContext, state: AuthState) -> Identity:
         raise _deny(ctx, failure.status, failure.reason, failure.message) from None
 
 
+async def _form_targets(ctx: RequestContext, state: AuthState) -> list[Target]:
+    """The tracked resources a multipart form names (read whole: the form is sent on only
+    once checked)."""
+    refs = form_references(ctx.operation.name) if ctx.operation is not None else ()
+    if not refs or not ctx.request.body_exists:
+        return []
+    if ctx.body is None:
+        ctx.body = await _read_form(ctx, state.max_form_bytes)
+    kinds = {ref.steps[-1]: ref.kind for ref in refs}
+    fields = form_fields(ctx.request.headers.get("Content-Type", ""), ctx.body, kinds)
+    return [Target(kinds[name], value) for name, value in fields if value]
+
+
+async def _read_form(ctx: RequestContext, limit: int) -> bytes:
+    # Decoded as it is read (the core sends bodies upstream decoded, without their
+    # Content-Encoding); the core's own upload limit applies.
+    parts: list[bytes] = []
+    size = 0
+    while True:
+        try:
+            chunk = await ctx.request.content.readany()
+        except web.RequestPayloadError:
+            raise SidecarError(400, "The request body could not be read: it is truncated or "
+                               "its Content-Encoding does not match its bytes.",
+                               code="invalid_body") from None
+        if not chunk:
+            break
+        size += len(chunk)
+        if size > limit:
+            raise SidecarError(413, f"Request body exceeds the upload limit of {limit} bytes.")
+        parts.append(chunk)
+    return b"".join(parts)
+
+
 async def _authorise(ctx: RequestContext) -> None:
     state = ctx.app[AUTH]
     identity = await _identify(ctx, state)
     ctx.identity = identity
-    action = action_for(ctx.operation)
+    action = action_for_request(ctx.operation, ctx.method)
     ctx.log["auth_action"] = action
     if not state.roles.allows(identity.role, action):
         raise _deny(ctx, 403, "forbidden",
                     f"Your role ({identity.role}) does not allow this operation ({action}).")
     org_admin = state.roles.allows(identity.role, ORG_ADMIN)
     try:
-        await state.tenancy.check(ctx, identity, org_admin)
+        form = await _form_targets(ctx, state)
+        await state.tenancy.check(ctx, identity, org_admin, form)
     except StoreUnreachable:
         raise _unavailable(ctx) from None
     except SidecarError as error:
@@ -320,8 +383,9 @@ async def _record(ctx: RequestContext, record: Ownership) -> None:
 
 @hookimpl
 def on_stream_event(ctx: RequestContext, event: SSEEvent) -> StopObserving | None:
-    """A streamed conversation start or restart announces its id in its first event; other
-    streams, and the rest of this one, are not needed."""
+    """A streamed conversation start or restart announces its id in its first event: make it
+    usable here at once (its durable record is written in ``on_complete``). Other streams,
+    and the rest of this one, are not needed."""
     mine = ctx.state.get(_STATE)
     if not mine or ctx.identity is None or mine.get("recorded") or ctx.operation is None \
             or CREATES.get(base_name(ctx.operation), ("",))[0] != CONVERSATION:
@@ -334,22 +398,42 @@ def on_stream_event(ctx: RequestContext, event: SSEEvent) -> StopObserving | Non
         return None
     conversation_id = data.get("conversation_id")
     if isinstance(conversation_id, str) and conversation_id:
-        mine["recorded"] = True
         identity = ctx.identity
-        ctx.app[AUTH].ownership.remember(Ownership(
-            CONVERSATION, conversation_id, identity.org, identity.owner, identity.key_id))
+        record = Ownership(CONVERSATION, conversation_id, identity.org, identity.owner,
+                           identity.key_id)
+        mine["recorded"] = True
+        mine["announced"] = record
+        ctx.app[AUTH].ownership.announce(record)
         return STOP_OBSERVING
     return None
 
 
+async def _persist_announced(ctx: RequestContext, record: Ownership) -> None:
+    await ctx.app[AUTH].ownership.record(record)
+
+
 @hookimpl
 def on_complete(ctx: RequestContext) -> Any:
-    """Forget the owner of a resource that was just deleted."""
+    """Make the ownership a stream announced durable (awaited: the stream's last chunk goes
+    out only after this), or forget the owner of a resource that was just deleted."""
     mine = ctx.state.get(_STATE)
+    if not mine:
+        return None
+    announced: Ownership | None = mine.pop("announced", None)
+    if announced is not None:
+        return _persist_announced(ctx, announced)
     status = ctx.response_status or 0
-    if not mine or not 200 <= status < 300:
+    if not 200 <= status < 300:
         return None
     target = Tenancy.deleted(ctx)
     if target is None:
         return None
     return ctx.app[AUTH].ownership.delete(target.kind, target.resource_id)
+
+
+@hookimpl
+def on_error(ctx: RequestContext, error: SidecarError) -> Any:
+    """A stream that broke after announcing its conversation still created it upstream."""
+    mine = ctx.state.get(_STATE)
+    announced: Ownership | None = mine.pop("announced", None) if mine else None
+    return _persist_announced(ctx, announced) if announced is not None else None

@@ -1,4 +1,4 @@
-"""``mistral-sidecar keys ...`` and ``mistral-sidecar agents adopt``."""
+"""``mistral-sidecar keys ...``, ``mistral-sidecar adopt`` and ``mistral-sidecar agents adopt``."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Any
 
 from plugins.auth.keys import fingerprint
 from plugins.auth.keystore import KeyRecord, KeyStore
-from plugins.auth.ownership import AGENT
+from plugins.auth.ownership import AGENT, KINDS, ORG_SCOPED, Ownership, upsert
 from plugins.store import run_with_database
 from plugins.store.db import Database
 from proxy.settings import Settings
@@ -164,30 +164,41 @@ def cmd_fingerprint(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def cmd_adopt(args: argparse.Namespace, settings: Settings) -> int:
-    """Put an agent created outside the sidecar under an organisation."""
-    if not args.org.strip():
+def _adopt(kind: str, resource_id: str, org: str, owner: str, settings: Settings) -> int:
+    if not org.strip():
         return _fail("--org must not be empty")
+    if not owner.strip():
+        return _fail("--owner must not be empty")
+    if not resource_id.strip():
+        return _fail("the resource id must not be empty")
 
     async def body(db: Database) -> int:
-        async with db.transaction() as tx:
-            await tx.execute("DELETE FROM auth_ownership WHERE kind = ? AND resource_id = ?",
-                             (AGENT, args.agent_id))
-            await tx.execute(
-                "INSERT INTO auth_ownership (kind, resource_id, org, owner, key_id, created_at) "
-                "VALUES (?, ?, ?, ?, NULL, ?)",
-                (AGENT, args.agent_id, args.org, args.owner, time.time()))
-        print(f"agent {args.agent_id} now belongs to org {args.org}")
+        # Replaces any record, however recent: the operator's word is final.
+        await upsert(db, Ownership(kind, resource_id, org, owner, None), replace_newer=True)
+        whom = f"org {org}" if kind in ORG_SCOPED else f"{owner} in org {org}"
+        print(f"{kind} {resource_id} now belongs to {whom}; every replica sees it within "
+              f"{max(float(settings['auth.cache_ttl_seconds']), 30.0):g} s")
         return 0
 
     return _run(settings, body)
+
+
+def cmd_adopt(args: argparse.Namespace, settings: Settings) -> int:
+    """Put a resource created outside the sidecar (or owned by someone else) under an
+    organisation and owner."""
+    return _adopt(args.kind, args.resource_id, args.org, args.owner, settings)
+
+
+def cmd_adopt_agent(args: argparse.Namespace, settings: Settings) -> int:
+    """``agents adopt``: :func:`cmd_adopt` for an agent."""
+    return _adopt(AGENT, args.agent_id, args.org, args.owner, settings)
 
 
 # --- parsers ---------------------------------------------------------------------------------
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
-    """Add the ``keys`` and ``agents`` command groups."""
+    """Add the ``keys`` and ``agents`` command groups and ``adopt``."""
     keys = subparsers.add_parser(
         "keys", help="manage sidecar API keys",
         description="Create, list, revoke and rotate the API keys callers present to the "
@@ -239,4 +250,20 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     adopt.add_argument("--org", required=True, help="organisation that will own the agent")
     adopt.add_argument("--owner", default="adopted",
                        help="recorded creator (informational; default: adopted)")
-    adopt.set_defaults(handler=cmd_adopt)
+    adopt.set_defaults(handler=cmd_adopt_agent)
+
+    any_kind = subparsers.add_parser(
+        "adopt", help="put a resource created outside the sidecar under an organisation",
+        description="Record who owns an agent, conversation, file or batch job that the "
+        "sidecar has no ownership record for (only admins of auth.unowned_org see such "
+        "resources). Agents belong to the whole organisation; the other kinds to --owner "
+        "(the owner name of a key, as in `keys create --owner`).")
+    common(any_kind)
+    any_kind.add_argument("resource_id", metavar="ID")
+    any_kind.add_argument("--kind", required=True, choices=KINDS,
+                          help="what the id names")
+    any_kind.add_argument("--org", required=True, help="organisation that will own it")
+    any_kind.add_argument("--owner", default="adopted",
+                          help="owner within the organisation (default: adopted, which only "
+                          "the organisation's admins can see for kinds other than agent)")
+    any_kind.set_defaults(handler=cmd_adopt)

@@ -280,6 +280,15 @@ def wrap_list(ctx: RequestContext, call: UpstreamCall, plan: ListPlan,
     """An upstream call that pages through upstream and leaves the filtered page in ``plan``."""
 
     async def scanning(ctx: RequestContext) -> UpstreamResponse:
-        return await _Scanner(ctx, call, plan, visible, page_size, max_items).run()
+        method = ctx.method
+        if method == "HEAD":
+            # A HEAD is answered as the GET it is classified as, filtered alike (the core
+            # sends its headers without the body): upstream's own HEAD would describe the
+            # unfiltered list.
+            ctx.method = "GET"
+        try:
+            return await _Scanner(ctx, call, plan, visible, page_size, max_items).run()
+        finally:
+            ctx.method = method
 
     return scanning

@@ -6,13 +6,17 @@ batch jobs) and inference get their own actions; the rest of the API (libraries,
 observability, workflows, prompts, skills, voices, RAG) maps to ``read_<family>`` for GET and
 ``write_<family>`` otherwise. Those resources are shared by the whole upstream account and the
 sidecar does not track who owns them, so by default only ``admin`` may touch them; grant them
-to other roles in YAML if that sharing is acceptable. Requests outside the spec map to
-``unmapped``. ``*`` in a role grants every action.
+to other roles in YAML if that sharing is acceptable. ``*`` in a role grants every action.
+
+Requests outside the spec map to ``unmapped``, which no role table grants, ``*`` included:
+the sidecar cannot tell what such a request does, so only the roles named in
+``auth.unmapped_roles`` may send one. A ``HEAD`` request is classified (by the core) as the
+``GET`` operation of its path and needs exactly that operation's action.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from proxy.operations import Operation
@@ -93,8 +97,8 @@ SPECIFIC_ACTIONS: tuple[str, ...] = tuple(dict.fromkeys(_BY_NAME.values()))
 GENERIC_ACTIONS: tuple[str, ...] = tuple(
     f"{verb}_{family}" for family in dict.fromkeys(_FAMILIES.values())
     for verb in ("read", "write"))
-#: Every action a role table may name.
-ACTIONS: frozenset[str] = frozenset((*SPECIFIC_ACTIONS, *GENERIC_ACTIONS, UNMAPPED, ORG_ADMIN))
+#: Every action a role table may name (``unmapped`` is granted by ``auth.unmapped_roles``).
+ACTIONS: frozenset[str] = frozenset((*SPECIFIC_ACTIONS, *GENERIC_ACTIONS, ORG_ADMIN))
 
 _READ = ["list_agents", "read_agent", "list_conversations", "read_conversation",
          "list_models", "read_model", "list_files", "read_file", "list_batch_jobs",
@@ -124,17 +128,27 @@ def action_for(op: Operation | None) -> str:
         return specific
     for prefix in sorted(_FAMILIES, key=len, reverse=True):
         if name.startswith(prefix):
-            verb = "read" if op.method in ("GET", "HEAD") else "write"
+            verb = "read" if op.method == "GET" else "write"
             return f"{verb}_{_FAMILIES[prefix]}"
     return UNMAPPED
+
+
+def action_for_request(op: Operation | None, method: str) -> str:
+    """The action a request performs: its operation's, where the request's method is the
+    operation's (or ``HEAD`` on a ``GET`` operation); ``unmapped`` otherwise."""
+    if op is None or (method != op.method and not (method == "HEAD" and op.method == "GET")):
+        return UNMAPPED
+    return action_for(op)
 
 
 class RoleTable:
     """Which role may perform which action."""
 
-    def __init__(self, roles: Mapping[str, list[str]]) -> None:
+    def __init__(self, roles: Mapping[str, list[str]],
+                 unmapped_roles: Iterable[str] = ()) -> None:
         self._grants: dict[str, frozenset[str]] = {
-            role: frozenset(actions) for role, actions in roles.items()}
+            role: frozenset(actions) - {UNMAPPED} for role, actions in roles.items()}
+        self._unmapped = frozenset(unmapped_roles)
 
     @property
     def roles(self) -> list[str]:
@@ -146,6 +160,8 @@ class RoleTable:
         grants = self._grants.get(role)
         if grants is None:
             return False
+        if action == UNMAPPED:
+            return role in self._unmapped
         return ALL in grants or action in grants
 
 
@@ -158,6 +174,9 @@ def check_roles(value: Any) -> str | None:
             return f"role names must be non-empty strings, got {role!r}"
         if not isinstance(actions, list) or not all(isinstance(a, str) for a in actions):
             return f"role {role!r}: expected a list of action names"
+        if UNMAPPED in actions:
+            return (f"role {role!r}: requests outside the spec ({UNMAPPED}) are allowed by "
+                    "auth.unmapped_roles (SIDECAR_AUTH_UNMAPPED_ROLES), not in auth.roles")
         unknown = sorted(set(actions) - ACTIONS - {ALL})
         if unknown:
             return (f"role {role!r}: unknown action(s) {', '.join(unknown)} "

@@ -1,11 +1,15 @@
-"""Per-request tenancy rules: which resource a request touches, creates or deletes.
+"""Per-request tenancy rules: which resources a request touches, creates or deletes.
 
-A request naming a resource the caller may not see answers 404 exactly like an unknown id,
-so nobody learns what exists in another organisation or belongs to another user.
+A request naming a resource the caller may not see, in its path or anywhere in its body
+(:mod:`plugins.auth.references`), answers 404 exactly like an unknown id, so nobody learns
+what exists in another organisation or belongs to another user. Everything is read from the
+classified operation and its (canonical, decoded) path parameters, never from the raw
+target, so a ``HEAD`` is checked exactly as the ``GET`` it is classified as.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -17,9 +21,11 @@ from plugins.auth.ownership import (
     FILE,
     Ownership,
     OwnershipStore,
+    StoreUnreachable,
     may_see,
 )
 from plugins.auth.permissions import base_name
+from plugins.auth.references import body_references, may_reference
 from proxy.context import Identity, RequestContext
 from proxy.errors import SidecarError
 
@@ -60,40 +66,73 @@ class Target:
     resource_id: str
 
 
-def targets(ctx: RequestContext) -> list[Target]:
-    """Every owned resource the request names: its path resource, an agent it would use
-    (``agent_id`` in the body) and the input files of a batch job."""
-    found: list[Target] = []
+def path_target(ctx: RequestContext) -> Target | None:
+    """The tracked resource the request's path names, if any."""
     op = ctx.operation
     if op is None:
-        return found
+        return None
     name = base_name(op)
     for prefix, kind, param in _TARGETS:
         if name.startswith(prefix) and ctx.path_params.get(param):
-            found.append(Target(kind, ctx.path_params[param]))
-    body = ctx.json if isinstance(ctx.json, dict) else {}
-    agent_id = body.get("agent_id")
-    if isinstance(agent_id, str) and agent_id and not any(t.kind == AGENT for t in found):
-        found.append(Target(AGENT, agent_id))
-    if name == "batch.jobs.create" and isinstance(body.get("input_files"), list):
-        found.extend(Target(FILE, f) for f in body["input_files"] if isinstance(f, str) and f)
-    return found
+            return Target(kind, ctx.path_params[param])
+    return None
+
+
+def targets(ctx: RequestContext, form: list[Target] | None = None) -> list[Target]:
+    """Every tracked resource the request names: its path resource, then those its JSON
+    body names (and ``form``: those its multipart form names), each once."""
+    found: dict[Target, None] = {}
+    target = path_target(ctx)
+    if target is not None:
+        found[target] = None
+    op = ctx.operation
+    if op is not None and may_reference(op.name, ctx.body):
+        for kind, resource_id in body_references(op.name, ctx.json):
+            found[Target(kind, resource_id)] = None
+    for item in form or ():
+        found[item] = None
+    return list(found)
 
 
 class Tenancy:
     """Checks requests against ownership records."""
 
-    def __init__(self, ownership: OwnershipStore) -> None:
+    def __init__(self, ownership: OwnershipStore, unowned_org: str,
+                 recheck_after: float = 0.2) -> None:
         self.ownership = ownership
+        #: The organisation whose admins see resources nobody recorded.
+        self.unowned_org = unowned_org
+        #: A "no record" answer at least this old is read again before it denies (another
+        #: replica may have just written the record).
+        self.recheck_after = recheck_after
 
-    async def check(self, ctx: RequestContext, identity: Identity, org_admin: bool) -> None:
+    def may_see(self, identity: Identity, record: Ownership | None, org_admin: bool) -> bool:
+        """Whether ``identity`` may see the resource ``record`` describes."""
+        return may_see(identity, record, org_admin, self.unowned_org)
+
+    async def check(self, ctx: RequestContext, identity: Identity, org_admin: bool,
+                    form: list[Target] | None = None) -> None:
         """Raise 404 if the request names a resource the caller may not see.
 
         Raises :class:`~plugins.auth.cache.StoreUnreachable` when ownership cannot be read.
         """
-        for target in targets(ctx):
-            record = await self.ownership.get(target.kind, target.resource_id)
-            if not may_see(identity, record, org_admin):
+        found = targets(ctx, form)
+        by_kind: dict[str, list[str]] = {}
+        for target in found:
+            by_kind.setdefault(target.kind, []).append(target.resource_id)
+        records: dict[Target, Ownership | None] = {}
+        for kind, ids in by_kind.items():
+            got = (await self.ownership.get_many(kind, ids) if len(ids) > 1
+                   else {ids[0]: await self.ownership.get(kind, ids[0])})
+            records.update((Target(kind, i), got.get(i)) for i in ids)
+        for target in found:  # in order: the path's resource decides the message
+            record = records[target]
+            if record is None and not self.may_see(identity, None, org_admin):
+                # Only ever turns a denial into an answer: unreachable, it stays a denial.
+                with contextlib.suppress(StoreUnreachable):
+                    record = await self.ownership.get(target.kind, target.resource_id,
+                                                      max_age=self.recheck_after)
+            if not self.may_see(identity, record, org_admin):
                 raise not_found(target.kind)
 
     async def visible(self, identity: Identity, org_admin: bool, kind: str,
@@ -103,7 +142,7 @@ class Tenancy:
         ids = [i["id"] for i in items if isinstance(i, dict) and isinstance(i.get("id"), str)]
         records = await self.ownership.get_many(kind, ids) if ids else {}
         return [i for i in items if isinstance(i, dict) and isinstance(i.get("id"), str)
-                and may_see(identity, records.get(i["id"]), org_admin)]
+                and self.may_see(identity, records.get(i["id"]), org_admin)]
 
     def created(self, ctx: RequestContext, identity: Identity, body: Any) -> Ownership | None:
         """The ownership record for what a successful create answered, if anything."""
@@ -123,5 +162,4 @@ class Tenancy:
         """The resource a delete operation removed (call only after a 2xx)."""
         if ctx.operation is None or base_name(ctx.operation) not in DELETES:
             return None
-        found = targets(ctx)
-        return found[0] if found else None
+        return path_target(ctx)

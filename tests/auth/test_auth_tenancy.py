@@ -239,20 +239,23 @@ async def test_agents_belong_to_their_organisation(
     _assert_404(await call(url, "DELETE", f"/v1/agents/{acme[0]}", globex_admin.key))
 
 
-async def test_agents_made_elsewhere_are_admin_only_until_adopted(
+async def test_agents_made_elsewhere_are_unowned_org_admin_only_until_adopted(
     start_sidecar: SidecarFactory, store_env: dict[str, str], mock_upstream: MockUpstream
 ) -> None:
     sidecar = await start_sidecar(**auth_env(store_env, SIDECAR_AUTH_CACHE_TTL_SECONDS="0.2"))
     url, env = sidecar.url, sidecar.env
-    admin = await create_key(env, "root", "admin", "acme")
+    # Unrecorded resources belong to auth.unowned_org ("default"): only its admins see them.
+    owner_admin = await create_key(env, "root", "admin", "default")
+    admin = await create_key(env, "boss", "admin", "acme")
     user = await create_key(env, "alice", "user", "acme")
     outsider = await create_key(env, "gina", "user", "globex")
     console = await _create_upstream_agent(mock_upstream, "from-console")
 
-    assert (await call(url, "GET", f"/v1/agents/{console}", admin.key)).status == 200
-    assert _flat(await _list_all(url, admin.key, "/v1/agents", 5)) == [console]
-    _assert_404(await call(url, "GET", f"/v1/agents/{console}", user.key))
-    assert await _list_all(url, user.key, "/v1/agents", 5) == []
+    assert (await call(url, "GET", f"/v1/agents/{console}", owner_admin.key)).status == 200
+    assert _flat(await _list_all(url, owner_admin.key, "/v1/agents", 5)) == [console]
+    for key in (admin, user):
+        _assert_404(await call(url, "GET", f"/v1/agents/{console}", key.key))
+        assert await _list_all(url, key.key, "/v1/agents", 5) == []
 
     adopted = await run_cli(env, "agents", "adopt", console, "--org", "acme")
     assert adopted.code == 0, adopted.err
@@ -263,6 +266,7 @@ async def test_agents_made_elsewhere_are_admin_only_until_adopted(
     await wait_for(visible_to_user)
     assert _flat(await _list_all(url, user.key, "/v1/agents", 5)) == [console]
     _assert_404(await call(url, "GET", f"/v1/agents/{console}", outsider.key))
+    _assert_404(await call(url, "GET", f"/v1/agents/{console}", owner_admin.key))
 
 
 async def test_files_and_batch_jobs_are_private(
