@@ -15,6 +15,8 @@ from proxy.chain import PluginChain, installed_plugins
 from proxy.loader import config_path, load
 from proxy.settings import ConfigError, Settings, core_settings, resolve, resolve_all
 
+logger = logging.getLogger("mistral_sidecar")
+
 DESCRIPTION = """\
 A hardening reverse proxy for the Mistral API. Point any Mistral client at it
 (Mistral(server_url="http://localhost:8080")) and it authenticates callers, enforces roles,
@@ -105,9 +107,13 @@ def _serve_one(settings: Settings, chain: PluginChain, reuse_port: bool) -> int:
     from proxy.server import serve_until_signal
 
     def announce(port: int) -> None:
-        print(f"mistral-sidecar {__version__} listening on http://{settings['server.host']}:"
-              f"{port} -> {settings['upstream.base_url']} (pid {os.getpid()}; plugins: "
-              f"{', '.join(chain.names) or 'none'})", file=sys.stderr, flush=True)
+        # A log line, so that it is JSON like every other line when the logs plugin is on.
+        logger.info(
+            "mistral-sidecar %s listening on http://%s:%s -> %s (pid %s; plugins: %s)",
+            __version__, settings["server.host"], port, settings["upstream.base_url"],
+            os.getpid(), ", ".join(chain.names) or "none",
+            extra={"version": __version__, "port": port, "pid": os.getpid(),
+                   "upstream": settings["upstream.base_url"], "plugins": chain.names})
 
     try:
         asyncio.run(serve_until_signal(
@@ -146,14 +152,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     # The demo needs no keys: callers' own bearer tokens pass through to the mock, which
     # accepts any, and the embedded store migrates itself.
+    # Passthrough callers are admins here, so that every README example (agents included)
+    # works offline; the demo listens on loopback only.
     overrides = {
         "MISTRAL_BASE_URL": f"http://127.0.0.1:{args.mock_port}",
         "MISTRAL_API_KEY": "demo-upstream-key",
         "SIDECAR_PORT": str(args.port),
         "SIDECAR_AUTH_MODE": "passthrough",
+        "SIDECAR_AUTH_PASSTHROUGH_ROLE": "admin",
         "SIDECAR_MIGRATE_ON_START": "true",
     }
-    for name in ("SIDECAR_AUTH_MODE", "SIDECAR_MIGRATE_ON_START"):
+    for name in ("SIDECAR_AUTH_MODE", "SIDECAR_AUTH_PASSTHROUGH_ROLE",
+                 "SIDECAR_MIGRATE_ON_START"):
         if name in os.environ:
             overrides[name] = os.environ[name]
     try:
@@ -179,11 +189,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
             await runner.cleanup()
 
     def announce(port: int) -> None:
-        print(f"\nmistral-sidecar demo: sidecar on http://127.0.0.1:{port}, mock Mistral API on "
-              f"http://127.0.0.1:{args.mock_port}\nTry:\n  curl -s http://127.0.0.1:{port}"
-              "/v1/chat/completions -H 'Content-Type: application/json' -H 'Authorization: "
-              "Bearer any-key' -d '{\"model\":\"mistral-small-latest\",\"messages\":"
-              "[{\"role\":\"user\",\"content\":\"hello\"}]}'\n", file=sys.stderr, flush=True)
+        example = (f"curl -s http://127.0.0.1:{port}/v1/chat/completions -H 'Content-Type: "
+                   "application/json' -H 'Authorization: Bearer any-key' -d '{\"model\":"
+                   "\"mistral-small-latest\",\"messages\":[{\"role\":\"user\",\"content\":"
+                   "\"hello\"}]}'")
+        logger.info("mistral-sidecar demo: sidecar on http://127.0.0.1:%s, mock Mistral API on "
+                    "http://127.0.0.1:%s; try: %s", port, args.mock_port, example,
+                    extra={"sidecar": f"http://127.0.0.1:{port}",
+                           "mock": f"http://127.0.0.1:{args.mock_port}", "try": example})
 
     try:
         asyncio.run(run())
@@ -386,13 +399,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser(_chain_for_commands(args_list))
     args = parser.parse_args(args_list)
     handler = args.handler
-    if getattr(args, "core_command", False):
-        return int(handler(args))
     try:
-        settings, _chain = _load(args)
-    except ConfigError as error:
-        return _fail_config(error)
-    return int(handler(args, settings))
+        if getattr(args, "core_command", False):
+            return int(handler(args))
+        try:
+            settings, _chain = _load(args)
+        except ConfigError as error:
+            return _fail_config(error)
+        return int(handler(args, settings))
+    except BrokenPipeError:
+        # The reader went away (`mistral-sidecar settings | head`): stop quietly, as a
+        # command killed by SIGPIPE would, instead of printing a traceback.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 128 + 13
 
 
 if __name__ == "__main__":

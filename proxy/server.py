@@ -69,8 +69,9 @@ async def serve_until_signal(
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
+        # The last line: once plugins have shut down, the logs plugin's handlers are gone.
+        logger.info("stopping: plugins shut down and flush what they hold")
         await runner.cleanup()
-    logger.info("stopped")
 
 
 def _bound_port(runner: web.BaseRunner) -> int | None:

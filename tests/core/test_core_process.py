@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -195,7 +196,35 @@ async def test_demo_command_serves_the_sdk_without_any_setup(tmp_path: Path) -> 
         answer = await client.chat.complete_async(
             model="mistral-small-latest", messages=[{"role": "user", "content": "hello demo"}])
         assert answer.choices[0].message.content == "Echo: hello demo"
+        # The README's examples work offline, agents and conversations included.
+        agent = await client.beta.agents.create_async(model="mistral-small-latest",
+                                                       name="demo helper")
+        started = await client.beta.conversations.start_async(agent_id=agent.id,
+                                                              inputs="hello agent")
+        assert started.conversation_id
         assert f"http://127.0.0.1:{port}" in log.read_text()
     finally:
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(proc.wait, 15) == 0, log.read_text()
+    # Every line the demo wrote, from its announcement to its last, is JSON.
+    lines = [line for line in log.read_text().splitlines() if line.strip()]
+    assert lines
+    for line in lines:
+        assert isinstance(json.loads(line), dict), line
+
+
+def test_a_closed_pipe_ends_the_listing_quietly() -> None:
+    """``mistral-sidecar settings | head -1``, with a reader that is gone before the first
+    write (so the outcome does not depend on the pipe's buffer)."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("SIDECAR_", "MISTRAL_", "DB_", "REDIS_"))}
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        result = subprocess.run([sys.executable, "-m", "proxy.cli", "settings"],
+                                stdout=write_end, stderr=subprocess.PIPE, env=env, cwd=REPO,
+                                text=True, timeout=60)
+    finally:
+        os.close(write_end)
+    assert result.returncode == 141
+    assert result.stderr == ""
