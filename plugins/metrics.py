@@ -2,10 +2,15 @@
 
 Everything is named ``mistral_sidecar_<what>_<unit>`` and labelled only with bounded values:
 operation names (``"unknown"`` for paths outside the API spec), methods, statuses, models,
-event names. Never ids or raw paths. Every family lives in a :class:`CollectorRegistry` kept on
-the application (two sidecars in one process never share counters), built at start-up with
-the label children of the hot path cached, so a request costs a few dictionary look-ups and
-lock-protected additions.
+event names. Never ids or raw paths. Values that come from upstream answers, callers or
+plugins (models, owners, statuses, event fields, dependency names) pass through
+:func:`safe_label` (charset ``[A-Za-z0-9_.:/@+-]``, at most 100 characters) and each such
+label keeps its first distinct values only (:class:`BoundedValues`), the rest counted as
+``"other"``: whatever upstream sends, the exposition parses and its series stay bounded.
+
+Every family lives in a :class:`CollectorRegistry` kept on the application (two sidecars in
+one process never share counters), built at start-up with the label children of the hot path
+cached, so a request costs a few dictionary look-ups and lock-protected additions.
 
 Sources:
 
@@ -53,9 +58,12 @@ from proxy.sse import SSEEvent
 __all__ = [
     "LATENCY_BUCKETS",
     "METRICS",
+    "OTHER",
     "PREFIX",
+    "BoundedValues",
     "MetricsState",
     "first_token",
+    "safe_label",
 ]
 
 logger = logging.getLogger("mistral_sidecar.metrics")
@@ -98,11 +106,36 @@ def first_token(ctx: RequestContext) -> float | None:
     return value
 
 
-class BoundedValues:
-    """Keeps a label's distinct values bounded: past ``limit`` new values become ``"other"``.
+#: Characters a label value keeps; anything else becomes "_". Every Prometheus parser reads
+#: such values back unchanged (no quotes, backslashes, line breaks or surrogates to escape).
+_UNSAFE_LABEL_CHARS = re.compile(r"[^A-Za-z0-9_.:/@+\-]")
+#: Longest label value kept; a longer one becomes ``OTHER``.
+MAX_LABEL_LENGTH = 100
+#: The label value standing for everything past a label's bound (or too long to keep).
+OTHER = "other"
 
-    Values come from upstream or plugins (model names, event fields); a misbehaving source
-    must not be able to create unbounded series.
+
+def safe_label(value: Any) -> str:
+    """``value`` as a label value safe to expose: characters outside
+    ``[A-Za-z0-9_.:/@+-]`` replaced by ``_``, ``"none"`` for ``None`` or an empty value,
+    ``"other"`` when longer than :data:`MAX_LABEL_LENGTH`.
+
+    Every label value that comes from upstream answers, callers' requests or plugins passes
+    through here (through :class:`BoundedValues` where it must also stay few)."""
+    text = value if type(value) is str else ("" if value is None else str(value))
+    if not text:
+        return "none"
+    if len(text) > MAX_LABEL_LENGTH:
+        return OTHER
+    return _UNSAFE_LABEL_CHARS.sub("_", text)
+
+
+class BoundedValues:
+    """One label's values, made safe (:func:`safe_label`) and bounded: past ``limit``
+    distinct values, new ones become ``"other"``.
+
+    Values come from upstream, callers or plugins (model names, owners, event fields); a
+    misbehaving source must not be able to break the exposition or create unbounded series.
     """
 
     __slots__ = ("limit", "seen")
@@ -113,11 +146,14 @@ class BoundedValues:
 
     def __call__(self, value: Any) -> str:
         """The label value to use for ``value``."""
-        text = value if isinstance(value, str) else str(value)
-        if text in self.seen:
+        # ``seen`` holds only safe values, so a value found there as it is needs no cleaning.
+        if type(value) is str and value in self.seen:
+            return value
+        text = safe_label(value)
+        if text in self.seen or text == OTHER:
             return text
-        if len(self.seen) >= self.limit or len(text) > 100:
-            return "other"
+        if len(self.seen) >= self.limit:
+            return OTHER
         self.seen.add(text)
         return text
 
@@ -164,7 +200,7 @@ class PluginGaugeCollector:
                         self._warn_once(f"name:{plugin}:{name}", "plugin %s reports gauge %r, "
                                         "which is not a valid or free metric name", plugin, name)
                         continue
-                    clean = {str(k): str(v) for k, v in (labels or {}).items()}
+                    clean = {str(k): safe_label(v) for k, v in (labels or {}).items()}
                     if not all(_LABEL_RE.match(k) and not k.startswith("__") for k in clean):
                         self._warn_once(f"labels:{plugin}:{name}", "plugin %s reports gauge %r "
                                         "with invalid label names", plugin, name)
@@ -205,10 +241,11 @@ class HealthCollector:
 
         def add(name: str, check: dict[str, Any]) -> bool:
             ok = bool(check.get("ok", True))
-            up.add_sample(up.name, {"dependency": name}, 1.0 if ok else 0.0)
+            labels = {"dependency": safe_label(name)}
+            up.add_sample(up.name, labels, 1.0 if ok else 0.0)
             ms = check.get("latency_ms")
             if isinstance(ms, int | float) and not isinstance(ms, bool):
-                latency.add_sample(latency.name, {"dependency": name}, float(ms) / 1000)
+                latency.add_sample(latency.name, labels, float(ms) / 1000)
             seen.add(name)
             return ok
 
@@ -223,7 +260,7 @@ class HealthCollector:
                             else f"{name}.{inner}"
                         add(label, detail)
         for name in self.health.errors:
-            up.add_sample(up.name, {"dependency": name}, 0.0)
+            up.add_sample(up.name, {"dependency": safe_label(name)}, 0.0)
             ready = False
         overall = Metric(PREFIX + "ready", "1 when /readyz would answer 200, else 0.", "gauge")
         overall.add_sample(overall.name, {}, 1.0 if ready else 0.0)
@@ -395,7 +432,10 @@ class MetricsState:
         # Label guards for values that come from upstream or other plugins.
         self.models = BoundedValues(100)
         self.owners = BoundedValues(1000)
-        self._guards: dict[Any, BoundedValues] = {}
+        # Upstream chooses the status; any three digits parse, so bound them like the rest.
+        self.statuses = BoundedValues(50)
+        # One guard per label of each event-fed family: (family, label position).
+        self._guards: dict[tuple[Any, int], BoundedValues] = {}
         self._children: dict[Any, dict[tuple[Any, ...], Any]] = {}
 
         # Cached children of the per-request families.
@@ -484,8 +524,8 @@ class MetricsState:
     def _series_for(self, key: tuple[str, str, int | None, bool]) -> _Series:
         operation, method, status, stream = key
         series = _Series(
-            self.requests.labels(operation, method if method in _METHODS else "other",
-                                 str(status) if status else CLIENT_CLOSED),
+            self.requests.labels(operation, method if method in _METHODS else OTHER,
+                                 self.statuses(status) if status else CLIENT_CLOSED),
             self._values(self.request_duration.labels(operation, "true" if stream else "false")),
             self._values(self.upstream_duration.labels(operation)),
             self.attempts.labels(operation),
@@ -613,11 +653,17 @@ class MetricsState:
             values = tuple(str(v) for v in values)
             child = cache.get(values)
         if child is None:
-            guard = self._guards.setdefault(family, BoundedValues(50))
-            child = family.labels(*(guard("none" if v is None else v) for v in values))
+            child = family.labels(*(self._guard(family, i)(v) for i, v in enumerate(values)))
             if len(cache) < 1000:
                 cache[values] = child
         return child
+
+    def _guard(self, family: Counter, position: int) -> BoundedValues:
+        """The guard of the label at ``position`` of ``family``."""
+        guard = self._guards.get((family, position))
+        if guard is None:
+            guard = self._guards[family, position] = BoundedValues(50)
+        return guard
 
     def _inc(self, family: Counter, values: tuple[Any, ...], amount: float = 1.0) -> None:
         """Add to the child of ``family`` for ``values`` (applied with the next flush)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,7 +15,10 @@ from proxy.chain import PluginChain, await_me_maybe
 from proxy.errors import SidecarError
 from proxy.forward import Forwarder
 from proxy.operations import OperationIndex
+from proxy.ops import OpsAccess
 from proxy.settings import Settings
+
+logger = logging.getLogger("mistral_sidecar.app")
 
 SETTINGS = web.AppKey("settings", Settings)
 """The resolved :class:`proxy.settings.Settings`."""
@@ -28,6 +32,8 @@ FORWARDER = web.AppKey("forwarder", Forwarder)
 """The :class:`proxy.forward.Forwarder` handling proxied requests."""
 STARTED = web.AppKey("started", asyncio.Event)
 """Set once every plugin's ``startup`` hook has finished."""
+OPS = web.AppKey("ops", OpsAccess)
+"""The :class:`proxy.ops.OpsAccess` guarding ``/metrics`` and the details of ``/readyz``."""
 
 
 async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
@@ -71,12 +77,9 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok", "version": __version__})
 
 
-async def readyz(request: web.Request) -> web.Response:
-    """Readiness: plugins started and their dependencies reachable (detail per check)."""
-    app = request.app
+async def _readiness_checks(app: web.Application) -> dict[str, Any]:
+    """Every plugin's readiness report, merged (a failing hook reports its exception's name)."""
     checks: dict[str, Any] = {}
-    if not app[STARTED].is_set():
-        return web.json_response({"status": "starting", "checks": checks}, status=503)
     for name, result in app[PLUGINS].call_all("readiness", app=app):
         try:
             report = await await_me_maybe(result)
@@ -84,21 +87,42 @@ async def readyz(request: web.Request) -> web.Response:
             report = {name: {"ok": False, "error": type(exc).__name__}}
         if report:
             checks.update(report)
-    ready = all(not isinstance(v, dict) or v.get("ok", True) for v in checks.values())
-    return web.json_response(
-        {"status": "ready" if ready else "unready", "checks": checks},
-        status=200 if ready else 503,
-    )
+    return checks
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Readiness: plugins started and their dependencies reachable. The status is open to
+    probes; the detail per check only to those :class:`proxy.ops.OpsAccess` allows."""
+    app = request.app
+    checks: dict[str, Any] = {}
+    if not app[STARTED].is_set():
+        status, code = "starting", 503
+    else:
+        checks = await _readiness_checks(app)
+        ready = all(not isinstance(v, dict) or v.get("ok", True) for v in checks.values())
+        status, code = ("ready", 200) if ready else ("unready", 503)
+    ops = app[OPS]
+    if not ops.shows_details(request):
+        return web.json_response({"status": status}, status=code)
+    return web.json_response({"status": status, "checks": ops.redact(checks)}, status=code)
 
 
 async def metrics(request: web.Request) -> web.Response:
-    """Prometheus text exposition, gathered from the plugins."""
-    parts: list[bytes] = []
+    """Prometheus text exposition, gathered from the plugins (where ``ops.*`` allow)."""
     app = request.app
-    for _name, result in app[PLUGINS].call_all("metrics_exposition", app=app):
-        text = await await_me_maybe(result)
-        if text:
-            parts.append(text if isinstance(text, bytes) else str(text).encode())
+    refusal = app[OPS].metrics_refusal(request)
+    if refusal is not None:
+        return refusal.to_response()
+    parts: list[bytes] = []
+    try:
+        for _name, result in app[PLUGINS].call_all("metrics_exposition", app=app):
+            text = await await_me_maybe(result)
+            if text:
+                parts.append(text if isinstance(text, bytes) else str(text).encode())
+    except Exception:
+        # A scraper gets an error in the API's shape, never a traceback.
+        logger.exception("cannot gather the metrics exposition")
+        return SidecarError(500, "The metrics could not be gathered.").to_response()
     return web.Response(body=b"".join(parts),
                         headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
@@ -119,6 +143,7 @@ def create_app(
     app[PLUGINS] = chain
     app[OPERATIONS] = operations or OperationIndex.default()
     app[STARTED] = asyncio.Event()
+    app[OPS] = ops = OpsAccess.from_settings(settings)
     forwarder = Forwarder(settings, chain, app[OPERATIONS])
     app[FORWARDER] = forwarder
     app.cleanup_ctx.append(_upstream_session)
@@ -126,8 +151,9 @@ def create_app(
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
-    app.router.add_route("*", "/v1/{tail:.*}", forwarder.handle)
-    app.router.add_route("*", "/v2/{tail:.*}", forwarder.handle)
+    api = ops.main_port_only(forwarder.handle)
+    app.router.add_route("*", "/v1/{tail:.*}", api)
+    app.router.add_route("*", "/v2/{tail:.*}", api)
     app.router.add_route("*", "/{tail:.*}", not_found)
     return app
 
