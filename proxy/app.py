@@ -129,7 +129,9 @@ async def metrics(request: web.Request) -> web.Response:
 
 async def not_found(request: web.Request) -> web.Response:
     """Anything outside the API and the health endpoints."""
-    return SidecarError(404, f"No route for {request.method} {request.path}.").to_response()
+    # The caller's path is not repeated back: it may hold anything, a key included.
+    return SidecarError(404, "No such route: the API is served under /v1/ and /v2/.",
+                        code="no_route").to_response()
 
 
 def create_app(
@@ -138,7 +140,9 @@ def create_app(
     operations: OperationIndex | None = None,
 ) -> web.Application:
     """Build the sidecar application for ``settings`` with the plugins in ``chain``."""
-    app = web.Application(handler_args={"max_field_size": 16 * 1024, "max_line_size": 16 * 1024})
+    # Connection-level limits (line, field and header sizes, the header timeout) are the
+    # door's: proxy.door.DoorConfig.
+    app = web.Application()
     app[SETTINGS] = settings
     app[PLUGINS] = chain
     app[OPERATIONS] = operations or OperationIndex.default()
@@ -152,8 +156,10 @@ def create_app(
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     api = ops.main_port_only(forwarder.handle)
-    app.router.add_route("*", "/v1/{tail:.*}", api)
-    app.router.add_route("*", "/v2/{tail:.*}", api)
-    app.router.add_route("*", "/{tail:.*}", not_found)
+    # [\s\S] rather than '.': a decoded %0A in the path must still reach the forwarder, which
+    # refuses it in the API's shape, instead of aiohttp's text/plain 404.
+    app.router.add_route("*", r"/v1/{tail:[\s\S]*}", api)
+    app.router.add_route("*", r"/v2/{tail:[\s\S]*}", api)
+    app.router.add_route("*", r"/{tail:[\s\S]*}", not_found)
     return app
 

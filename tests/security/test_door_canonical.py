@@ -293,3 +293,13 @@ async def test_head_is_authorised_as_get(
                                              f"Authorization: Bearer {reader.key}")
     got = await call(sidecar.url, "GET", "/v1/models/some-model", reader.key)
     assert deleted.status == got.status
+
+
+@pytest.mark.parametrize("target", ["/sk-sidecar-abcd-0123456789abcdef", "/x%0Ay", "/admin"])
+async def test_paths_outside_the_api_are_a_json_404_that_repeats_nothing(
+    sidecar: Sidecar, mock_upstream: MockUpstream, target: str
+) -> None:
+    reply = await raw_request(sidecar.url, f"GET {target} HTTP/1.1")
+    _assert_refused(reply, 404, "no_route")
+    assert target.encode() not in reply.body and b"sk-sidecar" not in reply.body
+    assert await _upstream_paths(mock_upstream) == []
