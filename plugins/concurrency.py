@@ -14,7 +14,6 @@ import contextlib
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from aiohttp import web
 
@@ -268,14 +267,8 @@ def _hold(ctx: RequestContext, slot: Slot) -> None:
 
 
 @hookimpl
-def on_complete(ctx: RequestContext) -> None:
-    """The response ended (or the caller left): give the slot back."""
-    _release(ctx)
-
-
-@hookimpl
-def on_error(ctx: RequestContext, error: Any) -> None:
-    """The request ended in an error of the sidecar's own: give the slot back."""
+def on_end(ctx: RequestContext) -> None:
+    """The request ended (answered, refused, broken or abandoned): give the slot back."""
     _release(ctx)
 
 

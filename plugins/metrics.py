@@ -14,7 +14,7 @@ cached, so a request costs a few dictionary look-ups and lock-protected addition
 
 Sources:
 
-- each request, once, from ``on_complete`` or ``on_error``: requests, durations, upstream
+- each request, once, from ``on_end``: requests, durations, upstream
   time, attempts, tokens, time to first token and tokens/s of streams, conversations;
 - events, through ``event_observer``: every event in ``mistral_sidecar_events_total{event}``
   and the listed ones in their own families (rate-limit decisions, retries, breaker
@@ -96,7 +96,6 @@ _LABEL_RE = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 #: Status label of a request whose caller left before any status was decided (nginx's 499).
 CLIENT_CLOSED = "499"
 
-_STATE_DONE = "metrics.done"
 _STATE_FIRST_TOKEN = "metrics.first_token"
 
 
@@ -476,12 +475,7 @@ class MetricsState:
             self.sampler = self.loop.call_later(seconds, self.sample_in_flight_every, seconds)
 
     def request_finished(self, ctx: RequestContext) -> None:
-        """A request ended: it is recorded, exactly once whichever hook reports it, with the
-        next batch."""
-        state = ctx.state
-        if _STATE_DONE in state:
-            return
-        state[_STATE_DONE] = True
+        """A request ended: it is recorded with the next batch."""
         try:
             self._record(ctx, self._totals)
         except Exception:
@@ -632,13 +626,9 @@ class MetricsState:
             self.conversations_started.labels(target).inc()
 
     def request_failed(self, ctx: RequestContext, error: SidecarError) -> None:
-        """Count an error answer (or broken stream)."""
+        """Count an error answer or a broken stream, then the request itself."""
         self._inc(self.errors, (ctx.operation_name, error.code))
-        # A stream that broke after it started still reaches on_complete, which counts it.
-        if ctx.log.get("outcome") != "upstream_broken":
-            self.request_finished(ctx)
-        else:
-            self._added()
+        self.request_finished(ctx)
 
     # --- events -------------------------------------------------------------------------
 
@@ -888,15 +878,13 @@ def on_stream_event(ctx: RequestContext, event: SSEEvent) -> StopObserving | Non
 
 
 @hookimpl
-def on_complete(ctx: RequestContext) -> None:
-    """Record the finished request."""
-    ctx.app[METRICS].request_finished(ctx)
-
-
-@hookimpl
-def on_error(ctx: RequestContext, error: SidecarError) -> None:
-    """Record an error answer."""
-    ctx.app[METRICS].request_failed(ctx, error)
+def on_end(ctx: RequestContext) -> None:
+    """Record the request, and its error if it ended in one."""
+    metrics = ctx.app[METRICS]
+    if ctx.error is None:
+        metrics.request_finished(ctx)
+    else:
+        metrics.request_failed(ctx, ctx.error)
 
 
 @hookimpl

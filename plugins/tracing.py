@@ -357,9 +357,8 @@ def _end_span(ctx: RequestContext, error: SidecarError | None) -> None:
     if usage is not None:
         span.set_attribute("gen_ai.usage.input_tokens", usage.prompt_tokens)
         span.set_attribute("gen_ai.usage.output_tokens", usage.completion_tokens)
-    outcome = ctx.log.get("outcome")
-    if outcome:
-        span.set_attribute("mistral_sidecar.outcome", str(outcome))
+    if ctx.outcome is not None:
+        span.set_attribute("mistral_sidecar.outcome", ctx.outcome.value)
     if error is not None:
         span.set_attribute("error.type", error.code)
     if error is not None or (status is not None and status >= 500):
@@ -369,18 +368,7 @@ def _end_span(ctx: RequestContext, error: SidecarError | None) -> None:
 
 
 @hookimpl
-def on_complete(ctx: RequestContext) -> None:
-    """Close the request span."""
+def on_end(ctx: RequestContext) -> None:
+    """Close the request span (as failed when the request ended in an error)."""
     if _SPAN in ctx.state:
-        _end_span(ctx, ctx.state.pop("tracing.error", None))
-
-
-@hookimpl
-def on_error(ctx: RequestContext, error: SidecarError) -> None:
-    """Close the request span as failed (a broken stream closes in ``on_complete``)."""
-    if _SPAN not in ctx.state:
-        return
-    if ctx.log.get("outcome") == "upstream_broken":
-        ctx.state["tracing.error"] = error
-        return
-    _end_span(ctx, error)
+        _end_span(ctx, ctx.error)

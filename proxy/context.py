@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import enum
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ if TYPE_CHECKING:
     import aiohttp
     from aiohttp import web
 
+    from proxy.errors import SidecarError
     from proxy.operations import Operation
 
 _UNSET: Any = object()
@@ -25,6 +27,22 @@ CURRENT_REQUEST: contextvars.ContextVar[RequestContext | None] = contextvars.Con
 """The request the current task is handling (set by the core for the whole of its handler;
 tasks started meanwhile inherit it), ``None`` outside requests. Code that cannot be handed
 the context, a logging filter for one, finds it here."""
+
+
+class Outcome(enum.StrEnum):
+    """How a request ended (``ctx.outcome``, set once, before ``on_end``); the value is what
+    the access log shows."""
+
+    #: Upstream answered and its answer was relayed in full (whatever its status).
+    OK = "ok"
+    #: A plugin answered in ``on_request``.
+    ANSWERED = "answered_by_plugin"
+    #: The sidecar answered with an error of its own (``ctx.error``).
+    ERROR = "error"
+    #: A response that had started was cut short (``ctx.error`` says why).
+    BROKEN = "upstream_broken"
+    #: The caller went away before the end.
+    CLIENT_GONE = "client_disconnected"
 
 
 @dataclass(slots=True)
@@ -57,10 +75,6 @@ class Timing:
         if self.finished is None or self.upstream_started is None:
             return None
         return self.finished - self.upstream_started
-
-    def time_to_first_byte(self) -> float | None:
-        """Seconds from arrival to the first body byte sent to the caller."""
-        return None if self.first_byte_sent is None else self.first_byte_sent - self.started
 
 
 @dataclass(slots=True)
@@ -136,13 +150,15 @@ class RequestContext:
         "app",
         "attempts",
         "body",
-        "body_changed",
         "buffer_response",
+        "ended",
+        "error",
         "identity",
         "is_stream",
         "log",
         "method",
         "operation",
+        "outcome",
         "path",
         "path_params",
         "query_string",
@@ -183,7 +199,6 @@ class RequestContext:
         self._resource_ids: dict[str, str] | None = None
         self.identity: Identity | None = None
         self.body: bytes | None = None
-        self.body_changed = False
         self._json: Any = _UNSET
         self.is_stream = False
         self.upstream_api_key: str | None = None
@@ -200,6 +215,12 @@ class RequestContext:
         self.timing = Timing()
         self.state: dict[str, Any] = {}
         self.log: dict[str, Any] = {}
+        #: How the request ended; ``None`` until it has (see ``on_end``).
+        self.outcome: Outcome | None = None
+        #: The error the sidecar answered with, or that cut a started response short.
+        self.error: SidecarError | None = None
+        #: Set by the core when it starts the one ``on_end`` notification.
+        self.ended = False
 
     @property
     def operation_name(self) -> str:
@@ -244,7 +265,6 @@ class RequestContext:
         """Replace the request body with ``value`` serialised as JSON."""
         self._json = value
         self.body = jsoncodec.dumps_bytes(value)
-        self.body_changed = True
 
     def set_response_body(self, body: bytes) -> None:
         """Record the complete JSON response body; it is parsed on first use."""

@@ -14,7 +14,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
@@ -27,6 +27,7 @@ from proxy.canonical import CanonicalTarget, canonical_target, upstream_path
 from proxy.chain import HookCaller, PluginChain, await_me_maybe
 from proxy.context import (
     CURRENT_REQUEST,
+    Outcome,
     RequestContext,
     UpstreamCall,
     UpstreamResponse,
@@ -60,6 +61,8 @@ _DECODED_ENCODINGS = frozenset({"gzip", "deflate", "br", "zstd"})
 _DROP_RESPONSE = HOP_BY_HOP
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
 _CHUNK = 64 * 1024
+#: Longest an ``on_end`` observer's awaitable may take before it is abandoned.
+END_HOOK_TIMEOUT = 30
 #: Responses up to this size with a known length are read whole and sent in one write.
 _SMALL_BODY = 256 * 1024
 
@@ -111,8 +114,7 @@ class Forwarder:
         self.rewrite_hooks = chain.callers("rewrite_response")
         self.stream_observers = tuple(hook.positional("ctx", "event")
                                       for hook in chain.callers("on_stream_event"))
-        self.complete_hooks = chain.callers("on_complete")
-        self.error_hooks = chain.callers("on_error")
+        self.end_hooks = chain.callers("on_end")
         self.session: aiohttp.ClientSession | None = None
         self._background: set[asyncio.Task[None]] = set()
         #: Requests received and not yet answered (handlers running right now).
@@ -144,53 +146,62 @@ class Forwarder:
         self.in_flight += 1
         current = CURRENT_REQUEST.set(ctx)
         try:
-            answer: web.StreamResponse | None = None
-            try:
-                if refused is not None:
-                    raise refused
-                _check_content_encoding(request)
-                await self._read_body(ctx)
-                # Parsing JSON is the costliest thing a pass-through does; only look when the
-                # body can possibly ask for a stream.
-                if ctx.body and b'"stream"' in ctx.body:
-                    body = ctx.json
-                    if isinstance(body, dict) and body.get("stream") is True:
-                        ctx.is_stream = True
-                        stream_op, stream_params = self.operations.classify(
-                            method, path, stream=True)
-                        if stream_op is not None:
-                            ctx.operation, ctx.path_params = stream_op, stream_params
-
-                for hook in self.on_request_hooks:
-                    # Most hooks are synchronous and return None: no coroutine for them.
-                    answer = hook.on_ctx(ctx)
-                    if answer is not None and inspect.isawaitable(answer):
-                        answer = await answer
-                    if answer is not None:
-                        break
-                else:
-                    call = self._compose(ctx)
-                    upstream = await call(ctx)
-            except SidecarError as error:
-                return await self._error(ctx, error)
-            except asyncio.CancelledError:
-                ctx.log["outcome"] = "client_disconnected"
-                self._complete_later(ctx)
-                raise
-            if answer is not None:
-                return await self._answered(ctx, answer)
-            return await self._relay(ctx, upstream)
+            return await self._handle(ctx, method, refused)
+        except asyncio.CancelledError:
+            # The caller hung up (aiohttp cancels the handler). The request still ends once,
+            # in full, outside this task.
+            if not ctx.ended:
+                self._end_detached(ctx, Outcome.CLIENT_GONE)
+            raise
         finally:
             self.in_flight -= 1
             CURRENT_REQUEST.reset(current)
+
+    async def _handle(self, ctx: RequestContext, method: str, refused: SidecarError | None
+                      ) -> web.StreamResponse:
+        request = ctx.request
+        answer: web.StreamResponse | None = None
+        try:
+            if refused is not None:
+                raise refused
+            _check_content_encoding(request)
+            await self._read_body(ctx)
+            # Parsing JSON is the costliest thing a pass-through does; only look when the
+            # body can possibly ask for a stream.
+            if ctx.body and b'"stream"' in ctx.body:
+                body = ctx.json
+                if isinstance(body, dict) and body.get("stream") is True:
+                    ctx.is_stream = True
+                    stream_op, stream_params = self.operations.classify(
+                        method, ctx.path, stream=True)
+                    if stream_op is not None:
+                        ctx.operation, ctx.path_params = stream_op, stream_params
+
+            for hook in self.on_request_hooks:
+                # Most hooks are synchronous and return None: no coroutine for them.
+                answer = hook.on_ctx(ctx)
+                if answer is not None and inspect.isawaitable(answer):
+                    answer = await answer
+                if answer is not None:
+                    break
+            else:
+                call = self._compose(ctx)
+                upstream = await call(ctx)
+        except SidecarError as error:
+            return await self._error(ctx, error)
+        except Exception:
+            return await self._error(ctx, self._internal_error(ctx))
+        if answer is not None:
+            return await self._answered(ctx, answer)
+        return await self._relay(ctx, upstream)
 
     async def _answered(self, ctx: RequestContext, answer: web.StreamResponse
                         ) -> web.StreamResponse:
         """A plugin answered in ``on_request``; observers (logs, metrics) still see it."""
         ctx.response_status = answer.status
-        ctx.log.setdefault("outcome", "answered_by_plugin")
-        await self._notify(ctx)
+        await self._end(ctx, Outcome.ANSWERED)
         return answer
+
 
     # --- request side ---------------------------------------------------------------------
 
@@ -324,7 +335,6 @@ class Forwarder:
     # --- response side --------------------------------------------------------------------
 
     async def _relay(self, ctx: RequestContext, upstream: UpstreamResponse) -> web.StreamResponse:
-        request = ctx.request
         raw = upstream.raw
         ctx.timing.upstream_headers = _now()
         try:
@@ -332,36 +342,45 @@ class Forwarder:
                 result = hook(ctx=ctx, response=upstream)
                 if result is not None and inspect.isawaitable(result):
                     await result
+            content_type = raw.headers.get("Content-Type", "")
+            is_sse = content_type.startswith("text/event-stream")
+            is_json = not is_sse and _is_json_type(content_type)
+            encoded = raw.headers.get("Content-Encoding", "identity").lower() != "identity"
+            ctx.response_status = raw.status
+            if ctx.buffer_response and is_json and not encoded and self.rewrite_hooks:
+                return await self._relay_rewritten(ctx, upstream)
+            length = raw.content_length
+            if not is_sse and length is not None and length <= _SMALL_BODY:
+                return await self._relay_small(ctx, upstream, is_json and not encoded)
         except SidecarError as error:
             await upstream.release()
             return await self._error(ctx, error)
+        except Exception:
+            await upstream.release()
+            return await self._error(ctx, self._internal_error(ctx))
         except BaseException:
             await upstream.release()
             raise
+        return await self._relay_stream(ctx, upstream, is_sse, is_json and not encoded,
+                                        is_sse and not encoded)
 
-        content_type = raw.headers.get("Content-Type", "")
-        is_sse = content_type.startswith("text/event-stream")
-        is_json = not is_sse and _is_json_type(content_type)
-        encoded = raw.headers.get("Content-Encoding", "identity").lower() != "identity"
-        ctx.response_status = raw.status
-
-        if ctx.buffer_response and is_json and not encoded and self.rewrite_hooks:
-            return await self._relay_rewritten(ctx, upstream)
-        length = raw.content_length
-        if not is_sse and length is not None and length <= _SMALL_BODY:
-            return await self._relay_small(ctx, upstream, is_json and not encoded)
-
+    async def _relay_stream(self, ctx: RequestContext, upstream: UpstreamResponse,
+                            is_sse: bool, capture_json: bool, parse_events: bool
+                            ) -> web.StreamResponse:
+        """A body of unknown or large size, or a stream: written as it arrives."""
+        request = ctx.request
+        raw = upstream.raw
         response = web.StreamResponse(status=raw.status, reason=raw.reason)
         self._copy_response_headers(ctx, raw, response)
-        ctx.log["outcome"] = "ok"
-        capture: list[bytes] | None = [] if is_json and not encoded else None
+        capture: list[bytes] | None = [] if capture_json else None
         captured = 0
-        parser = SSEParser() if is_sse and not encoded else None
+        parser = SSEParser() if parse_events else None
         assembler: ChatStreamAssembler | ConversationStreamAssembler | None = None
         # Observers that have seen enough of this stream leave this tuple.
         observers = self.stream_observers
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.total_timeout - (_now() - ctx.timing.started)
+        broken: SidecarError | None = None
         try:
             await response.prepare(request)
             async with asyncio.timeout_at(min(deadline, loop.time() + self.idle_timeout)) as timer:
@@ -389,27 +408,31 @@ class Forwarder:
                         else:
                             capture = None
         except (ConnectionResetError, aiohttp.ClientConnectionResetError):
-            ctx.log["outcome"] = "client_disconnected"
             raw.close()
+            self._finish(ctx, None, assembler)
+            await self._end(ctx, Outcome.CLIENT_GONE)
+            return response
         except (TimeoutError, aiohttp.ClientError) as exc:
-            raw.close()
             reason = "timeout" if isinstance(exc, TimeoutError) else "reset"
-            ctx.log["outcome"] = "upstream_broken"
+            broken = UpstreamError(reason, "Upstream stream broke.")
+        except asyncio.CancelledError:
+            raw.close()
+            self._finish(ctx, None, assembler)
+            raise
+        except Exception:
+            broken = self._internal_error(ctx)
+        if broken is not None:
+            raw.close()
             # Headers are gone already: the only honest signal left is to cut the connection
             # so the caller sees a truncated body rather than a complete-looking one.
             if request.transport is not None:
                 request.transport.abort()
-            await self._notify(ctx, UpstreamError(reason, "Upstream stream broke."))
-        except asyncio.CancelledError:
-            raw.close()
-            ctx.log["outcome"] = "client_disconnected"
-            self._finish(ctx, capture, assembler)
-            self._complete_later(ctx)
-            raise
-        else:
-            raw.release()
+            self._finish(ctx, None, assembler)
+            await self._end(ctx, Outcome.BROKEN, broken)
+            return response
+        raw.release()
         self._finish(ctx, capture, assembler)
-        await self._notify(ctx)
+        await self._end(ctx, Outcome.OK)
         return response
 
     def _finish(
@@ -421,7 +444,7 @@ class Forwarder:
         ctx.timing.finished = _now()
         if assembler is not None:
             ctx.response_json = assembler.result()
-        elif capture is not None and ctx.log.get("outcome") == "ok":
+        elif capture is not None:
             ctx.set_response_body(b"".join(capture))
 
     def _copy_response_headers(
@@ -459,11 +482,10 @@ class Forwarder:
         response = web.Response(status=raw.status, reason=raw.reason, body=body)
         self._copy_response_headers(ctx, raw, response)
         ctx.response_bytes = len(body)
-        ctx.log["outcome"] = "ok"
         ctx.timing.finished = ctx.timing.first_byte_sent = _now()
         if capture:
             ctx.set_response_body(body)
-        await self._notify(ctx)
+        await self._end(ctx, Outcome.OK)
         return response
 
     async def _relay_rewritten(
@@ -488,65 +510,92 @@ class Forwarder:
         response.headers["X-Request-ID"] = ctx.request_id
         response.headers.update(ctx.response_headers)
         ctx.timing.finished = _now()
-        ctx.log["outcome"] = "ok"
-        await self._notify(ctx)
+        await self._end(ctx, Outcome.OK)
         return response
 
-    # --- completion and errors ------------------------------------------------------------
+    # --- the end ---------------------------------------------------------------------------
 
-    async def _notify(self, ctx: RequestContext, error: SidecarError | None = None) -> None:
-        """Tell the observers: the ``on_complete`` hooks (the response is finished), or the
-        ``on_error`` hooks with ``error``, in chain order.
+    async def _end(self, ctx: RequestContext, outcome: Outcome,
+                   error: SidecarError | None = None) -> None:
+        """End the request: tell every ``on_end`` observer, once, in chain order.
 
-        Observation hooks must never turn a delivered response into an error: what they
-        raise is logged. They run for every plugin on every request, and most are
-        synchronous: those run without a coroutine or a call in between.
+        Observers run synchronously until one returns an awaitable; from there on the rest
+        runs in a task of its own that the handler's cancellation (the caller hanging up)
+        cannot stop, tracked for shutdown. What observers raise is logged.
         """
-        if error is None:
-            hooks = self.complete_hooks
-            if ctx.timing.finished is None:
-                ctx.timing.finished = _now()
-        else:
-            hooks = self.error_hooks
-        for hook in hooks:
+        if ctx.ended:
+            return
+        ctx.ended = True
+        ctx.outcome = outcome
+        ctx.error = error
+        if ctx.timing.finished is None:
+            ctx.timing.finished = _now()
+        hooks = self.end_hooks
+        for index, hook in enumerate(hooks):
             try:
-                result = hook.on_ctx(ctx) if error is None else hook(ctx=ctx, error=error)
+                result = hook.on_ctx(ctx)
             except Exception:
-                logger.exception("plugin %s failed in an observation hook", hook.plugin_name)
+                logger.exception("plugin %s failed in on_end", hook.plugin_name)
+                continue
+            if result is not None and inspect.isawaitable(result):
+                task = self._track(self._end_rest(ctx, hook, result, hooks[index + 1:]))
+                await asyncio.shield(task)
+                return
+
+    async def _end_rest(self, ctx: RequestContext, first: HookCaller,
+                        result: Awaitable[Any], rest: tuple[HookCaller, ...]) -> None:
+        await _guarded_await(first, result)
+        for hook in rest:
+            try:
+                result = hook.on_ctx(ctx)
+            except Exception:
+                logger.exception("plugin %s failed in on_end", hook.plugin_name)
                 continue
             if result is not None and inspect.isawaitable(result):
                 await _guarded_await(hook, result)
 
-    def _complete_later(self, ctx: RequestContext) -> None:
-        """Run completion hooks for a cancelled request without being cancelled with it."""
-        task = asyncio.get_running_loop().create_task(self._notify(ctx))
+    def _end_detached(self, ctx: RequestContext, outcome: Outcome) -> None:
+        """End a request whose handler was cancelled, in a task of its own."""
+        self._track(self._end(ctx, outcome))
+
+    def _track(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coroutine)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        return task
+
+    def _internal_error(self, ctx: RequestContext) -> SidecarError:
+        """The answer to an exception nobody handled (call from its ``except`` block)."""
+        logger.exception("request %s failed: %s %s", ctx.request_id, ctx.method, ctx.path)
+        return SidecarError(500, f"The sidecar failed to handle this request (request id "
+                            f"{ctx.request_id}).", code="internal_error")
 
     async def _error(self, ctx: RequestContext, error: SidecarError) -> web.Response:
         ctx.response_status = error.status
-        ctx.log.setdefault("outcome", "error")
-        ctx.log["error_code"] = error.code
         ctx.timing.finished = _now()
         body = error.encoded()
         # Observers (the access line) see the size of the answer they are told about.
         ctx.response_bytes = len(body)
-        await self._notify(ctx, error)
+        await self._end(ctx, Outcome.ERROR, error)
         headers = {"X-Request-ID": ctx.request_id}
         headers.update(ctx.response_headers)
         return error.to_response(headers, body)
 
     async def drain_background(self) -> None:
-        """Wait for completion hooks still running for cancelled requests."""
-        if self._background:
+        """Wait for ends still running for requests whose callers went away."""
+        while self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
 
 
 async def _guarded_await(hook: HookCaller, result: Awaitable[Any]) -> None:
     try:
-        await result
+        async with asyncio.timeout(END_HOOK_TIMEOUT):
+            await result
+    except TimeoutError:
+        logger.error("plugin %s took longer than %d s in on_end; abandoned", hook.plugin_name,
+                     END_HOOK_TIMEOUT)
     except Exception:
-        logger.exception("plugin %s failed in an observation hook", hook.plugin_name)
+        logger.exception("plugin %s failed in on_end", hook.plugin_name)
 
 
 def _check_content_encoding(request: web.Request) -> None:

@@ -18,10 +18,10 @@ Lifecycle of one request:
    the first plugin in the chain is the outermost wrapper.
 3. ``on_response`` — upstream status and headers are known; nothing sent to the caller yet.
 4. ``on_stream_event`` — each server-sent event as it passes, after it was written.
-5. ``on_complete`` — the response is finished; whole body (reassembled from a stream), usage
-   and timing are on the context.
-6. ``on_error`` — instead of 3-5 when the sidecar answered with an error of its own, or when
-   a stream broke after it started.
+5. ``on_end`` — exactly once, however the request ended: answered, rejected, answered by a
+   plugin, upstream failed, a stream broke, the caller went away, or anything raised.
+   ``ctx.outcome`` says which (:class:`proxy.context.Outcome`), ``ctx.error`` holds the error
+   the sidecar answered with or that cut a started response short.
 
 Code that is not handed the request context (a logging filter, a library callback) finds the
 request its task is handling in :data:`proxy.context.CURRENT_REQUEST`.
@@ -41,7 +41,6 @@ if TYPE_CHECKING:
     from aiohttp import web
 
     from proxy.context import RequestContext, UpstreamCall, UpstreamResponse
-    from proxy.errors import SidecarError
     from proxy.settings import Setting, Settings
     from proxy.sse import SSEEvent
 
@@ -129,9 +128,10 @@ def on_request(ctx: RequestContext) -> Awaitable[web.StreamResponse | None] | No
 
     To reject, raise :class:`proxy.errors.SidecarError`. To answer without going upstream,
     return (or resolve to) an ``aiohttp.web.StreamResponse``. Either stops the chain: later
-    plugins' ``on_request`` are not called. Observers still hear of it: ``on_error`` for a
-    rejection, ``on_complete`` for an answer (``ctx.upstream_status`` is then ``None`` and
-    ``ctx.log["outcome"]`` is ``"answered_by_plugin"``).
+    plugins' ``on_request`` are not called. Observers still hear of it in ``on_end``
+    (``ctx.outcome`` is ``ERROR`` or ``ANSWERED``; ``ctx.upstream_status`` is ``None``). Any
+    other exception is a bug: the caller gets a Mistral-shaped 500 (``internal_error``) and
+    the traceback is logged.
     """
 
 
@@ -174,7 +174,7 @@ def on_stream_event(ctx: RequestContext, event: SSEEvent) -> StopObserving | Non
     """Observe one server-sent event right after it was forwarded to the caller.
 
     Synchronous on purpose: it must not delay the stream. Keep it cheap (count, record, queue);
-    the reassembled whole arrives later in ``on_complete``. A stream carries an event per
+    the reassembled whole arrives later in ``on_end``. A stream carries an event per
     token: an implementation that has seen what it wants of this stream (its first token, an
     id announced at the start) returns :data:`proxy.STOP_OBSERVING`, and is not called again
     for the rest of it.
@@ -182,23 +182,25 @@ def on_stream_event(ctx: RequestContext, event: SSEEvent) -> StopObserving | Non
 
 
 @hookspec
-def on_complete(ctx: RequestContext) -> Awaitable[None] | None:
-    """The response has been sent in full (or the caller went away).
+def on_end(ctx: RequestContext) -> Awaitable[None] | None:
+    """The request has ended: called exactly once per request, for every request.
 
-    ``ctx.response_status``, ``ctx.response_json`` (parsed JSON body, or the body reassembled
-    from a stream), ``ctx.usage`` and ``ctx.timing`` are filled in. Persistence, usage
-    accounting, metrics and access logging hang here. Do slow work in the background: the
-    caller's connection waits for this hook before it is reused.
-    """
+    ``ctx.outcome`` (:class:`proxy.context.Outcome`) says how: ``OK`` (upstream answered and
+    the answer was relayed in full, whatever its status: upstream errors are ordinary
+    answers), ``ANSWERED`` (a plugin answered in ``on_request``), ``ERROR`` (the sidecar
+    answered with an error of its own: a rejection, upstream unreachable, an exception),
+    ``BROKEN`` (a response that had started was cut short: upstream broke off, or the sidecar
+    failed mid-stream) or ``CLIENT_GONE`` (the caller hung up first). ``ctx.error`` is the
+    :class:`proxy.errors.SidecarError` of ``ERROR`` and ``BROKEN``, else ``None``.
+    ``ctx.response_status``, ``ctx.response_json`` (the parsed body, or the object reassembled
+    from a stream), ``ctx.usage`` and ``ctx.timing`` are filled in as far as the request got.
 
-
-@hookspec
-def on_error(ctx: RequestContext, error: SidecarError) -> Awaitable[None] | None:
-    """The sidecar answered with an error of its own, or a started stream broke.
-
-    Called for observation (logging, metrics); the error response is already decided. Upstream
-    error statuses are not errors here: they are ordinary responses and go through
-    ``on_response`` and ``on_complete``.
+    Persistence, usage accounting, metrics and access logging hang here. It runs to
+    completion even when the caller has gone (the core shields it from the handler's
+    cancellation and waits for it at shutdown), in chain order, each awaitable result awaited
+    before the next plugin is called, for at most 30 seconds each. It is observation only:
+    what it raises is logged and never changes the answer. The caller's connection is reused
+    only after it returns, so do slow work in the background.
     """
 
 

@@ -384,7 +384,7 @@ async def _record(ctx: RequestContext, record: Ownership) -> None:
 @hookimpl
 def on_stream_event(ctx: RequestContext, event: SSEEvent) -> StopObserving | None:
     """A streamed conversation start or restart announces its id in its first event: make it
-    usable here at once (its durable record is written in ``on_complete``). Other streams,
+    usable here at once (its durable record is written in ``on_end``). Other streams,
     and the rest of this one, are not needed."""
     mine = ctx.state.get(_STATE)
     if not mine or ctx.identity is None or mine.get("recorded") or ctx.operation is None \
@@ -413,9 +413,10 @@ async def _persist_announced(ctx: RequestContext, record: Ownership) -> None:
 
 
 @hookimpl
-def on_complete(ctx: RequestContext) -> Any:
+def on_end(ctx: RequestContext) -> Any:
     """Make the ownership a stream announced durable (awaited: the stream's last chunk goes
-    out only after this), or forget the owner of a resource that was just deleted."""
+    out only after this; a stream that broke after announcing it still created it upstream),
+    or forget the owner of a resource that was just deleted."""
     mine = ctx.state.get(_STATE)
     if not mine:
         return None
@@ -429,11 +430,3 @@ def on_complete(ctx: RequestContext) -> Any:
     if target is None:
         return None
     return ctx.app[AUTH].ownership.delete(target.kind, target.resource_id)
-
-
-@hookimpl
-def on_error(ctx: RequestContext, error: SidecarError) -> Any:
-    """A stream that broke after announcing its conversation still created it upstream."""
-    mine = ctx.state.get(_STATE)
-    announced: Ownership | None = mine.pop("announced", None) if mine else None
-    return _persist_announced(ctx, announced) if announced is not None else None

@@ -10,8 +10,7 @@ Every line is one JSON object with ``time`` (UTC, ISO 8601), ``level``, ``logger
 ``message``. Lines logged while a request is being handled (by any module) carry its
 ``request_id`` and, with the tracing plugin, its ``trace_id``.
 
-- ``mistral_sidecar.access``: one line per request (from ``on_complete`` or ``on_error``,
-  never both): who called, what, the outcome, tokens, timing, bytes, and every field plugins
+- ``mistral_sidecar.access``: one line per request (from ``on_end``): who called, what, the outcome, tokens, timing, bytes, and every field plugins
   put in ``ctx.log``. Written whatever ``LOG_LEVEL`` says, unless ``SIDECAR_ACCESS_LOG=false``.
 - ``mistral_sidecar.event``: one line per plugin event (``proxy.events.emit``).
 
@@ -45,7 +44,6 @@ from pythonjsonlogger.json import JsonEncoder, JsonFormatter
 from proxy import hookimpl
 from proxy.app import SETTINGS
 from proxy.context import CURRENT_REQUEST, RequestContext
-from proxy.errors import SidecarError
 from proxy.settings import Setting, Settings
 
 from .line import (
@@ -83,7 +81,6 @@ REDACTED = "[REDACTED]"
 #: How every sidecar caller key starts (``sk-sidecar-<key id>-<secret>``, see
 #: ``plugins.auth.keys``; spelled out here so logging does not depend on the auth plugin).
 CALLER_KEY_PREFIX = "sk-sidecar-"
-_STATE_DONE = "logs.done"
 #: Record attributes this module sets for its own bookkeeping; never written out.
 _PRIVATE = ("_sidecar_filtered", "_sidecar_json")
 _STANDARD_ATTRS = frozenset(logging.LogRecord(
@@ -356,7 +353,7 @@ class RequestContextFilter(logging.Filter):
         ctx = CURRENT_REQUEST.get()
         # Tasks started during a request inherit its context; once the request is logged as
         # finished, their lines are no longer its lines.
-        if ctx is not None and _STATE_DONE not in ctx.state:
+        if ctx is not None and not ctx.ended:
             attrs = record.__dict__
             if "request_id" not in attrs:
                 attrs["request_id"] = ctx.request_id
@@ -839,28 +836,16 @@ def _add_content(fields: dict[str, Any], ctx: RequestContext, limit: int) -> Non
 
 
 @hookimpl
-def on_complete(ctx: RequestContext) -> None:
-    """The access line of a finished request (once, whichever hook reports it first)."""
-    state = ctx.state
-    if _STATE_DONE in state:
-        return
-    state[_STATE_DONE] = True
+def on_end(ctx: RequestContext) -> None:
+    """The access line of the request, with how it ended and the error code, if any."""
     access = ctx.app[LOGS].access
-    if access is not None:
-        access.add(ctx)
-
-
-@hookimpl
-def on_error(ctx: RequestContext, error: SidecarError) -> None:
-    """The access line of a request the sidecar answered with an error.
-
-    A stream that broke after it started is also reported to ``on_complete`` right after;
-    its line is written there, when its timing and byte count are final.
-    """
-    if ctx.log.get("outcome") == "upstream_broken":
-        ctx.log.setdefault("error_code", error.code)
+    if access is None:
         return
-    on_complete(ctx)
+    if ctx.outcome is not None:
+        ctx.log["outcome"] = ctx.outcome.value
+    if ctx.error is not None:
+        ctx.log["error_code"] = ctx.error.code
+    access.add(ctx)
 
 
 @hookimpl

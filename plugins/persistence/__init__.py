@@ -2,7 +2,7 @@
 
 It records what passes through the sidecar into the store plugin's database (PostgreSQL, or
 the embedded SQLite file) and must come after ``store`` in the chain. Nothing is written on the
-request path: ``on_complete`` turns the finished request into records (:mod:`.capture`) and
+request path: ``on_end`` turns the ended request into records (:mod:`.capture`) and
 hands them to the write-behind pipeline (:mod:`.pipeline`), which spools them to disk at once
 and commits them in batches in the background. A database outage costs requests nothing; if
 the spool fills up, requests that would be recorded get 503 (``SIDECAR_SPOOL_FULL_POLICY``).
@@ -39,7 +39,7 @@ from plugins.persistence.spool import Spool
 from plugins.store import DATABASE
 from proxy import hookimpl
 from proxy.app import SETTINGS
-from proxy.context import RequestContext
+from proxy.context import Outcome, RequestContext
 from proxy.errors import SidecarError
 from proxy.events import emit
 from proxy.settings import Setting, Settings
@@ -141,11 +141,12 @@ def on_request(ctx: RequestContext) -> None:
 
 
 @hookimpl
-def on_complete(ctx: RequestContext) -> None:
-    """Turn the finished request into records and queue them: they are in the spool file
-    when this returns, before the answer leaves."""
+def on_end(ctx: RequestContext) -> None:
+    """Turn the ended request into records and queue them: they are in the spool file
+    when this returns, before the answer leaves. Requests the sidecar refused or failed
+    itself reached nothing upstream worth recording."""
     state = ctx.app.get(PERSISTENCE)
-    if state is None:
+    if state is None or ctx.outcome is Outcome.ERROR:
         return
     operation = ctx.operation_name
     if operation in MODEL_CALLS and not state.options.chat_content:

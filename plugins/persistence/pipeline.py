@@ -5,7 +5,7 @@ Design (write-ahead spool):
 1. :meth:`WriteBehind.enqueue` runs on the request path and does no database I/O. It copies
    the request's records into the active spool segment through its shared memory map (into
    the kernel's page cache, without a system call: a ``kill -9`` of the sidecar cannot lose
-   them) and keeps them in memory. It is called from ``on_complete``, which the core runs
+   them) and keeps them in memory. It is called from ``on_end``, which the core runs
    before it ends the response (a small answer: before sending it at all), so a caller
    holding a complete answer implies its records are in the spool; deferring the copy, even
    to the end of the event-loop iteration, would lose that.

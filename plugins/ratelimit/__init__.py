@@ -273,7 +273,7 @@ def on_response(ctx: RequestContext, response: UpstreamResponse) -> None:
 
 
 @hookimpl
-def on_complete(ctx: RequestContext) -> Awaitable[None] | None:
+def on_end(ctx: RequestContext) -> Awaitable[None] | None:
     """Debit the tokens the response used (streamed ones too) from the caller's budget."""
     plan: Plan | None = ctx.state.get(_STATE)
     if plan is None or plan.token_limit is None:

@@ -56,16 +56,15 @@ class Recorder:
         ctx.state.setdefault(self.name, []).append(event.event or "data")
 
     @hookimpl
-    def on_complete(self, ctx: RequestContext) -> None:
-        ctx.app[CALLS].append((self.name, "on_complete"))
+    def on_end(self, ctx: RequestContext) -> None:
+        if ctx.error is not None:
+            ctx.app[CALLS].append((self.name, f"on_end:{ctx.outcome}:{ctx.error.status}"))
+            return
+        ctx.app[CALLS].append((self.name, f"on_end:{ctx.outcome}"))
         ctx.app[CALLS].append((self.name, f"usage:{ctx.usage and ctx.usage.total_tokens}"))
         body = ctx.response_json or {}
         if "outputs" in body:
             ctx.app[CALLS].append((self.name, f"outputs:{len(body['outputs'])}"))
-
-    @hookimpl
-    def on_error(self, ctx: RequestContext, error: SidecarError) -> None:
-        ctx.app[CALLS].append((self.name, f"on_error:{error.status}"))
 
 
 class Rewriter:
@@ -84,7 +83,7 @@ class BrokenObserver:
     """Fails in observation hooks; the caller must not notice."""
 
     @hookimpl
-    def on_complete(self, ctx: RequestContext) -> None:
+    def on_end(self, ctx: RequestContext) -> None:
         raise RuntimeError("observer bug")
 
 

@@ -35,7 +35,7 @@ async def test_hooks_run_in_chain_order_and_wrappers_nest(start_sidecar: Sidecar
         ("first", "on_request"), ("second", "on_request"),
         ("first", "wrap:before"), ("second", "wrap:before"),
         ("second", "wrap:after"), ("first", "wrap:after"),
-        ("first", "on_complete"), ("second", "on_complete"),
+        ("first", "on_end:ok"), ("second", "on_end:ok"),
     ]
 
 
@@ -59,8 +59,8 @@ async def test_reject_short_circuits_later_plugins(start_sidecar: SidecarFactory
     assert body == {"object": "error", "message": "rejected by first",
                     "type": "permission_error", "code": "forbidden"}
     calls = sidecar.app[CALLS][2:]
-    assert calls == [("first", "on_request"), ("first", "on_error:403"),
-                     ("second", "on_error:403")]
+    assert calls == [("first", "on_request"), ("first", "on_end:error:403"),
+                     ("second", "on_end:error:403")]
 
 
 async def test_a_plugin_may_answer_itself(start_sidecar: SidecarFactory) -> None:

@@ -10,7 +10,6 @@ from aiohttp import web
 
 from proxy import hookimpl
 from proxy.context import RequestContext
-from proxy.errors import SidecarError
 
 PLUGIN = "tests.observability.obs_contexts"
 CONTEXTS = web.AppKey("obs_contexts", list[RequestContext])
@@ -29,12 +28,6 @@ def _keep(ctx: RequestContext) -> None:
 
 
 @hookimpl
-def on_complete(ctx: RequestContext) -> None:
-    """Keep the finished request."""
-    _keep(ctx)
-
-
-@hookimpl
-def on_error(ctx: RequestContext, error: SidecarError) -> None:
-    """Keep a request answered with an error."""
+def on_end(ctx: RequestContext) -> None:
+    """Keep the ended request."""
     _keep(ctx)

@@ -25,7 +25,7 @@ def startup(app: web.Application) -> None:
 
 
 @hookimpl
-def on_complete(ctx: RequestContext) -> None:
+def on_end(ctx: RequestContext) -> None:
     """Is this request's record in the spool file now?"""
     folder = ctx.app[PERSISTENCE].options.spool_dir
     spooled = {record.data.get("request_id")
