@@ -1,10 +1,7 @@
-"""Request validation: header-set size, content types and well-formed JSON.
+"""Request validation: content types and well-formed JSON.
 
 Runs on every proxied request before anything goes upstream:
 
-- more than ``validate.max_header_count`` header lines, or header lines adding up to more
-  than ``validate.max_header_bytes``, answer 431 (RFC 6585 "Request Header Fields Too
-  Large") in Mistral's error shape;
 - JSON endpoints (``operation.request_kind == "json"``) carrying a body require a JSON
   content type (``application/json`` or ``*/*+json``) -> 415, and a well-formed body -> 400;
   objects with a repeated key are refused too (-> 400), because the guard and upstream might
@@ -12,9 +9,9 @@ Runs on every proxied request before anything goes upstream:
 - multipart endpoints carrying a body require ``multipart/form-data`` -> 415;
 - a request with several ``Content-Type`` headers is refused -> 400.
 
-Body sizes are the core's job (``limits.max_json_body_bytes``, ``limits.max_upload_bytes``):
-it answers 413 before this plugin runs. Single header lines over 16 KiB and more than 128
-header lines are refused by the HTTP parser itself, with its own plain-text 400.
+Sizes are the core's job: request heads are limited while they are read
+(``server.max_header_bytes``, ``server.max_header_count``: 431, :mod:`proxy.door`) and bodies
+before this plugin runs (``limits.max_json_body_bytes``, ``limits.max_upload_bytes``: 413).
 """
 
 from __future__ import annotations
@@ -38,15 +35,11 @@ __all__ = ["VALIDATE_CONFIG", "ValidateConfig"]
 class ValidateConfig:
     """The validation limits, read once at start-up."""
 
-    max_header_count: int
-    max_header_bytes: int
     reject_duplicate_keys: bool
 
 
 VALIDATE_CONFIG = web.AppKey("validate_config", ValidateConfig)
 
-# Per header line: ": " between name and value plus the CRLF that ends it.
-_HEADER_OVERHEAD = 4
 
 
 class _DuplicateKey(ValueError):
@@ -57,13 +50,6 @@ class _DuplicateKey(ValueError):
 def sidecar_settings() -> list[Setting]:
     """Limits on the header set and the strictness of JSON parsing."""
     return [
-        Setting("validate.max_header_count", "int", 100,
-                "Most request header lines accepted; more answer 431.",
-                env="SIDECAR_MAX_HEADER_COUNT", minimum=1),
-        Setting("validate.max_header_bytes", "int", 32 * 1024,
-                "Largest total size of the request header lines (names, values, separators); "
-                "larger sets answer 431.",
-                env="SIDECAR_MAX_HEADER_BYTES", minimum=256),
         Setting("validate.reject_duplicate_keys", "bool", True,
                 "Refuse JSON bodies in which an object repeats a key (400).",
                 env="SIDECAR_REJECT_DUPLICATE_KEYS"),
@@ -75,8 +61,6 @@ def startup(app: web.Application) -> None:
     """Read the limits once."""
     settings = app[SETTINGS]
     app[VALIDATE_CONFIG] = ValidateConfig(
-        max_header_count=int(settings["validate.max_header_count"]),
-        max_header_bytes=int(settings["validate.max_header_bytes"]),
         reject_duplicate_keys=bool(settings["validate.reject_duplicate_keys"]),
     )
 
@@ -85,7 +69,6 @@ def startup(app: web.Application) -> None:
 def on_request(ctx: RequestContext) -> None:
     """Reject requests whose headers or body cannot be what the operation expects."""
     config = ctx.app[VALIDATE_CONFIG]
-    _check_header_set(ctx, config)
     operation = ctx.operation
     request = ctx.request
     if operation is None or not request.body_exists:
@@ -104,18 +87,6 @@ def on_request(ctx: RequestContext) -> None:
     elif operation.request_kind == "multipart" and base != "multipart/form-data":
         raise SidecarError(
             415, f"{where} expects a file upload: send Content-Type: multipart/form-data.")
-
-
-def _check_header_set(ctx: RequestContext, config: ValidateConfig) -> None:
-    raw = ctx.request.raw_headers
-    count = len(raw)
-    size = sum(len(name) + len(value) + _HEADER_OVERHEAD for name, value in raw)
-    if count > config.max_header_count or size > config.max_header_bytes:
-        raise SidecarError(
-            431,
-            f"Request headers too large: {count} header lines of {size} bytes in total; the "
-            f"limits are {config.max_header_count} lines and {config.max_header_bytes} bytes.",
-            type="invalid_request_error", code="request_header_fields_too_large")
 
 
 def _check_json(ctx: RequestContext, config: ValidateConfig) -> None:

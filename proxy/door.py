@@ -64,18 +64,20 @@ class DoorConfig:
     """
 
     header_timeout_seconds: float = 10.0
-    max_header_bytes: int = 64 * 1024
+    max_header_bytes: int = 32 * 1024
     keepalive_timeout: float = 3630.0
     max_line_size: int = 16 * 1024
     max_field_size: int = 16 * 1024
-    max_headers: int = 128
+    max_headers: int = 100
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DoorConfig:
-        """The door ``settings`` ask for (``server.header_timeout_seconds`` and
-        ``server.max_header_bytes``; the rest as their defaults)."""
+        """The door ``settings`` ask for (``server.header_timeout_seconds``,
+        ``server.max_header_bytes`` and ``server.max_header_count``; the rest as their
+        defaults)."""
         return cls(header_timeout_seconds=float(settings["server.header_timeout_seconds"]),
-                   max_header_bytes=int(settings["server.max_header_bytes"]))
+                   max_header_bytes=int(settings["server.max_header_bytes"]),
+                   max_headers=int(settings["server.max_header_count"]))
 
     def handler_kwargs(self) -> dict[str, Any]:
         """The keyword arguments every connection's :class:`DoorHandler` is made with."""
@@ -152,18 +154,23 @@ def parse_reason(exc: BaseException) -> str:
     return reason
 
 
-def refusal_for(status: int, exc: BaseException | None) -> Refusal:
+def refusal_for(status: int, exc: BaseException | None,
+                config: DoorConfig | None = None) -> Refusal:
     """The answer to an error aiohttp reports to ``handle_error`` (``status`` is aiohttp's
-    guess: 400 for a parse error, 500 for an exception, 504 for a handler timeout)."""
+    guess: 400 for a parse error, 500 for an exception, 504 for a handler timeout);
+    ``config`` gives the limits a 431 names."""
     if isinstance(exc, HeaderTimeout):
         return Refusal(SidecarError(408, "The request headers were not received in time.",
                                     type="invalid_request_error", code="request_timeout"),
                        "header timeout")
     if isinstance(exc, HeadersTooLarge | LineTooLong) or (
             isinstance(exc, BadHttpMessage) and exc.message == "Too many headers received"):
-        return Refusal(SidecarError(431, "The request line and headers are too large.",
-                                    type="invalid_request_error",
-                                    code="request_header_fields_too_large"),
+        limits = config or DoorConfig()
+        return Refusal(SidecarError(
+            431, f"The request line and headers are too large: the limits are "
+            f"{limits.max_header_bytes} bytes in all, {limits.max_headers} header lines and "
+            f"{limits.max_field_size} bytes per line.", type="invalid_request_error",
+            code="request_header_fields_too_large"),
                        "headers too large" if not isinstance(exc, LineTooLong)
                        else "line too long")
     if isinstance(exc, web.RequestPayloadError | PayloadEncodingError):
@@ -363,7 +370,7 @@ class DoorHandler(web.RequestHandler):
 
         ``message`` (aiohttp's text, which quotes the request) is never used.
         """
-        refusal = refusal_for(status, exc)
+        refusal = refusal_for(status, exc, self._door_config)
         request_id = os.urandom(16).hex()
         error = refusal.error
         level = logging.ERROR if error.status >= 500 else logging.INFO

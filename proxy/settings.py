@@ -232,10 +232,16 @@ def resolve_all(
     that has one at its default, so later checks can still run and report theirs too."""
     env = os.environ if environ is None else environ
     table: dict[str, Setting] = {}
+    variables: dict[str, str] = {}
     for setting in declared:
         if setting.name in table:
             raise ConfigError([f"setting {setting.name} is declared twice"])
+        if setting.env is not None and setting.env in variables:
+            raise ConfigError([f"settings {variables[setting.env]} and {setting.name} both "
+                               f"read {setting.env}"])
         table[setting.name] = setting
+        if setting.env is not None:
+            variables[setting.env] = setting.name
     tree: Mapping[str, Any] = yaml_data if yaml_data is not None else {}
     if config_file is not None and yaml_data is None:
         tree = load_yaml(config_file)
@@ -359,9 +365,13 @@ def core_settings() -> list[Setting]:
                 "Longest time a caller may take to send a request's line and headers; a "
                 "slower connection is closed.", env="SIDECAR_HEADER_TIMEOUT_SECONDS",
                 minimum=0.001),
-        Setting("server.max_header_bytes", "int", 64 * 1024,
-                "Largest request line plus headers; a larger request gets 431 and its "
-                "connection is closed.", env="SIDECAR_MAX_HEADER_BYTES", minimum=1024),
+        Setting("server.max_header_bytes", "int", 32 * 1024,
+                "Largest request line plus headers, counted while they are read; a larger "
+                "request gets 431 and its connection is closed.",
+                env="SIDECAR_MAX_HEADER_BYTES", minimum=256),
+        Setting("server.max_header_count", "int", 100,
+                "Most request header lines; more get 431 and the connection is closed.",
+                env="SIDECAR_MAX_HEADER_COUNT", minimum=1),
         Setting("ops.token", "str", "",
                 "When set, /metrics and the details of /readyz answer only to "
                 "'Authorization: Bearer <token>'; /healthz and the status of /readyz stay "
