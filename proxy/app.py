@@ -134,6 +134,22 @@ async def not_found(request: web.Request) -> web.Response:
                         code="no_route").to_response()
 
 
+async def expect_continue(request: web.Request) -> web.StreamResponse | None:
+    """``Expect: 100-continue`` answered as aiohttp does; any other expectation is a
+    Mistral-shaped 417 that does not repeat it (aiohttp's own quotes it, and fails on bytes
+    that are not UTF-8)."""
+    if request.version != aiohttp.HttpVersion11:
+        return None
+    expect = request.headers.get("Expect", "")
+    if expect.isascii() and expect.lower() == "100-continue":
+        await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        # The interim response is not the answer's start.
+        request.writer.output_size = 0
+        return None
+    return SidecarError(417, "Only 'Expect: 100-continue' is understood.",
+                        type="invalid_request_error", code="expectation_failed").to_response()
+
+
 def create_app(
     settings: Settings,
     chain: PluginChain,
@@ -158,8 +174,8 @@ def create_app(
     api = ops.main_port_only(forwarder.handle)
     # [\s\S] rather than '.': a decoded %0A in the path must still reach the forwarder, which
     # refuses it in the API's shape, instead of aiohttp's text/plain 404.
-    app.router.add_route("*", r"/v1/{tail:[\s\S]*}", api)
-    app.router.add_route("*", r"/v2/{tail:[\s\S]*}", api)
-    app.router.add_route("*", r"/{tail:[\s\S]*}", not_found)
+    app.router.add_route("*", r"/v1/{tail:[\s\S]*}", api, expect_handler=expect_continue)
+    app.router.add_route("*", r"/v2/{tail:[\s\S]*}", api, expect_handler=expect_continue)
+    app.router.add_route("*", r"/{tail:[\s\S]*}", not_found, expect_handler=expect_continue)
     return app
 

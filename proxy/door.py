@@ -59,15 +59,17 @@ __all__ = ["DoorConfig", "DoorHandler", "DoorRunner", "DoorServer", "HeadGate",
 class DoorConfig:
     """What the door lets in: header deadline and size, and aiohttp's per-line limits.
 
-    ``keepalive_timeout`` is aiohttp's own default (the value in effect before the door);
-    ``max_line_size`` and ``max_field_size`` are those ``proxy.app.create_app`` sets.
+    ``keepalive_timeout``, ``max_line_size`` and ``max_field_size`` are aiohttp's own
+    defaults.
     """
 
     header_timeout_seconds: float = 10.0
     max_header_bytes: int = 32 * 1024
     keepalive_timeout: float = 3630.0
-    max_line_size: int = 16 * 1024
-    max_field_size: int = 16 * 1024
+    # aiohttp's defaults, which HTTP servers upstream share: a longer line would only be
+    # refused there, in their own words.
+    max_line_size: int = 8190
+    max_field_size: int = 8190
     max_headers: int = 100
 
     @classmethod
@@ -425,5 +427,26 @@ class DoorRunner(web.AppRunner):
         # aiohttp's own server gives the application's request handler and factory (and runs
         # its start-up); the door serves them through its own handlers.
         plain = await super()._make_server()
-        return DoorServer(plain.request_handler, request_factory=plain.request_factory,
-                          door=self.door, loop=asyncio.get_running_loop())
+        return DoorServer(json_http_errors(plain.request_handler),
+                          request_factory=plain.request_factory, door=self.door,
+                          loop=asyncio.get_running_loop())
+
+
+def json_http_errors(handler: _Handler) -> _Handler:
+    """``handler`` with aiohttp's own HTTP errors (no route for ``CONNECT`` or an empty
+    path, an ``Expect`` it does not know) answered in Mistral's shape: the status and its
+    standard phrase, never a byte of the request. The sidecar's own handlers answer with
+    :class:`~proxy.errors.SidecarError`, so every ``HTTPException`` seen here is aiohttp's."""
+
+    async def handle(request: web.BaseRequest) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            response = SidecarError(exc.status, f"{exc.reason}.").to_response(
+                {"X-Request-ID": os.urandom(16).hex()})
+            response.force_close()
+            return response
+
+    return handle

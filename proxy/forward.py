@@ -22,7 +22,7 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-from proxy import STOP_OBSERVING
+from proxy import STOP_OBSERVING, jsoncodec
 from proxy.canonical import CanonicalTarget, canonical_target, upstream_path
 from proxy.chain import HookCaller, PluginChain, await_me_maybe
 from proxy.context import (
@@ -224,6 +224,12 @@ class Forwarder:
             if not ctx.body and length and "Content-Encoding" in request.headers:
                 # A compressed stream cut before its first block decodes to nothing.
                 raise _unreadable_body()
+            if jsoncodec.has_lone_surrogate(ctx.body):
+                # Refused before any plugin sees it: no database, log line or upstream
+                # request could carry such a string.
+                raise SidecarError(
+                    400, "The JSON body escapes half of a UTF-16 surrogate pair on its own "
+                    "(\\ud800 to \\udfff): that is not text.", code="invalid_unicode")
         elif length is not None and length > self.max_upload:
             raise SidecarError(
                 413, f"Request body of {length} bytes exceeds the upload limit of "

@@ -61,3 +61,16 @@ def dumps(value: Any) -> str:
         return orjson.dumps(value).decode()
     except (TypeError, orjson.JSONEncodeError):
         return _STDLIB_COMPACT.encode(value)
+
+
+def has_lone_surrogate(data: bytes) -> bool:
+    """Whether the JSON text ``data`` escapes half of a UTF-16 surrogate pair on its own
+    (``"\\ud800"``): :mod:`json` reads it as a string no UTF-8 encoder, database or log line
+    can take. Cheap for the bodies that cannot hold one (no ``\\ud`` escape at all)."""
+    if data.find(b"\\ud") == -1 and data.find(b"\\uD") == -1:
+        return False
+    try:
+        orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        return "surrogate" in str(exc)
+    return False

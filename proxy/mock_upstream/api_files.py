@@ -72,6 +72,12 @@ async def upload_file(request: web.Request) -> web.Response:
                 stored = await _store_part(part, path)
             elif part.name:
                 fields[part.name] = await part.text()
+    except ValueError:
+        # A multipart body cut short or malformed is the client's mistake, as upstream says.
+        path.unlink(missing_ok=True)
+        raise validation_failed(
+            [{"type": "value_error", "loc": ["body"], "msg": "Malformed multipart body",
+              "input": None}]) from None
     except BaseException:
         path.unlink(missing_ok=True)
         raise

@@ -303,3 +303,70 @@ async def test_paths_outside_the_api_are_a_json_404_that_repeats_nothing(
     _assert_refused(reply, 404, "no_route")
     assert target.encode() not in reply.body and b"sk-sidecar" not in reply.body
     assert await _upstream_paths(mock_upstream) == []
+
+
+@pytest.mark.parametrize(("head", "status"), [
+    ("CONNECT /v1/agents HTTP/1.1", 404),          # no route takes CONNECT
+    ("GET http://localhost:1 HTTP/1.1", 404),      # an absolute form without a path
+    ("GET /v1/models HTTP/1.1\nExpect: Bearer {key}", 417),
+    ("GET /v1/models HTTP/1.1\nExpect: \xff\xfe", 417),
+])
+async def test_aiohttp_s_own_refusals_are_mistral_shaped_and_repeat_nothing(
+    sidecar: Sidecar, reader: Key, mock_upstream: MockUpstream, head: str, status: int
+) -> None:
+    reply = await raw_request(sidecar.url, head.format(key=reader.key)
+                              + f"\nAuthorization: Bearer {reader.key}")
+    assert reply.status == status, reply.body
+    assert reply.headers["content-type"].startswith("application/json")
+    assert is_mistral_error(reply.json)
+    assert reader.key.encode() not in reply.body
+    assert await _upstream_paths(mock_upstream) == []
+
+
+@pytest.mark.parametrize("body", [
+    b'{"model": "mistral-embed\\ud800", "input": ["hi"]}',
+    b'{"model": "mistral-embed", "input": ["\\udc00 low first"]}',
+])
+async def test_a_lone_surrogate_in_a_json_body_is_refused_before_any_plugin(
+    sidecar: Sidecar, user: Key, mock_upstream: MockUpstream, body: bytes
+) -> None:
+    reply = await raw_request(
+        sidecar.url, f"POST /v1/embeddings HTTP/1.1\nAuthorization: Bearer {user.key}\n"
+        "Content-Type: application/json", body)
+    _assert_refused(reply, 400, "invalid_unicode")
+    assert await _upstream_paths(mock_upstream) == []
+
+
+async def test_a_surrogate_pair_and_an_escaped_backslash_are_fine(
+    sidecar: Sidecar, user: Key
+) -> None:
+    body = b'{"model": "mistral-embed", "input": ["\\ud83d\\ude00 and \\\\ud800"]}'
+    reply = await raw_request(
+        sidecar.url, f"POST /v1/embeddings HTTP/1.1\nAuthorization: Bearer {user.key}\n"
+        "Content-Type: application/json", body)
+    assert reply.status == 200, reply.body
+
+
+async def test_a_header_line_upstream_would_refuse_is_refused_at_the_door(
+    sidecar: Sidecar, reader: Key, mock_upstream: MockUpstream
+) -> None:
+    reply = await raw_request(sidecar.url, f"GET /v1/models HTTP/1.1\nVia: {'x' * 9000}\n"
+                                           f"Authorization: Bearer {reader.key}")
+    _assert_refused(reply, 431, "request_header_fields_too_large")
+    assert b"xxxx" not in reply.body
+    assert await _upstream_paths(mock_upstream) == []
+
+
+async def test_broken_uploads_of_one_tenant_do_not_open_the_breaker_for_others(
+    sidecar: Sidecar, user: Key
+) -> None:
+    other = await create_key(sidecar.env, "gus", "read_only", "globex")
+    truncated = (b'--b\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n'
+                 b'--b\r\nContent-Disposition: form-data; name="file"; filename="x.jsonl"\r\n'
+                 b'Content-Type: application/octet-stream\r\n\r\n{"a": 1}\n')
+    for _ in range(12):
+        reply = await raw_request(
+            sidecar.url, f"POST /v1/files HTTP/1.1\nAuthorization: Bearer {user.key}\n"
+            "Content-Type: multipart/form-data; boundary=b", truncated)
+        assert reply.status < 500, reply.body
+    assert (await call(sidecar.url, "GET", "/v1/models", other.key)).status == 200

@@ -183,7 +183,7 @@ def _headers(count: int, size: int = 1024) -> str:
 
 async def test_a_head_larger_than_the_limit_gets_json_431_and_is_closed(
         sidecar: Sidecar) -> None:
-    # Every line is far below aiohttp's per-line limit (16 KiB); together they are not.
+    # Every line is far below the per-line limit (8190 bytes); together they are not.
     big = request_head(sidecar.url, extra=_headers(12) + f"Authorization: Bearer {KEY}\r\n")
     answer = await exchange(sidecar.url, big)
     assert_mistral_error(answer, 431, "request_header_fields_too_large")
