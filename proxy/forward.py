@@ -228,8 +228,9 @@ class Forwarder:
                 # Refused before any plugin sees it: no database, log line or upstream
                 # request could carry such a string.
                 raise SidecarError(
-                    400, "The JSON body escapes half of a UTF-16 surrogate pair on its own "
-                    "(\\ud800 to \\udfff): that is not text.", code="invalid_unicode")
+                    400, "The JSON body is not valid Unicode text: it holds half of a UTF-16 "
+                    "surrogate pair on its own (\\ud800 to \\udfff), escaped or encoded.",
+                    code="invalid_unicode")
         elif length is not None and length > self.max_upload:
             raise SidecarError(
                 413, f"Request body of {length} bytes exceeds the upload limit of "

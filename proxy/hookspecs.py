@@ -227,6 +227,9 @@ def on_event(app: web.Application, ctx: RequestContext | None, name: str,
     - ``breaker.rejected`` {state}
     - ``keypool.cooldown`` {key_index, status, seconds}
     - ``guard.detection`` {rule, field, mode}
+    - ``moderation.call`` {status, http_status, seconds, texts},
+      ``moderation.decision`` {decision, cached, categories}
+    - ``output_guard.detection`` {pattern, field, count, action}
     - ``auth.denied`` {status, reason}
     - ``persistence.spooled`` {records}, ``persistence.replayed`` {records},
       ``persistence.write_failed`` {error}

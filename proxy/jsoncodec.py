@@ -64,9 +64,15 @@ def dumps(value: Any) -> str:
 
 
 def has_lone_surrogate(data: bytes) -> bool:
-    """Whether the JSON text ``data`` escapes half of a UTF-16 surrogate pair on its own
-    (``"\\ud800"``): :mod:`json` reads it as a string no UTF-8 encoder, database or log line
-    can take. Cheap for the bodies that cannot hold one (no ``\\ud`` escape at all)."""
+    """Whether the JSON text ``data`` holds half of a UTF-16 surrogate pair on its own,
+    escaped (``"\\ud800"``) or encoded as if it were a character (bytes ``ED A0 80``, which
+    :mod:`json` decodes with ``surrogatepass``): a string no UTF-8 encoder, database or log
+    line can take. Cheap for the bodies that cannot hold one."""
+    if data.find(b"\xed") != -1:
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError:
+            return True
     if data.find(b"\\ud") == -1 and data.find(b"\\uD") == -1:
         return False
     try:

@@ -332,7 +332,8 @@ def _default_data_dir() -> str:
 #: record, and around-advice last (retry outermost, key pool innermost).
 DEFAULT_CHAIN = (
     "logs", "metrics", "tracing", "store", "auth", "validate", "guard", "ratelimit",
-    "concurrency", "persistence", "retry", "breaker", "keypool", "via",
+    "concurrency", "moderation", "output_guard", "persistence", "retry", "breaker", "keypool",
+    "via",
 )
 
 

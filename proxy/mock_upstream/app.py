@@ -18,6 +18,7 @@ from . import (
     api_embeddings,
     api_files,
     api_models,
+    api_moderations,
     control,
 )
 from .config import MockConfig
@@ -55,6 +56,7 @@ def create_mock_app(config: MockConfig | None = None) -> web.Application:
         api_conversations,
         api_files,
         api_batch,
+        api_moderations,
     ):
         app.add_routes(module.routes)
     app.cleanup_ctx.append(_upload_dir)

@@ -326,6 +326,7 @@ async def test_aiohttp_s_own_refusals_are_mistral_shaped_and_repeat_nothing(
 @pytest.mark.parametrize("body", [
     b'{"model": "mistral-embed\\ud800", "input": ["hi"]}',
     b'{"model": "mistral-embed", "input": ["\\udc00 low first"]}',
+    b'{"model": "mistral-embed", "input": ["\xed\xa0\x80 encoded as UTF-8"]}',
 ])
 async def test_a_lone_surrogate_in_a_json_body_is_refused_before_any_plugin(
     sidecar: Sidecar, user: Key, mock_upstream: MockUpstream, body: bytes
