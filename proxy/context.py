@@ -64,6 +64,8 @@ class Timing:
     upstream_started: float | None = None
     upstream_headers: float | None = None
     first_byte_sent: float | None = None
+    #: When the first event carrying output (a token) of a stream was forwarded.
+    first_token: float | None = None
     finished: float | None = None
 
     def duration(self) -> float | None:

@@ -405,6 +405,8 @@ class Forwarder:
                             if assembler is None:
                                 assembler = assembler_for(event)
                             assembler.add(event)
+                            if ctx.timing.first_token is None and assembler.has_output:
+                                ctx.timing.first_token = _now()
                             for observe in observers:
                                 if observe(ctx, event) is STOP_OBSERVING:
                                     observers = tuple(o for o in observers if o is not observe)

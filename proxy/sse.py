@@ -92,6 +92,8 @@ class ChatStreamAssembler:
         self.choices: dict[int, dict[str, Any]] = {}
         self.usage: Any = None
         self.done = False
+        #: Whether an event carried output yet (content or a tool call): the first token.
+        self.has_output = False
 
     def add(self, event: SSEEvent) -> None:
         """Fold one event in."""
@@ -120,6 +122,8 @@ class ChatStreamAssembler:
         if delta.get("role"):
             message["role"] = delta["role"]
         content = delta.get("content")
+        if content or delta.get("tool_calls"):
+            self.has_output = True
         if isinstance(content, str):
             if isinstance(message["content"], str):
                 message["content"] += content
@@ -197,6 +201,8 @@ class ConversationStreamAssembler:
         self.error: dict[str, Any] | None = None
         self.started_at: str | None = None
         self.done_at: str | None = None
+        #: Whether an event carried output yet (message text or function-call arguments).
+        self.has_output = False
 
     def add(self, event: SSEEvent) -> None:
         """Fold one event in."""
@@ -232,11 +238,14 @@ class ConversationStreamAssembler:
         content = data.get("content")
         if kind == "message.output.delta" and content is not None:
             _append_content(entry, content)
+            self.has_output = self.has_output or bool(content)
         arguments = data.get("arguments")
         if isinstance(arguments, str) and kind in ("function.call.delta",
                                                    "tool.execution.started",
                                                    "tool.execution.delta"):
             entry["arguments"] = entry.get("arguments", "") + arguments
+            if kind == "function.call.delta" and arguments:
+                self.has_output = True
 
     def result(self) -> dict[str, Any]:
         """The reassembled conversation response."""

@@ -157,3 +157,21 @@ async def test_state_changes_are_recorded_when_the_caller_hangs_up(
     counts = sidecar.app[ENDS]
     await wait_for(lambda: sum(counts.values()) >= 7)
     assert set(counts.values()) == {1}
+
+
+async def test_the_first_token_of_a_stream_is_timed_by_the_core(
+    start_sidecar: SidecarFactory, mock_upstream: MockUpstream
+) -> None:
+    from tests.observability.obs_contexts import CONTEXTS
+
+    sidecar = await start_sidecar(SIDECAR_PLUGINS="tests.observability.obs_contexts")
+    await mock_upstream.settings(token_interval_ms=30)
+    await _post(sidecar, {**CHAT, "stream": True}, "streamed")
+    await _post(sidecar, CHAT, "plain")
+    by_id = {ctx.request_id: ctx for ctx in sidecar.app[CONTEXTS]}
+    timing = by_id["streamed"].timing
+    assert timing.first_token is not None and timing.finished is not None
+    assert timing.first_byte_sent is not None
+    # The role-only first chunk is not a token; the first content is, and more follow it.
+    assert timing.first_byte_sent < timing.first_token < timing.finished - 0.03
+    assert by_id["plain"].timing.first_token is None
