@@ -117,6 +117,10 @@ class PluginChain:
             self.pm.check_pending()
         except pluggy.PluginValidationError as exc:
             raise ConfigError([f"plugins.chain (SIDECAR_PLUGINS): {exc}"]) from None
+        problems = [line for name, plugin in plugins for line in _unsupported_options(
+            name, self.pm.get_hookcallers(plugin) or ())]
+        if problems:
+            raise ConfigError(problems)
         self._order = {name: i for i, name in enumerate(names)}
         self._cache: dict[str, tuple[HookCaller, ...]] = {}
         self._event_cache: dict[str, tuple[HookCaller, ...]] = {}
@@ -175,6 +179,31 @@ class PluginChain:
             )
             rows.append((name, module, hooks))
         return rows
+
+
+#: pluggy hookimpl options the core does not honour: it calls every implementation itself, in
+#: chain order (so order comes from ``plugins.chain``, not ``tryfirst``/``trylast``), and
+#: awaits what they return (so there is no generator to wrap the others with).
+_UNSUPPORTED_OPTIONS = {
+    "hookwrapper": "wrappers are not supported: use wrap_upstream to wrap the upstream call",
+    "wrapper": "wrappers are not supported: use wrap_upstream to wrap the upstream call",
+    "tryfirst": "the order is plugins.chain's: move the plugin in the chain instead",
+    "trylast": "the order is plugins.chain's: move the plugin in the chain instead",
+}
+
+
+def _unsupported_options(plugin_name: str, hooks: Any) -> list[str]:
+    """One line per hookimpl option of ``plugin_name`` the core would silently ignore."""
+    problems = []
+    for hook in hooks:
+        for impl in hook.get_hookimpls():
+            if impl.plugin_name != plugin_name:
+                continue
+            for option, why in _UNSUPPORTED_OPTIONS.items():
+                if getattr(impl, option, False):
+                    problems.append(f"plugins.chain (SIDECAR_PLUGINS): plugin {plugin_name!r}: "
+                                    f"{hook.name} is marked {option}=True; {why}")
+    return problems
 
 
 async def await_me_maybe(value: Any) -> Any:

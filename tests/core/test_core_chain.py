@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -225,3 +226,27 @@ def test_a_plugin_with_its_own_observer_gets_events_through_it_in_chain_order() 
     only_own = web.Application()
     only_own[PLUGINS] = PluginChain(["tests.core.event_plugins:own"])
     assert emitter(only_own, "guard.detection") is None
+
+
+@pytest.mark.parametrize("option", ["hookwrapper", "wrapper", "tryfirst", "trylast"])
+def test_hookimpl_options_the_core_would_ignore_stop_start_up_with_one_line(
+    option: str,
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        PluginChain([f"tests.core.option_plugins:{option}"])
+    (line,) = caught.value.problems
+    assert f"{option}=True" in line and "tests.core.option_plugins" in line
+    result = subprocess.run(
+        [sys.executable, "-m", "proxy.cli", "check-config"], capture_output=True, text=True,
+        env={"PATH": "/usr/bin:/bin", "SIDECAR_PLUGINS": f"tests.core.option_plugins:{option}"},
+        cwd=Path(__file__).resolve().parents[2], timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.count("configuration error") == 1 and f"{option}=True" in result.stderr
+
+
+async def test_hookimpl_options_the_core_honours_load_and_run(
+    start_sidecar: SidecarFactory,
+) -> None:
+    sidecar = await start_sidecar(SIDECAR_PLUGINS="tests.core.option_plugins:honoured")
+    status, _ = await _post(sidecar.url, CHAT)
+    assert status == 200
