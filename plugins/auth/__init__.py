@@ -18,6 +18,7 @@ Needs the ``store`` plugin before it in the chain.
 from __future__ import annotations
 
 import argparse
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,8 +32,11 @@ from plugins.auth.authenticate import (
     PassthroughPolicy,
     passthrough_identity,
 )
-from plugins.auth.cache import LookupCache, StoreHealth, StoreUnreachable
-from plugins.auth.keystore import KeyRecord, KeyStore
+from plugins.auth.cache import StoreHealth, StoreUnreachable
+from plugins.auth.keysnapshot import RELATIVE_PATH as KEY_SNAPSHOT_PATH
+from plugins.auth.keysnapshot import KeySnapshot
+from plugins.auth.keystore import KeyStore
+from plugins.auth.keytable import KeyTable
 from plugins.auth.listing import LISTS, ListPlan, plan_for, wrap_list
 from plugins.auth.ownership import CONVERSATION, Ownership, OwnershipStore
 from plugins.auth.permissions import (
@@ -46,7 +50,8 @@ from plugins.auth.permissions import (
 from plugins.auth.references import form_fields, form_references
 from plugins.auth.spool import OwnershipSpool
 from plugins.auth.tenancy import CREATES, Target, Tenancy
-from plugins.store import DATABASE
+from plugins.store import DATABASE, STORE_STATUS
+from plugins.store.deadline import within
 from proxy import STOP_OBSERVING, StopObserving, hookimpl
 from proxy.app import SETTINGS
 from proxy.context import Identity, RequestContext, UpstreamCall
@@ -68,6 +73,7 @@ class AuthState:
     mode: str
     roles: RoleTable
     health: StoreHealth
+    keys: KeyTable
     authenticator: Authenticator
     passthrough: PassthroughPolicy
     ownership: OwnershipStore
@@ -102,16 +108,25 @@ def sidecar_settings() -> list[Setting]:
                 "Role table: role name -> list of actions it may perform (* for all). "
                 "Unlisted actions are denied.", check=check_roles),
         Setting("auth.cache_ttl_seconds", "float", 2.0,
-                "How long a key or ownership lookup is reused before the database is asked "
-                "again; a revoked or rotated key stops working on every replica within this "
-                "time.", env="SIDECAR_AUTH_CACHE_TTL_SECONDS", minimum=0),
+                "How often every replica re-reads the key table it serves keys from (and how "
+                "long an ownership lookup is reused); a revoked or rotated key stops working "
+                "on every replica within this time. 0 re-reads the caller's key on every "
+                "request.", env="SIDECAR_AUTH_CACHE_TTL_SECONDS", minimum=0),
         Setting("auth.stale_ttl_seconds", "float", 3600.0,
-                "While the database is unreachable, keys and ownership seen within this many "
-                "seconds keep working from memory (unknown keys get 503).",
+                "While the database is unreachable, keys and ownership it vouched for within "
+                "this many seconds keep working from memory (unknown keys get 503); also the "
+                "oldest key snapshot a replica starting during an outage serves from.",
                 env="SIDECAR_AUTH_STALE_TTL_SECONDS", minimum=0),
         Setting("auth.db_timeout_seconds", "float", 2.0,
-                "A key or ownership lookup slower than this counts as a database outage.",
-                env="SIDECAR_AUTH_DB_TIMEOUT_SECONDS", minimum=0.01),
+                "A key or ownership query slower than this counts as a database outage; "
+                "requests then answer from memory until a background probe finds the "
+                "database back.", env="SIDECAR_AUTH_DB_TIMEOUT_SECONDS", minimum=0.01),
+        Setting("auth.key_snapshot", "bool", True,
+                "PostgreSQL: keep the key table (ids, roles, owners and secret hashes, never "
+                "secrets) in <data dir>/auth/keys.json (mode 0600), so that a replica "
+                "starting while the database is unreachable serves the keys that existed "
+                "before; without it such a replica refuses to start.",
+                env="SIDECAR_AUTH_KEY_SNAPSHOT"),
         Setting("auth.passthrough.role", "str", "user",
                 "Role of passthrough callers not listed in auth.passthrough.roles.",
                 env="SIDECAR_AUTH_PASSTHROUGH_ROLE"),
@@ -170,26 +185,38 @@ def validate_settings(settings: Settings) -> list[str]:
 #: Under ``server.data_dir``: ownership records waiting for the database.
 SPOOL_DIR = Path("spool") / "auth"
 
+#: PostgreSQL unreachable at start-up does not stop the store: this plugin decides, serving
+#: keys from its snapshot or refusing to start (see :data:`plugins.store.SERVES_WITHOUT_DATABASE`).
+serves_without_database = True
+
 
 @hookimpl
 def startup(app: web.Application) -> Any:
-    """Build the key cache, ownership store and role table; replay spooled ownership."""
+    """Load the key table (from the database, else from its snapshot), build the ownership
+    store and role table, replay spooled ownership, start the background key refresh."""
     settings = app[SETTINGS]
     db = app.get(DATABASE)
     if db is None:
         raise RuntimeError("the auth plugin needs the store plugin before it in plugins.chain")
     ttl = float(settings["auth.cache_ttl_seconds"])
     stale = float(settings["auth.stale_ttl_seconds"])
-    health = StoreHealth(float(settings["auth.db_timeout_seconds"]))
-    key_cache: LookupCache[str, KeyRecord] = LookupCache(health, ttl, ttl, stale)
+    health = StoreHealth(float(settings["auth.db_timeout_seconds"]),
+                         probe=functools.partial(db.fetchone, "SELECT 1 AS ok"))
+    snapshot = None
+    # The embedded SQLite file is always there: nothing to ride out, no copy of it needed.
+    if settings["auth.key_snapshot"] and db.dialect != "sqlite":
+        snapshot = KeySnapshot(Path(settings["server.data_dir"]) / KEY_SNAPSHOT_PATH)
+    keys = KeyTable(KeyStore(db), health, refresh_interval=ttl, stale_ttl=stale,
+                    snapshot=snapshot)
     spool = OwnershipSpool(Path(settings["server.data_dir"]) / SPOOL_DIR)
     ownership = OwnershipStore(db, health, spool, cache_ttl=max(ttl, 30.0), negative_ttl=ttl,
                                stale_ttl=stale)
-    app[AUTH] = AuthState(
+    state = AuthState(
         mode=settings["auth.mode"],
         roles=RoleTable(settings["auth.roles"], settings["auth.unmapped_roles"]),
         health=health,
-        authenticator=Authenticator(KeyStore(db), key_cache),
+        keys=keys,
+        authenticator=Authenticator(keys),
         passthrough=PassthroughPolicy(settings["auth.passthrough.role"],
                                       dict(settings["auth.passthrough.roles"]),
                                       settings["auth.passthrough.org"]),
@@ -199,30 +226,91 @@ def startup(app: web.Application) -> Any:
         scan_max_items=int(settings["auth.list_scan_max_items"]),
         max_form_bytes=int(settings["limits.max_upload_bytes"]),
     )
-    return ownership.start()
+    app[AUTH] = state
+    return _start(app, state, float(settings["db.startup_wait_seconds"]))
+
+
+async def _start(app: web.Application, state: AuthState, wait: float) -> None:
+    try:
+        if state.mode == "keys":
+            await _load_keys(app, state, wait)
+        else:
+            # Passthrough callers need no key table, but nothing vouches for old resources
+            # without the database: start only with it, as always.
+            await _wait_for_database(app, wait, "")
+        await state.ownership.start()
+    except BaseException:
+        # No shutdown hook runs when a start-up fails, and the pool the store opened would
+        # keep the process from exiting (its workers outlive cancellation): close it here.
+        await state.health.close()
+        db = app.get(DATABASE)
+        if db is not None:
+            await db.close()
+        raise
+    if state.mode == "keys":
+        state.keys.start()
+
+
+async def _load_keys(app: web.Application, state: AuthState, wait: float) -> None:
+    problem = await state.keys.load()
+    if problem is None:
+        return
+    # No usable snapshot: wait for the database, as a start-up always has.
+    await _wait_for_database(app, wait, f", and {problem}")
+    try:
+        await within(state.keys.read_all(), state.health.timeout)
+    except Exception as exc:
+        raise RuntimeError(f"cannot read API keys: {exc or type(exc).__name__}") from None
+    state.health.succeeded()
+    await state.keys.save_snapshot()
+
+
+async def _wait_for_database(app: web.Application, wait: float, why_not_without: str
+                             ) -> None:
+    """Return once the store's database opens; raise (one line) if it does not in time."""
+    status = app.get(STORE_STATUS)
+    if status is None or await status.wait_open(wait):
+        return
+    if status.schema_behind:
+        raise RuntimeError(status.problem)
+    raise RuntimeError(f"{status.problem or 'database unreachable'}{why_not_without}")
 
 
 @hookimpl
 def shutdown(app: web.Application) -> Any:
-    """Try once more to write spooled ownership records (the rest wait in the spool)."""
+    """Stop the key refresh; try once more to write spooled ownership records (the rest wait
+    in the spool)."""
     state = app.get(AUTH)
-    return state.ownership.close() if state is not None else None
+    if state is None:
+        return None
+
+    async def stop() -> None:
+        await state.keys.close()
+        await state.ownership.close()
+        await state.health.close()
+
+    return stop()
 
 
 @hookimpl
 def readiness(app: web.Application) -> dict[str, Any] | None:
-    """Mode, whether lookups currently reach the database, and cache sizes (no secrets)."""
+    """Mode, whether lookups currently reach the database, where keys come from (no
+    secrets)."""
     state = app.get(AUTH)
     if state is None:
         return None
-    return {"auth": {
+    report: dict[str, Any] = {
         "ok": True,
         "mode": state.mode,
-        "store": ("unreachable, serving cached keys" if state.health.last_ok is False
+        "store": ("unreachable, serving keys from memory" if state.health.down
                   else "reachable"),
-        "cached_keys": len(state.authenticator.cache),
         "pending_ownership": len(state.ownership.pending),
-    }}
+    }
+    if state.mode == "keys":
+        age = state.keys.age()
+        report.update(keys=len(state.keys), key_source=state.keys.source,
+                      key_table_age_seconds=None if age is None else round(age, 1))
+    return {"auth": report}
 
 
 @hookimpl

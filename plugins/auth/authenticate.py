@@ -1,8 +1,9 @@
 """Turning a request's credentials into an :class:`~proxy.context.Identity`.
 
-``keys`` mode: the caller presents a sidecar key, looked up by its id through a short-lived
-cache (so a revoked key stops working everywhere within ``auth.cache_ttl_seconds``) and
-checked against the stored hash in constant time. ``passthrough`` mode: the caller presents
+``keys`` mode: the caller presents a sidecar key, looked up by its id in the key table held
+in memory (:mod:`plugins.auth.keytable`, refreshed in the background so a revoked key stops
+working everywhere within ``auth.cache_ttl_seconds``) and checked against the stored hash in
+constant time. ``passthrough`` mode: the caller presents
 its own Mistral key, which goes upstream; its identity is the key's fingerprint.
 
 Failures raise :class:`AuthFailure` carrying the status (401, or 503 when the store cannot be
@@ -15,9 +16,9 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from plugins.auth.cache import LookupCache, StoreUnreachable
+from plugins.auth.cache import StoreUnreachable
 from plugins.auth.keys import fingerprint, parse_key, secret_matches
-from plugins.auth.keystore import KeyRecord, KeyStore
+from plugins.auth.keytable import KeyTable
 from proxy.context import Identity
 
 
@@ -64,23 +65,11 @@ class PassthroughPolicy:
 
 
 class Authenticator:
-    """Checks sidecar keys against the key store, through a cache."""
+    """Checks sidecar keys against the key table."""
 
-    def __init__(self, keystore: KeyStore, cache: LookupCache[str, KeyRecord],
-                 wall: Callable[[], float] = time.time, recheck_after: float = 0.2) -> None:
-        self.keystore = keystore
-        self.cache = cache
+    def __init__(self, keys: KeyTable, wall: Callable[[], float] = time.time) -> None:
+        self.keys = keys
         self.wall = wall
-        #: A cached key whose secret does not match is re-read from the database if the
-        #: entry is at least this old (so a just-rotated key works at once, while wrong
-        #: secrets cost at most a few queries per second).
-        self.recheck_after = recheck_after
-
-    async def _lookup(self, key_id: str, max_age: float | None = None) -> KeyRecord | None:
-        try:
-            return await self.cache.get(key_id, self.keystore.get, max_age)
-        except StoreUnreachable:
-            raise AuthFailure(503, "store_unavailable", _UNAVAILABLE) from None
 
     async def identify(self, authorization: str | None) -> Identity:
         """The identity behind a sidecar key, or :class:`AuthFailure`."""
@@ -91,18 +80,19 @@ class Authenticator:
         presented = parse_key(token)
         if presented is None:
             raise AuthFailure(401, "malformed", _INVALID)
-        record = await self._lookup(presented.key_id)
-        if record is None:
-            raise AuthFailure(401, "unknown_key", _INVALID)
-        if not secret_matches(presented.key_id, presented.secret, record.secret_hash):
-            # The cached hash may predate a rotation: re-read it unless it is brand new.
-            record = await self._lookup(presented.key_id, max_age=self.recheck_after)
+        try:
+            record = await self.keys.lookup(presented.key_id)
             if record is None:
                 raise AuthFailure(401, "unknown_key", _INVALID)
             if not secret_matches(presented.key_id, presented.secret, record.secret_hash):
-                if self.cache.health.down:
-                    raise AuthFailure(503, "store_unavailable", _UNAVAILABLE)
-                raise AuthFailure(401, "wrong_secret", _INVALID)
+                # The hash in memory may predate a rotation: re-read that key.
+                record = await self.keys.recheck(presented.key_id)
+                if record is None:
+                    raise AuthFailure(401, "unknown_key", _INVALID)
+                if not secret_matches(presented.key_id, presented.secret, record.secret_hash):
+                    raise AuthFailure(401, "wrong_secret", _INVALID)
+        except StoreUnreachable:
+            raise AuthFailure(503, "store_unavailable", _UNAVAILABLE) from None
         status = record.status(self.wall())
         if status == "revoked":
             raise AuthFailure(401, "revoked", "This API key has been revoked.")

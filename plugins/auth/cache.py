@@ -1,18 +1,23 @@
-"""A small lookup cache in front of the database that rides out outages.
+"""A small lookup cache in front of the database that rides out outages, and the shared
+record of whether the database is down.
 
 Every entry is *fresh* for ``ttl`` seconds (``negative_ttl`` for "not found"), after which the
 next lookup asks the database again. An entry is kept as *last known good* for ``stale_ttl``
 seconds and used only when the database cannot answer, so a database outage does not turn
 callers that were just served into failures. Lookups for the same key share one query.
 
-Outages are remembered in :class:`StoreHealth` for ``retry_after`` seconds so that, during an
-outage, requests answer from the cache at once instead of each waiting for a timeout.
+Once a query fails, :class:`StoreHealth` says the database is down and nothing on the request
+path asks it again: lookups answer from what is known at once, until a background probe (never
+a request) finds the database back.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
+import inspect
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable, Iterable
@@ -20,9 +25,15 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from plugins.store.db import DatabaseUnavailable
+from plugins.store.deadline import within
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
+
+logger = logging.getLogger("mistral_sidecar.auth")
+
+#: What counts as "the database cannot answer" (anything else is a bug, and raised).
+OUTAGES = (DatabaseUnavailable, TimeoutError, OSError)
 
 
 class StoreUnreachable(Exception):
@@ -30,44 +41,99 @@ class StoreUnreachable(Exception):
 
 
 class StoreHealth:
-    """Whether the database was recently found unreachable (shared by the caches)."""
+    """Whether the database is down, shared by the key table and the ownership store.
 
-    def __init__(self, timeout: float, retry_after: float = 1.0,
+    :meth:`run` bounds every query by ``timeout``; the first that fails marks the database
+    down, and from then on :meth:`run` refuses at once. A probe task then calls ``probe``
+    every ``probe_interval`` seconds and, on its first success, marks the database up again
+    and calls the ``on_recovery`` listeners.
+    """
+
+    def __init__(self, timeout: float, probe: Callable[[], Awaitable[object]],
+                 probe_interval: float = 1.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.timeout = timeout
-        self.retry_after = retry_after
+        self.probe = probe
+        self.probe_interval = probe_interval
         self.clock = clock
-        self._down_until = 0.0
+        self._down = False
+        #: When the current outage was noticed (``None`` while up).
+        self.down_since: float | None = None
         self.failures = 0
         #: Outcome of the latest query (``None`` before the first).
         self.last_ok: bool | None = None
+        self._listeners: list[Callable[[], None]] = []
+        self._prober: asyncio.Task[None] | None = None
 
     @property
     def down(self) -> bool:
-        """True while a recent failure says not to try the database yet."""
-        return self.clock() < self._down_until
+        """True from a failed query until the probe finds the database back."""
+        return self._down
+
+    def on_recovery(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` each time the database comes back."""
+        self._listeners.append(listener)
 
     def failed(self) -> None:
-        """Record a failed query."""
+        """Record a failed query: the database is down until the probe says otherwise."""
         self.failures += 1
         self.last_ok = False
-        self._down_until = self.clock() + self.retry_after
+        if self._down:
+            return
+        self._down = True
+        self.down_since = self.clock()
+        logger.warning("database unreachable: keys and ownership answer from memory until it "
+                       "is back")
+        if self._prober is None or self._prober.done():
+            with contextlib.suppress(RuntimeError):  # no running loop: nothing to probe with
+                self._prober = asyncio.get_running_loop().create_task(
+                    self._probe_loop(), name="auth-store-probe")
 
     def succeeded(self) -> None:
-        """Record a successful query."""
+        """Record a successful query (or probe)."""
         self.last_ok = True
-        self._down_until = 0.0
+        if not self._down:
+            return
+        self._down = False
+        self.down_since = None
+        logger.info("database reachable again")
+        for listener in self._listeners:
+            listener()
 
     async def run(self, query: Awaitable[V]) -> V:
-        """Await ``query`` within the timeout; outages raise :class:`StoreUnreachable`."""
+        """Await ``query`` within the timeout; outages raise :class:`StoreUnreachable`, and so
+        does any call while the database is down (``query`` is then never started)."""
+        if self._down:
+            if inspect.iscoroutine(query):
+                query.close()
+            raise StoreUnreachable("database down")
         try:
-            async with asyncio.timeout(self.timeout):
-                result = await query
-        except (DatabaseUnavailable, TimeoutError, OSError) as exc:
+            result = await within(query, self.timeout)
+        except OUTAGES as exc:
             self.failed()
             raise StoreUnreachable(type(exc).__name__) from None
         self.succeeded()
         return result
+
+    async def _probe_loop(self) -> None:
+        while self._down:
+            await asyncio.sleep(self.probe_interval)
+            try:
+                await within(self.probe(), self.timeout)
+            except OUTAGES:
+                continue
+            except Exception:
+                # Answers, but wrongly: not back in a usable state. Keep probing.
+                logger.exception("probing the database failed")
+                continue
+            self.succeeded()
+
+    async def close(self) -> None:
+        """Stop probing."""
+        if self._prober is not None:
+            self._prober.cancel()
+            await asyncio.gather(self._prober, return_exceptions=True)
+            self._prober = None
 
 
 @dataclass(slots=True)

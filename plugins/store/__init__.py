@@ -3,12 +3,18 @@
 With ``DB_HOST`` set it connects to PostgreSQL through a psycopg pool of ``DB_POOL_SIZE``
 connections; otherwise it uses an embedded SQLite file under ``SIDECAR_DATA_DIR``. Other
 plugins reach it as ``app[plugins.store.DATABASE]`` and must come after ``store`` in the chain.
+
+PostgreSQL unreachable at start-up stops the start, unless a plugin after the store can serve
+without it (:data:`SERVES_WITHOUT_DATABASE`): then the store starts anyway and opens the
+database in the background once it answers and its schema is found current
+(:mod:`plugins.store.deferred`). A schema known to be behind always stops the start.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -17,14 +23,18 @@ from typing import Any
 from aiohttp import web
 
 from plugins.store.db import Database, DatabaseUnavailable, PostgresDatabase, SqliteDatabase
+from plugins.store.deferred import GatedDatabase, Opener, SchemaBehind, StoreStatus
 from plugins.store.migrations import migrate, pending
 from proxy import hookimpl
-from proxy.app import SETTINGS
+from proxy.app import PLUGINS, SETTINGS
 from proxy.settings import Setting, Settings, check_host, check_port
 
 DATABASE = web.AppKey("database", Database)
 
-__all__ = ["DATABASE", "Database", "DatabaseUnavailable", "open_database", "run_with_database"]
+__all__ = ["DATABASE", "SERVES_WITHOUT_DATABASE", "STORE_STATUS", "Database",
+           "DatabaseUnavailable", "StoreStatus", "open_database", "run_with_database"]
+
+logger = logging.getLogger("mistral_sidecar.store")
 
 
 @hookimpl
@@ -68,11 +78,15 @@ def _quote_conninfo(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def _postgres(settings: Settings) -> PostgresDatabase:
+    return PostgresDatabase(_conninfo(settings), int(settings["db.pool_size"]),
+                            float(settings["db.timeout_seconds"]))
+
+
 async def open_database(settings: Settings) -> Database:
     """Open the configured database (not migrated; see :func:`migrate`)."""
     if settings["db.host"]:
-        pg = PostgresDatabase(_conninfo(settings), int(settings["db.pool_size"]),
-                              float(settings["db.timeout_seconds"]))
+        pg = _postgres(settings)
         await pg.open(float(settings["db.startup_wait_seconds"]))
         return pg
     sqlite = SqliteDatabase(Path(settings["server.data_dir"]) / "sidecar.db")
@@ -80,53 +94,135 @@ async def open_database(settings: Settings) -> Database:
     return sqlite
 
 
+#: How the other plugins learn whether the database may be used yet (PostgreSQL only).
+STORE_STATUS = web.AppKey("store_status", StoreStatus)
+_OPENER = web.AppKey("store_opener", Opener)
+
+#: A plugin later in the chain that can serve while PostgreSQL is unreachable at start-up, from
+#: state of its own, sets a module attribute of this name to ``True`` (the auth plugin does:
+#: its key snapshot). The store then starts without the database, its queries failing as an
+#: outage until :class:`StoreStatus` opens, and that plugin decides at its own start-up: it
+#: serves from its state, or waits for :meth:`StoreStatus.wait_open` and refuses to start.
+#: Without such a plugin, an unreachable database stops the start-up as it always has.
+SERVES_WITHOUT_DATABASE = "serves_without_database"
+
+
+def _deferrable(app: web.Application) -> bool:
+    """Whether a plugin after this one in the chain serves without the database."""
+    chain = app[PLUGINS]
+    plugins = [chain.pm.get_plugin(name) for name in chain.names]
+    me = sys.modules[__name__]
+    after = plugins[plugins.index(me) + 1:] if me in plugins else plugins
+    return any(getattr(plugin, SERVES_WITHOUT_DATABASE, False) is True for plugin in after)
+
+
+def schema_check(migrate_first: bool) -> Callable[[Database], Awaitable[None]]:
+    """The start-up check of the schema: apply pending migrations first if allowed, then
+    raise :class:`SchemaBehind` if any remain."""
+
+    async def check(db: Database) -> None:
+        # migrate() decides what is pending under its lock, so workers and replicas
+        # starting together apply each migration once.
+        if migrate_first:
+            await migrate(db)
+        todo = await pending(db)
+        if todo:
+            raise SchemaBehind(
+                f"database needs {len(todo)} migration(s) "
+                f"({', '.join(f'{m.version:04d}_{m.name}' for m in todo)}); run "
+                "`mistral-sidecar migrate` or set SIDECAR_MIGRATE_ON_START=true")
+
+    return check
+
+
+async def _start_deferrable(app: web.Application, settings: Settings) -> None:
+    """PostgreSQL with a plugin that serves without it: start whether it answers or not."""
+    pg = _postgres(settings)
+    await pg.open_nowait()
+    status = StoreStatus()
+    migrate_first = bool(settings["db.migrate_on_start"])
+    # A migration may take long: only a plain check has a deadline.
+    opener = Opener(pg, status, schema_check(migrate_first),
+                    timeout=float(settings["db.timeout_seconds"]),
+                    verify_timeout=None if migrate_first else
+                    4 * float(settings["db.timeout_seconds"]))
+    try:
+        await opener.attempt()
+    except BaseException:
+        await pg.close()
+        raise
+    if status.schema_behind:
+        await pg.close()
+        raise SchemaBehind(status.problem)
+    app[STORE_STATUS] = status
+    if status.is_open:
+        app[DATABASE] = pg
+        return
+    logger.warning("%s; not waiting for it here: the plugins that can serve without it "
+                   "decide whether the sidecar starts (it is retried in the background)",
+                   status.problem)
+    opener.start()
+    app[_OPENER] = opener
+    app[DATABASE] = GatedDatabase(pg, status)
+
+
 @hookimpl
 def startup(app: web.Application) -> Any:
-    """Open the database and make sure its schema is current."""
+    """Open the database and make sure its schema is current (see
+    :data:`SERVES_WITHOUT_DATABASE` for PostgreSQL unreachable at start-up)."""
 
     async def start() -> None:
         settings = app[SETTINGS]
+        if settings["db.host"] and _deferrable(app):
+            await _start_deferrable(app, settings)
+            return
         db = await open_database(settings)
         try:
-            # migrate() decides what is pending under its lock, so workers and replicas
-            # starting together apply each migration once.
-            if settings["db.migrate_on_start"]:
-                await migrate(db)
-            todo = await pending(db)
-            if todo:
-                raise RuntimeError(
-                    f"database needs {len(todo)} migration(s) "
-                    f"({', '.join(f'{m.version:04d}_{m.name}' for m in todo)}); run "
-                    "`mistral-sidecar migrate` or set SIDECAR_MIGRATE_ON_START=true")
+            await schema_check(bool(settings["db.migrate_on_start"]))(db)
         except BaseException:
             await db.close()
             raise
         app[DATABASE] = db
+        app[STORE_STATUS] = StoreStatus(is_open=True)
 
     return start()
 
 
 @hookimpl
 def shutdown(app: web.Application) -> Any:
-    """Close the pool."""
-    db = app.get(DATABASE)
-    return db.close() if db is not None else None
+    """Stop waiting for the database; close the pool."""
+
+    async def stop() -> None:
+        opener = app.get(_OPENER)
+        if opener is not None:
+            await opener.close()
+        db = app.get(DATABASE)
+        if db is not None:
+            await db.close()
+
+    return stop()
 
 
 @hookimpl
 def readiness(app: web.Application) -> Any:
-    """Report whether the database answers."""
+    """Report whether the database answers (and why it may not be used yet)."""
     db = app.get(DATABASE)
     if db is None:
         return None
+    status = app.get(STORE_STATUS)
 
     async def check() -> dict[str, Any]:
         # An unreachable database does not make the sidecar unready: keys work from the auth
-        # cache and records wait in the spool, so taking the pod out of service would turn a
-        # database outage into an outage of the app. Plugins that cannot serve say so
-        # themselves (a full spool, for one).
-        return {"database": {"ok": True, "reachable": await db.ping(),
-                             "backend": db.dialect}}
+        # plugin's memory and records wait in the spool, so taking the pod out of service
+        # would turn a database outage into an outage of the app. Plugins that cannot serve
+        # say so themselves (a full spool, for one). A schema that needs migrations is no
+        # outage: it is a deployment mistake, and this process must not take traffic.
+        report: dict[str, Any] = {"ok": True, "reachable": await db.ping(),
+                                  "backend": db.dialect}
+        if status is not None and status.problem:
+            report["problem"] = status.problem
+            report["ok"] = not status.schema_behind
+        return {"database": report}
 
     return check()
 

@@ -13,6 +13,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, Protocol
 
+from plugins.store.deadline import within
+
 Row = dict[str, Any]
 Params = Sequence[Any]
 
@@ -121,6 +123,32 @@ class PostgresDatabase:
             await self.pool.close()
             raise DatabaseUnavailable(f"PostgreSQL not reachable: {_describe(exc)}") from None
 
+    async def open_nowait(self) -> None:
+        """Open the pool without waiting: it connects in the background (queries wait for a
+        connection, up to the pool timeout, or fail with :class:`DatabaseUnavailable`)."""
+        await self.pool.open(wait=False)
+
+    async def reachable(self) -> str | None:
+        """``None`` if a new connection can be made within the timeout, else why not.
+
+        A connection of its own, not one from the pool: the pool retries with a back-off and
+        would make a refused connection look like a timeout.
+        """
+        import psycopg
+
+        async def connect() -> None:
+            conn = await psycopg.AsyncConnection.connect(
+                self._conninfo, autocommit=True, connect_timeout=max(1, int(self._timeout)))
+            await conn.close()
+
+        try:
+            await within(connect(), self._timeout)
+        except psycopg.OperationalError as exc:
+            return f"PostgreSQL not reachable: {_describe(exc)}"
+        except (TimeoutError, OSError) as exc:
+            return f"PostgreSQL not reachable: {type(exc).__name__}"
+        return None
+
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[Any]:
         import psycopg
@@ -178,8 +206,7 @@ class PostgresDatabase:
 
     async def ping(self) -> bool:
         try:
-            async with asyncio.timeout(self._timeout):
-                await self.fetchone("SELECT 1 AS ok")
+            await within(self.fetchone("SELECT 1 AS ok"), self._timeout)
             return True
         except (DatabaseUnavailable, TimeoutError):
             return False

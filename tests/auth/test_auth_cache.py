@@ -1,4 +1,5 @@
-"""The lookup cache's state machine (fresh, expired, last known good, outage), on a fake clock."""
+"""The lookup cache's state machine (fresh, expired, last known good, outage), on a fake clock;
+after an outage only the background probe asks the database again."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pytest
 
 from plugins.auth.cache import LookupCache, StoreHealth, StoreUnreachable
 from plugins.store.db import DatabaseUnavailable
+from tests.conftest import wait_for
 
 
 class Clock:
@@ -34,9 +36,14 @@ class Table:
             raise DatabaseUnavailable("down")
         return self.rows.get(key)
 
+    async def ping(self) -> None:
+        if not self.up:
+            raise DatabaseUnavailable("down")
 
-def _cache(clock: Clock) -> LookupCache[str, str]:
-    health = StoreHealth(timeout=1.0, retry_after=1.0, clock=clock)
+
+def _cache(clock: Clock, table: Table | None = None) -> LookupCache[str, str]:
+    probe = table.ping if table is not None else Table({}).ping
+    health = StoreHealth(timeout=1.0, probe=probe, probe_interval=0.01, clock=clock)
     return LookupCache(health, ttl=2.0, negative_ttl=2.0, stale_ttl=60.0, clock=clock)
 
 
@@ -57,22 +64,26 @@ async def test_fresh_entries_are_reused_then_reloaded() -> None:
 
 async def test_outage_serves_last_known_good_and_refuses_unknown_keys() -> None:
     clock, table = Clock(), Table({"seen": "v", "unseen": "w"})
-    cache = _cache(clock)
+    cache = _cache(clock, table)
     await cache.get("seen", table.load)
     table.up = False
     clock.now += 30
     assert await cache.get("seen", table.load) == "v"
+    queries = table.queries
     with pytest.raises(StoreUnreachable):
         await cache.get("unseen", table.load)
-    # While the outage is fresh, nobody waits for the database again.
-    queries = table.queries
-    assert await cache.get("seen", table.load) == "v" and table.queries == queries
+    # Until the probe finds the database back, no lookup asks it again, however late.
+    assert await cache.get("seen", table.load) == "v"
     clock.now += 31  # past stale_ttl: even a known key cannot be vouched for any more
     with pytest.raises(StoreUnreachable):
         await cache.get("seen", table.load)
+    await asyncio.sleep(0.05)
+    assert cache.health.down and table.queries == queries
     table.up = True
-    clock.now += 1.1
+    await wait_for(lambda: not cache.health.down, timeout=2)
+    assert table.queries == queries  # the probe, not a lookup, found it back
     assert await cache.get("unseen", table.load) == "w"
+    await cache.health.close()
 
 
 async def test_concurrent_lookups_share_one_query() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from auth_support import auth_env, call, create_key, is_mistral_error, run_cli
@@ -44,21 +45,28 @@ async def test_database_outage_keeps_known_keys_working(
     known = await create_key(sidecar.env, "alice", "user")
     unseen = await create_key(sidecar.env, "bob", "user")
     assert (await call(sidecar.url, "GET", "/v1/models", known.key)).status == 200
+    await asyncio.sleep(0.5)  # the background refresh (every 0.1 s with TTL 0) reads bob's key
+    # Another replica, still reaching the database, creates a key during the outage.
+    direct = auth_env(pg_database)
 
     with proxy.down():
         for _ in range(3):
             reply = await call(sidecar.url, "GET", "/v1/models", known.key)
             assert reply.status == 200, reply.text
-        refused: Any = await call(sidecar.url, "GET", "/v1/models", unseen.key)
+        # Existed before the outage, never used here: served from the key table.
+        reply = await call(sidecar.url, "GET", "/v1/models", unseen.key)
+        assert reply.status == 200, reply.text
+        late = await create_key({**sidecar.env, **direct}, "carol", "user")
+        refused: Any = await call(sidecar.url, "GET", "/v1/models", late.key)
         assert refused.status == 503, refused.text
-        assert is_mistral_error(refused.body) and unseen.key not in refused.text
+        assert is_mistral_error(refused.body) and late.key not in refused.text
         assert refused.headers.get("Retry-After")
         garbage = await call(sidecar.url, "GET", "/v1/models", "not-a-key")
         assert garbage.status == 401
         ready = await call(sidecar.url, "GET", "/readyz")
         assert ready.body["checks"]["auth"]["store"].startswith("unreachable")
 
-    async def unseen_accepted() -> bool:
-        return (await call(sidecar.url, "GET", "/v1/models", unseen.key)).status == 200
+    async def late_accepted() -> bool:
+        return (await call(sidecar.url, "GET", "/v1/models", late.key)).status == 200
 
-    await wait_for(unseen_accepted, timeout=10, interval=0.1)
+    await wait_for(late_accepted, timeout=10, interval=0.1)
