@@ -64,12 +64,40 @@ async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
 
 async def _plugin_lifecycle(app: web.Application) -> AsyncIterator[None]:
     chain = app[PLUGINS]
-    await chain.await_all("startup", app=app)
+    started = await _start_plugins(app, chain)
     app[STARTED].set()
     try:
         yield
     finally:
-        await chain.await_all("shutdown", reverse=True, app=app)
+        await _stop_plugins(app, started)
+
+
+async def _start_plugins(app: web.Application, chain: PluginChain) -> list[str]:
+    """Run every ``startup`` in chain order; when one fails, shut down the plugins that had
+    started (in reverse) before the error goes on, so nothing they opened is left running."""
+    started: list[str] = []
+    try:
+        for caller in chain.callers("startup"):
+            await await_me_maybe(caller(app=app))
+            started.append(caller.plugin_name)
+    except BaseException:
+        await _stop_plugins(app, started)
+        raise
+    return started
+
+
+async def _stop_plugins(app: web.Application, started: list[str]) -> None:
+    """Run ``shutdown`` in reverse chain order for plugins that started (or implement no
+    ``startup``); one that fails is logged and the others still run."""
+    chain = app[PLUGINS]
+    for caller in reversed(chain.callers("shutdown")):
+        has_startup = any(c.plugin_name == caller.plugin_name for c in chain.callers("startup"))
+        if has_startup and caller.plugin_name not in started:
+            continue
+        try:
+            await await_me_maybe(caller(app=app))
+        except Exception:
+            logger.exception("plugin %s failed to shut down", caller.plugin_name)
 
 
 async def healthz(request: web.Request) -> web.Response:

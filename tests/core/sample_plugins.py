@@ -101,9 +101,22 @@ class StreamWatcher:
         return STOP_OBSERVING if self.enough else None
 
 
+class FailingStartup:
+    """Its start-up fails (a database that is not there, say)."""
+
+    @hookimpl
+    def startup(self, app: web.Application) -> None:
+        raise RuntimeError("cannot start")
+
+    @hookimpl
+    def shutdown(self, app: web.Application) -> None:
+        app[CALLS].append(("failing", "shutdown"))
+
+
 first = Recorder("first")
 second = Recorder("second")
 rewriter = Rewriter()
 broken = BrokenObserver()
 first_event_only = StreamWatcher("first_event_only", enough=True)
 every_event = StreamWatcher("every_event", enough=False)
+failing_startup = FailingStartup()

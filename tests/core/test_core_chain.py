@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -250,3 +251,19 @@ async def test_hookimpl_options_the_core_honours_load_and_run(
     sidecar = await start_sidecar(SIDECAR_PLUGINS="tests.core.option_plugins:honoured")
     status, _ = await _post(sidecar.url, CHAT)
     assert status == 200
+
+
+async def test_a_failed_start_up_shuts_down_what_had_started(
+    aiohttp_server: Any, base_env: dict[str, str]
+) -> None:
+    from proxy.app import create_app
+    from proxy.loader import load
+
+    settings, chain = load(None, {**base_env, "SIDECAR_PLUGINS":
+                                  f"{CHAIN},tests.core.sample_plugins:failing_startup"})
+    app = create_app(settings, chain)
+    with pytest.raises(RuntimeError, match="cannot start"):
+        await aiohttp_server(app)
+    # Both recorders started and were shut down, in reverse; the failed one was not.
+    assert app[CALLS] == [("first", "startup"), ("second", "startup"),
+                          ("second", "shutdown"), ("first", "shutdown")]
