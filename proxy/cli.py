@@ -12,7 +12,7 @@ from typing import Any
 
 from proxy import __version__
 from proxy.chain import PluginChain, installed_plugins
-from proxy.loader import config_path, load
+from proxy.loader import config_path, load, validation_problems
 from proxy.settings import ConfigError, Settings, core_settings, resolve, resolve_all
 
 logger = logging.getLogger("mistral_sidecar")
@@ -41,11 +41,13 @@ def _fail_config(error: ConfigError) -> int:
     return 2
 
 
-def _load(args: argparse.Namespace, overrides: Mapping[str, str] | None = None
-          ) -> tuple[Settings, PluginChain]:
+def _load(args: argparse.Namespace, overrides: Mapping[str, str] | None = None,
+          serving: bool = False) -> tuple[Settings, PluginChain]:
+    """Settings and chain for a command; ``serving`` for the commands that serve requests
+    (the others run without what only serving needs, such as the upstream key)."""
     environ = dict(os.environ)
     environ.update(overrides or {})
-    return load(config_path(getattr(args, "config", None), environ), environ)
+    return load(config_path(getattr(args, "config", None), environ), environ, serving=serving)
 
 
 # --- serve -----------------------------------------------------------------------------------
@@ -83,7 +85,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         metrics_dir = tempfile.mkdtemp(prefix="sidecar-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     try:
-        settings, chain = _load(args, overrides)
+        settings, chain = _load(args, overrides, serving=True)
     except ConfigError as error:
         return _fail_config(error)
     _configure_logging(settings["log.level"])
@@ -167,7 +169,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if name in os.environ:
             overrides[name] = os.environ[name]
     try:
-        settings, chain = _load(args, overrides)
+        settings, chain = _load(args, overrides, serving=True)
     except ConfigError as error:
         return _fail_config(error)
     _configure_logging(settings["log.level"])
@@ -224,13 +226,17 @@ def cmd_plugins(args: argparse.Namespace) -> int:
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
-    """Validate the configuration; print one line per problem."""
+    """Validate the configuration; print one line per problem. What only ``serve`` needs
+    (secrets often given only where it runs) is listed as a note, not a problem."""
     try:
         settings, chain = _load(args)
     except ConfigError as error:
         return _fail_config(error)
     source = settings.source_file or "environment and defaults"
     print(f"configuration OK ({source}); plugins: {', '.join(chain.names) or 'none'}")
+    settings.serving = True
+    for problem in validation_problems(settings, chain):
+        print(f"note: serve will also need {problem}")
     return 0
 
 

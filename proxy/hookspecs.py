@@ -67,6 +67,8 @@ def validate_settings(settings: Settings) -> list[str] | None:
 
     Return a list of problems, one line each, naming the setting (for example
     ``"MISTRAL_API_KEY: required when SIDECAR_AUTH_MODE=keys"``). Any problem stops start-up.
+    Check what only serving needs (the upstream key, say) only when ``settings.serving``:
+    management commands (``keys``, ``migrate``, ``usage`` ...) run without it.
     """
 
 

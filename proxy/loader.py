@@ -60,12 +60,15 @@ def unknown_variables(environ: Mapping[str, str], known: Iterable[str]) -> list[
 def load(
     config_file: Path | None = None,
     environ: Mapping[str, str] | None = None,
+    serving: bool = True,
 ) -> tuple[Settings, PluginChain]:
     """Resolve all settings and load the plugin chain they name.
 
     Two passes: the core settings first (they name the plugins), then everything the enabled
     plugins declare. Raises :class:`ConfigError` with one line for every problem found, in
     the core's settings, the plugins', their combinations and the environment's names alike.
+    ``serving`` false loads them for a command that never serves requests: what only
+    serving needs is not required.
     """
     env = os.environ if environ is None else environ
     tree = load_yaml(config_file) if config_file is not None else {}
@@ -87,8 +90,16 @@ def load(
     if unknown:
         problems.extend(unknown_variables(
             env, (s.env for s in [*declared, *dormant] if s.env is not None)))
-    for _name, found in chain.call_all("validate_settings", settings=settings):
-        problems.extend(found or ())
+    settings.serving = serving
+    problems.extend(validation_problems(settings, chain))
     if problems:
         raise ConfigError(problems)
     return settings, chain
+
+
+def validation_problems(settings: Settings, chain: PluginChain) -> list[str]:
+    """What the plugins' ``validate_settings`` find wrong with ``settings``."""
+    problems: list[str] = []
+    for _name, found in chain.call_all("validate_settings", settings=settings):
+        problems.extend(found or ())
+    return problems

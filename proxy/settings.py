@@ -153,6 +153,9 @@ class Settings:
         self._values = dict(values)
         self.source_file = source_file
         self.raw_yaml = raw_yaml
+        #: Whether these settings are for serving requests (``serve``, ``demo``) rather than
+        #: for a command that never calls Mistral (``keys``, ``migrate``, ``usage`` ...).
+        self.serving = True
 
     def __getitem__(self, name: str) -> Any:
         return self._values[name]

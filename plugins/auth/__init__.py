@@ -157,7 +157,7 @@ def sidecar_settings() -> list[Setting]:
 def validate_settings(settings: Settings) -> list[str]:
     """Keys mode needs an upstream key; roles named elsewhere must exist; store comes first."""
     problems = []
-    if settings["auth.mode"] == "keys" and not settings["upstream.api_key"]:
+    if settings.serving and settings["auth.mode"] == "keys" and not settings["upstream.api_key"]:
         problems.append("MISTRAL_API_KEY: required when SIDECAR_AUTH_MODE=keys")
     roles = settings["auth.roles"]
     if settings["auth.passthrough.role"] not in roles:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -59,3 +60,23 @@ def test_addresses_are_checked(name: str, value: str) -> None:
     result = _cli("check-config", env={"SIDECAR_PLUGINS": "via", name: value})
     assert result.returncode == 2
     assert name in result.stderr
+
+
+@pytest.mark.parametrize("command", [["plugins"], ["migrate"], ["keys", "list"], ["usage"],
+                                     ["check-config"]])
+def test_commands_that_never_call_mistral_run_without_its_key(
+    command: list[str], tmp_path: Path
+) -> None:
+    env = {"SIDECAR_DATA_DIR": str(tmp_path)}
+    if command != ["migrate"]:
+        assert _cli("migrate", env=env).returncode == 0
+    result = _cli(*command, env=env)
+    assert result.returncode == 0, result.stderr
+    if command == ["check-config"]:
+        assert "note: serve will also need MISTRAL_API_KEY" in result.stdout
+
+
+def test_serve_still_needs_the_key(tmp_path: Path) -> None:
+    result = _cli("serve", env={"SIDECAR_DATA_DIR": str(tmp_path)})
+    assert result.returncode == 2
+    assert "MISTRAL_API_KEY: required" in result.stderr
