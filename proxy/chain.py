@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import inspect
 import operator
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
 from importlib.metadata import entry_points
 from types import ModuleType
 from typing import Any
@@ -212,5 +212,3 @@ async def await_me_maybe(value: Any) -> Any:
         return await value
     return value
 
-
-MaybeAwaitable = Awaitable[Any] | Any

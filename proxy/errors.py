@@ -70,11 +70,6 @@ class SidecarError(Exception):
         )
 
 
-def error_response(status: int, message: str, **kwargs: object) -> web.Response:
-    """Shortcut: a Mistral-shaped error response without raising."""
-    return SidecarError(status, message, **kwargs).to_response()  # type: ignore[arg-type]
-
-
 class UpstreamError(SidecarError):
     """The upstream call failed without an HTTP answer.
 

@@ -114,7 +114,12 @@ def readiness(app: web.Application) -> Awaitable[dict[str, Any]] | dict[str, Any
 
 @hookspec
 def metrics_exposition(app: web.Application) -> Awaitable[bytes] | bytes | None:
-    """Return Prometheus text exposition to append to ``/metrics``."""
+    """Return Prometheus text exposition (bytes or text) to append to ``/metrics``.
+
+    For series a plugin keeps in a registry of its own (the metrics plugin's) or computes on
+    a scrape; plain gauges are simpler through ``gauges``. Called on every scrape, on the
+    event loop: keep it fast. What it raises answers the scrape with a Mistral-shaped 500.
+    """
 
 
 # --- one request -----------------------------------------------------------------------------

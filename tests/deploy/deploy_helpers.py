@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -41,10 +41,9 @@ SIDECAR = "sidecar"
 
 @dataclass
 class Declared:
-    """Every setting declared by the core and the importable installed plugins."""
+    """Every setting declared by the core and the installed plugins."""
 
     settings: list[Setting]
-    missing_plugins: list[str] = field(default_factory=list)
 
     @property
     def env_names(self) -> set[str]:
@@ -54,29 +53,14 @@ class Declared:
 
 @cache
 def declared_settings() -> Declared:
-    """Core settings plus each installed plugin's ``sidecar_settings``.
-
-    Plugins whose entry point names a module that does not exist (yet) are reported in
-    ``missing_plugins`` instead of failing, so callers can tell an incomplete tree from a
-    real mismatch.
-    """
-    importable: list[str] = []
-    missing: list[str] = []
-    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
-        module = ep.value.partition(":")[0]
-        try:
-            ep.load()
-        except ModuleNotFoundError as exc:
-            if exc.name and (module == exc.name or module.startswith(exc.name + ".")):
-                missing.append(ep.name)
-                continue
-            raise
-        importable.append(ep.name)
-    chain = PluginChain(importable)
+    """Core settings plus each installed plugin's ``sidecar_settings`` (a plugin that does not
+    import fails the caller)."""
+    names = sorted(ep.name for ep in entry_points(group=ENTRY_POINT_GROUP))
+    chain = PluginChain(names)
     declared = list(core_settings())
     for _name, extra in chain.call_all("sidecar_settings"):
         declared.extend(extra or ())
-    return Declared(declared, missing)
+    return Declared(declared)
 
 
 def resolved(env: dict[str, str | None]) -> dict[str, Any]:
