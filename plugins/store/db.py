@@ -18,7 +18,9 @@ from plugins.store.deadline import within
 Row = dict[str, Any]
 Params = Sequence[Any]
 
-_PLACEHOLDER = re.compile(r"\?")
+#: A ``?`` placeholder, or a quoted literal or identifier (kept as written: a ``?`` inside
+#: one is text, not a parameter).
+_PLACEHOLDER = re.compile(r"'(?:[^']|'')*'|\"(?:[^\"]|\"\")*\"|\?")
 _MIGRATION_LOCK_KEY = 0x6D73_6964  # "msid": constant per application, any int8 works
 
 
@@ -67,7 +69,9 @@ class DatabaseUnavailable(Exception):
 
 
 def _pg_sql(sql: str) -> str:
-    return _PLACEHOLDER.sub("%s", sql.replace("%", "%%"))
+    """``sql`` with ``?`` placeholders in psycopg's ``%s`` style (literal ``%`` doubled)."""
+    return _PLACEHOLDER.sub(lambda m: "%s" if m.group() == "?" else m.group(),
+                            sql.replace("%", "%%"))
 
 
 class _PgExecutor:
