@@ -251,6 +251,9 @@ def settings_reference(declared: Sequence[Any]) -> str:
         if isinstance(default, list):
             default = ",".join(str(item) for item in default)
         shown = f"`{default}`" if default not in (None, "", []) else "—"
+        if len(shown) > 120:
+            # A long structure (the guard's multilingual rules) belongs in the YAML file.
+            shown = "see `config/default.yaml`"
         env = f"`{setting.env}`" if setting.env else "—"
         lines.append(f"| `{setting.name}` | {env} | {shown} | {setting.help} |")
     return "\n".join(lines) + "\n"

@@ -1,30 +1,27 @@
 """The text the guard's rules see, and the way back from it to the caller's original text.
 
-Rules match a *normalised* view of each field so that trivial obfuscation does not slip
-through. In order:
+Rules match a *folded* view of the text so that look-alike letters, invisible characters and
+odd spacing do not hide a phrase. In order:
 
-1. invisible format characters are removed: zero-width space, non-joiner and joiner
-   (U+200B..U+200D), word joiner and invisible operators (U+2060..U+2064), byte-order mark /
-   zero-width no-break space (U+FEFF), soft hyphen (U+00AD), Mongolian vowel separator
-   (U+180E), and the bidirectional controls (U+200E, U+200F, U+202A..U+202E,
-   U+2066..U+2069);
-2. Unicode *tag* characters (U+E0020..U+E007E), which render as nothing but which models read,
-   are turned into the ASCII characters they shadow (other tag characters are removed);
-3. Unicode NFKC (fullwidth letters, ligatures such as "ﬁ", circled and styled letters become
-   plain ones);
-4. case folding;
-5. every run of whitespace becomes one space.
+1. the per-character table of :mod:`plugins.guard.folding`: default-ignorable and blank
+   characters removed, tag characters read as the ASCII they hide, every other non-ASCII
+   character replaced by its UTS #39 confusable prototype, then by its NFKD decomposition
+   (fullwidth, bold, circled and ligature forms become plain letters) without combining marks
+   (accents, strike-throughs);
+2. case folding;
+3. a run of punctuation, symbols or spaces between two letters or digits becomes one space
+   (``ignore-all_previous`` reads ``ignore all previous``) unless it ends a sentence (``.``,
+   ``?`` or ``!`` then whitespace), and every other run of whitespace becomes one space.
 
-:func:`normalise` does this with whole-string operations (fast; used on every field).
-:func:`locate` maps spans of the normalised text back to spans of the original, exactly, so
+:func:`normalise` does this with whole-string operations (fast; used on every request).
+:class:`Locator` maps spans of the folded text back to spans of the original, exactly, so
 redaction replaces what the caller wrote and nothing around it. It cuts the original into
-pieces of about 2,000 characters at points no step above reaches across (before a letter or
-digit of a common script that follows a non-space character), normalises each piece alone,
-and walks character by character only through the pieces that hold a span boundary, so a
-detection in a megabyte-sized field costs milliseconds. Where that cannot be done exactly
-(a piece over 64 Ki characters because the text has no such points, or a script whose NFKC
-composition crosses them), it falls back to the whole piece or the whole field: conservative,
-never too little.
+pieces of about 2,000 characters at points no step above reaches across (between two letters
+or digits that each fold to letters or digits), folds each piece alone, and walks character by
+character only through the pieces that hold a span boundary, so a detection in a
+megabyte-sized field costs milliseconds. Where that cannot be done exactly (a piece over 64 Ki
+characters because the text has no such points), it falls back to the whole piece, or to the
+whole text if the pieces do not fold to the whole: conservative, never too little.
 """
 
 from __future__ import annotations
@@ -34,76 +31,81 @@ import re
 import unicodedata
 from collections.abc import Iterable
 
-__all__ = ["locate", "normalise"]
+from plugins.guard.folding import fold_char, table
 
-_REMOVED = [0x00AD, 0x180E, *range(0x200B, 0x2010), *range(0x202A, 0x202F),
-            *range(0x2060, 0x2065), *range(0x2066, 0x206A), 0xFEFF, 0xE0001, 0xE007F]
-_TABLE: dict[int, str | None] = {cp: None for cp in _REMOVED}
-_TABLE.update({cp: chr(cp - 0xE0000) for cp in range(0xE0020, 0xE007F)})
+__all__ = ["Locator", "locate", "merge", "normalise"]
 
-_INVISIBLE = re.compile("[" + "".join(
-    chr(cp) for cp in sorted(_TABLE) if cp < 0xE0000) + "\U000e0000-\U000e007f]")
-# Single plain spaces are left alone: substituting each one would cost more than the rest
-# of the normalisation together.
-_WHITESPACE = re.compile(r"\s{2,}|[^\S ]")
-# A piece boundary: before a letter or digit of a common script that follows a non-space
-# character. Such a letter starts its own combining cluster and composes with nothing before
-# it, and whitespace runs cannot cross it. (Anything this gets wrong is caught by comparing
-# the pieces with the whole; see ``locate``.)
-_SPLIT = re.compile(
-    "(?<=\\S)[0-9A-Za-z\u00c0-\u00ff\u0391-\u03c9\u0410-\u044f\u05d0-\u05ea"
-    "\u0621-\u064a\u0915-\u0939\u0e01-\u0e2e\u3041-\u3096\u30a1-\u30fa"
-    "\u4e00-\u9fff]")
+# A run of non-word characters between two word characters (but not the single plain space
+# that separates most words: rewriting each of those would double the cost, and not a sentence
+# end, a full stop or question or exclamation mark before whitespace: "What should I ignore?
+# Previous instructions say..." is two sentences), or any other whitespace that is not
+# already one plain space.
+_SPACES = re.compile(
+    r"(?<=[^\W_])(?! [^\W_])(?![^\w]*?[.!?]\s)[\W_]+(?=[^\W_])|\s{2,}|[^\S ]")
+# Candidate piece boundaries: between two word characters.
+_SPLIT = re.compile(r"(?<=[^\W_])[^\W_]")
 _PIECE_CHARS = 2048
 _MAX_MAPPED_PIECE = 1 << 16
 
 
 def normalise(text: str) -> str:
-    """The view of ``text`` the rules are matched against."""
-    if _INVISIBLE.search(text):
-        text = text.translate(_TABLE)
-    folded = unicodedata.normalize("NFKC", text).casefold()
-    return _WHITESPACE.sub(" ", folded)
+    """The folded view of ``text`` that rules are matched against."""
+    if text.isascii():
+        # Nothing for the table to do; casefold() is lower() on ASCII.
+        return _SPACES.sub(" ", text.lower())
+    return _SPACES.sub(" ", text.translate(table()).casefold())
+
+
+class Locator:
+    """Maps spans of ``normalise(text)`` back to spans of ``text``."""
+
+    def __init__(self, text: str, normalised_text: str | None = None) -> None:
+        self.text = text
+        self.whole = normalise(text) if normalised_text is None else normalised_text
+        self._pieces = _pieces(text)
+        self._folded = [normalise(text[start:end]) for start, end in self._pieces]
+        self._exact = "".join(self._folded) == self.whole
+        self._starts: list[int] = []
+        offset = 0
+        for folded in self._folded:
+            self._starts.append(offset)
+            offset += len(folded)
+        self._maps: dict[int, list[tuple[int, int]] | None] = {}
+
+    def span(self, start: int, end: int) -> tuple[int, int]:
+        """The original span behind the non-empty folded span ``[start, end)``: every
+        original character that contributed to it (removed characters inside it included)."""
+        if not self._exact:
+            return (0, len(self.text))
+        return (self._original(start, 0), self._original(end - 1, 1))
+
+    def _original(self, position: int, edge: int) -> int:
+        index = bisect.bisect_right(self._starts, position) - 1
+        if index not in self._maps:
+            piece_start, piece_end = self._pieces[index]
+            self._maps[index] = (
+                _char_map(self.text, piece_start, piece_end, self._folded[index])
+                if piece_end - piece_start <= _MAX_MAPPED_PIECE else None)
+        char_map = self._maps[index]
+        if char_map is None:
+            return self._pieces[index][edge]
+        return char_map[position - self._starts[index]][edge]
 
 
 def locate(
     text: str, spans: Iterable[tuple[int, int]], normalised_text: str | None = None
 ) -> list[tuple[int, int]]:
-    """Map non-empty ``[start, end)`` spans of ``normalise(text)`` to spans of ``text``.
+    """Map non-empty ``[start, end)`` spans of ``normalise(text)`` to spans of ``text``,
+    sorted and merged. Pass ``normalised_text`` when ``normalise(text)`` is at hand."""
+    locator = Locator(text, normalised_text)
+    found = sorted(locator.span(start, end) for start, end in spans if end > start)
+    return merge(found)
 
-    Each result covers every original character that contributed to the normalised span
-    (invisible characters inside it included). Results are sorted and merged. Pass
-    ``normalised_text`` when ``normalise(text)`` is already at hand.
-    """
-    pieces = _pieces(text)
-    normalised = [normalise(text[start:end]) for start, end in pieces]
-    whole = normalise(text) if normalised_text is None else normalised_text
-    if "".join(normalised) != whole:
-        return [(0, len(text))] if text else []
-    starts: list[int] = []
-    offset = 0
-    for norm in normalised:
-        starts.append(offset)
-        offset += len(norm)
-    maps: dict[int, list[tuple[int, int]] | None] = {}
 
-    def original(position: int, edge: int) -> int:
-        """Original offset of normalised character ``position``: its start (edge 0) or end."""
-        index = bisect.bisect_right(starts, position) - 1
-        if index not in maps:
-            piece_start, piece_end = pieces[index]
-            maps[index] = (
-                _char_map(text, piece_start, piece_end, normalised[index])
-                if piece_end - piece_start <= _MAX_MAPPED_PIECE else None)
-        char_map = maps[index]
-        if char_map is None:
-            return pieces[index][edge]
-        return char_map[position - starts[index]][edge]
-
-    found = sorted((original(start, 0), original(end - 1, 1))
-                   for start, end in spans if end > start)
+def merge(spans: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Sorted ``spans`` with overlapping or touching ones joined."""
     merged: list[tuple[int, int]] = []
-    for start, end in found:
+    for start, end in sorted(spans):
         if merged and start <= merged[-1][1]:
             merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
         else:
@@ -115,50 +117,56 @@ def _pieces(text: str) -> list[tuple[int, int]]:
     pieces: list[tuple[int, int]] = []
     start = 0
     while start < len(text):
-        split = _SPLIT.search(text, start + _PIECE_CHARS)
-        end = split.start() if split else len(text)
+        end = len(text)
+        for split in _SPLIT.finditer(text, start + _PIECE_CHARS):
+            if _clean_cut(text, split.start()):
+                end = split.start()
+                break
         pieces.append((start, end))
         start = end
     return pieces
 
 
+def _clean_cut(text: str, at: int) -> bool:
+    # Folding never reaches across a cut between two characters that fold to word characters
+    # when the second starts a new combining sequence.
+    before, after = fold_char(text[at - 1]), fold_char(text[at])
+    return (bool(before) and bool(after) and before[-1].isalnum() and after[0].isalnum()
+            and unicodedata.combining(text[at]) == 0)
+
+
 def _char_map(text: str, start: int, end: int, expected: str) -> list[tuple[int, int]] | None:
     """For each character of ``normalise(text[start:end])``, the original span it came from.
 
-    Characters are grouped into clusters (a starter and the combining marks after it; removed
-    characters between them fall inside the cluster's span); each cluster is normalised alone
-    and all its output characters map to the whole cluster. ``None`` when that does not
-    reproduce ``expected``.
+    Characters are grouped into clusters (a character and the combining characters after it,
+    which NFKD may reorder); each cluster is folded alone and all its output characters map to
+    the whole cluster, then the spacing step runs over the result with spans merged. ``None``
+    when that does not reproduce ``expected``.
     """
-    out: list[str] = []
+    chars: list[str] = []
     spans: list[tuple[int, int]] = []
-    cluster: list[str] = []
-    cluster_start = start
-    cluster_end = start
-
-    def flush() -> None:
-        if not cluster:
-            return
-        folded = unicodedata.normalize("NFKC", "".join(cluster)).casefold()
-        for char in folded:
-            if char.isspace():
-                if out and out[-1] == " ":
-                    spans[-1] = (spans[-1][0], cluster_end)
-                    continue
-                char = " "
-            out.append(char)
-            spans.append((cluster_start, cluster_end))
-        cluster.clear()
-
-    for index in range(start, end):
-        mapped = _TABLE.get(ord(text[index]), text[index])
-        if mapped is None:
-            continue
-        if cluster and unicodedata.combining(mapped) == 0:
-            flush()
-        if not cluster:
-            cluster_start = index
-        cluster.append(mapped)
+    index = start
+    while index < end:
         cluster_end = index + 1
-    flush()
-    return spans if "".join(out) == expected else None
+        while cluster_end < end and unicodedata.combining(text[cluster_end]):
+            cluster_end += 1
+        cluster = text[index:cluster_end]
+        folded = (cluster.lower() if cluster.isascii()
+                  else cluster.translate(table()).casefold())
+        for char in folded:
+            chars.append(char)
+            spans.append((index, cluster_end))
+        index = cluster_end
+    folded_text = "".join(chars)
+    out: list[str] = []
+    out_spans: list[tuple[int, int]] = []
+    last = 0
+    for match in _SPACES.finditer(folded_text):
+        out.extend(folded_text[last:match.start()])
+        out_spans.extend(spans[last:match.start()])
+        out.append(" ")
+        out_spans.append((spans[match.start()][0], spans[match.end() - 1][1]))
+        last = match.end()
+    out.extend(folded_text[last:])
+    out_spans.extend(spans[last:])
+    return out_spans if "".join(out) == expected else None

@@ -1,61 +1,78 @@
-"""The guard's rules: named regular expressions matched against normalised text.
+"""The guard's rules: named regular expressions matched against folded text.
 
-Rules are written against the normalised view (see :mod:`plugins.guard.normalise`): case
-folded, one space between words, no invisible characters. A pattern written in lower case is
-compiled as is; one with upper-case letters is compiled case-insensitive (correct, but some
-three times slower to scan with). Python's ``re`` has no time limit, so custom rules should
-avoid nested quantifiers over the same characters (``(a+)+``); the defaults below run in
-linear time.
+Rules are matched against the folded view of the request's text (see
+:mod:`plugins.guard.normalise`): case folded, accents and other marks removed, look-alike
+letters replaced by their prototypes, invisible characters removed, one space between words
+and punctuation between two words read as a space. The literal characters of a pattern are
+folded the same way before it is compiled (:mod:`plugins.guard.pattern_fold`), so a rule is
+written as a reader would spell it, in any script. What remains upper case after folding
+(``[A-Z]``) is matched case-insensitively. Python's ``re`` has no time limit, so custom rules
+should avoid nested quantifiers over the same characters (``(a+)+``); the defaults
+(:mod:`plugins.guard.default_rules`) run in linear time.
 """
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from plugins.guard.default_rules import DEFAULT_RULES, TRIGGERS
 from plugins.guard.normalise import locate, normalise
+from plugins.guard.pattern_fold import fold_pattern
 
 __all__ = ["DEFAULT_RULES", "Rule", "check_rules", "compile_rules", "redact", "scan"]
 
-#: The deployment guide's three patterns, hardened against spacing tricks.
-DEFAULT_RULES: list[dict[str, str]] = [
-    {
-        # "ignore all previous instructions", "disregard the prior prompt", "forget your
-        # earlier rules"; spaces optional so "ignoreallpreviousinstructions" counts too.
-        # Not "my previous message": callers correcting themselves are not attacks.
-        "name": "prompt_injection",
-        "pattern": r"\b(?:ignore|disregard|forget|override)\s*"
-                   r"(?:(?:all|any|the|your|of|these|those)\s*)*"
-                   r"(?:previous|prior|above|earlier|preceding)\s*"
-                   r"(?:instructions?|prompts?|directions?|rules)\b",
-    },
-    {
-        # "reveal your system prompt", "print the full system instructions".
-        "name": "system_prompt_exfiltration",
-        "pattern": r"\b(?:reveal|show|print|display|repeat|output|leak|dump|tell\s*me)\s*"
-                   r"(?:me\s*)?(?:your|the)\s*"
-                   r"(?:(?:full|entire|whole|initial|original|hidden|secret)\s*)*"
-                   r"system\s*(?:prompt|message|instructions?)\b",
-    },
-    {
-        # An HTML script element (opening or closing) or a script URL scheme.
-        "name": "script_injection",
-        "pattern": r"<\s*/?\s*script\b|\b(?:java|vb)script\s*:",
-    },
-]
-
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_WORD = re.compile(r"[^\W_]")
 # Escapes (``\S``, ``\N{...}``) and group names are not letters the text must match.
 _NOT_LITERAL = re.compile(r"\\N\{[^}]*\}|\\.|\(\?P<\w+>|\(\?P=\w+\)", re.DOTALL)
 
 
 @dataclass(frozen=True, slots=True)
 class Rule:
-    """One named pattern."""
+    """One named pattern, with the words every match starts with when they are known.
+
+    ``bounded`` finds words a match may start with only at the start of a word, ``free``
+    words it may start with anywhere (scripts written without spaces).
+    """
 
     name: str
     pattern: re.Pattern[str]
+    bounded: re.Pattern[str] | None = None
+    free: re.Pattern[str] | None = None
+
+    def spans(self, folded: str) -> list[tuple[int, int]]:
+        """The non-empty spans this rule matches in ``folded`` text, left to right and not
+        overlapping (what ``finditer`` would give)."""
+        if self.bounded is None and self.free is None:
+            return [m.span() for m in self.pattern.finditer(folded) if m.end() > m.start()]
+        found: list[tuple[int, int]] = []
+        position = 0
+        for start in self._starts(folded):
+            if start < position:
+                continue
+            match = self.pattern.match(folded, start)
+            if match is not None and match.end() > match.start():
+                found.append(match.span())
+                position = match.end()
+        return found
+
+    def _starts(self, folded: str) -> list[int]:
+        starts: set[int] = set()
+        if self.bounded is not None:
+            # A word found inside another word cannot start a match; a word cannot hold the
+            # start of another one either, so non-overlapping matches miss nothing.
+            starts.update(m.start() for m in self.bounded.finditer(folded)
+                          if m.start() == 0 or not _WORD.match(folded, m.start() - 1))
+        if self.free is not None:
+            position = 0
+            while (hit := self.free.search(folded, position)) is not None:
+                starts.add(hit.start())
+                position = hit.start() + 1
+        return sorted(starts)
 
 
 def check_rules(value: Any) -> str | None:
@@ -75,9 +92,11 @@ def check_rules(value: Any) -> str | None:
         if not isinstance(pattern, str) or not pattern:
             return f"rule {name!r}: pattern must be a non-empty string"
         try:
-            compiled = re.compile(pattern, _flags(pattern))
+            compiled = _compile(pattern)
         except re.error as exc:
             return f"rule {name!r}: invalid regular expression ({exc})"
+        except ValueError as exc:
+            return f"rule {name!r}: {exc}"
         if compiled.fullmatch(""):
             return f"rule {name!r}: pattern matches the empty string"
     return None
@@ -85,8 +104,46 @@ def check_rules(value: Any) -> str | None:
 
 def compile_rules(value: list[dict[str, str]]) -> tuple[Rule, ...]:
     """Compile a checked ``guard.rules`` value."""
-    return tuple(Rule(item["name"], re.compile(item["pattern"], _flags(item["pattern"])))
-                 for item in value)
+    rules = []
+    for item in value:
+        bounded, free = TRIGGERS.get(item["pattern"], ((), ()))
+        rules.append(Rule(item["name"], _compile(item["pattern"]), _words(bounded),
+                          _words(free)))
+    return tuple(rules)
+
+
+def _words(words: Iterable[str]) -> re.Pattern[str] | None:
+    folded = [normalise(word) for word in words]
+    return re.compile(_trie(folded)) if folded else None
+
+
+def _trie(words: Iterable[str]) -> str:
+    """A regular expression matching any of ``words``, nested by common prefix: ``re`` then
+    compares a handful of first characters at each position instead of every word."""
+    tree: dict[str, Any] = {}
+    for word in words:
+        node = tree
+        for char in word:
+            node = node.setdefault(char, {})
+        node[""] = {}
+
+    def render(node: dict[str, Any]) -> str:
+        branches = [re.escape(char) + render(child) for char, child in sorted(node.items())
+                    if char]
+        if "" in node:
+            # A word ends here: what follows is optional, and the shortest match will do.
+            return ""
+        return branches[0] if len(branches) == 1 else "(?:" + "|".join(branches) + ")"
+
+    return render(tree)
+
+
+@functools.lru_cache(maxsize=64)
+def _compile(pattern: str) -> re.Pattern[str]:
+    # The unfolded pattern must be valid too: folding assumes well-formed syntax.
+    re.compile(pattern)
+    folded = fold_pattern(pattern)
+    return re.compile(folded, _flags(folded))
 
 
 def _flags(pattern: str) -> int:
@@ -103,8 +160,7 @@ def scan(text: str, rules: tuple[Rule, ...]) -> tuple[str, dict[str, list[tuple[
     normalised = normalise(text)
     found: dict[str, list[tuple[int, int]]] = {}
     for rule in rules:
-        spans = [match.span() for match in rule.pattern.finditer(normalised)
-                 if match.end() > match.start()]
+        spans = rule.spans(normalised)
         if spans:
             found[rule.name] = spans
     return normalised, found

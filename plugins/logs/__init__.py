@@ -10,8 +10,9 @@ Every line is one JSON object with ``time`` (UTC, ISO 8601), ``level``, ``logger
 ``message``. Lines logged while a request is being handled (by any module) carry its
 ``request_id`` and, with the tracing plugin, its ``trace_id``.
 
-- ``mistral_sidecar.access``: one line per request (from ``on_end``): who called, what, the outcome, tokens, timing, bytes, and every field plugins
-  put in ``ctx.log``. Written whatever ``LOG_LEVEL`` says, unless ``SIDECAR_ACCESS_LOG=false``.
+- ``mistral_sidecar.access``: one line per request (from ``on_end``): who called, what,
+  the outcome, tokens, timing, bytes, and every field plugins put in ``ctx.log``. Written
+  whatever ``LOG_LEVEL`` says, unless ``SIDECAR_ACCESS_LOG=false``.
 - ``mistral_sidecar.event``: one line per plugin event (``proxy.events.emit``).
 
 Message content (request and response bodies) is logged only with ``SIDECAR_LOG_CONTENT=true``.

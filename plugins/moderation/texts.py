@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from plugins.guard.fields import text_fields
+from plugins.guard.fields import texts
 
 __all__ = ["pieces", "request_texts"]
 
@@ -21,9 +21,7 @@ OVERLAP = 200
 def request_texts(operation_name: str, body: Any) -> Iterator[tuple[str, str]]:
     """``(path, text)`` for every string of ``body`` the model reads, in document order;
     nothing for operations without such strings."""
-    # The guard's walker yields TextField objects; when it offers (path, text) pairs
-    # directly, this is the one line to change.
-    return ((field.path, field.value) for field in text_fields(operation_name, body))
+    return texts(operation_name, body)
 
 
 def pieces(text: str, limit: int) -> list[str]:
