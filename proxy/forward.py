@@ -541,12 +541,8 @@ class Forwarder:
             ctx.timing.finished = _now()
         hooks = self.end_hooks
         for index, hook in enumerate(hooks):
-            try:
-                result = hook.on_ctx(ctx)
-            except Exception:
-                logger.exception("plugin %s failed in on_end", hook.plugin_name)
-                continue
-            if result is not None and inspect.isawaitable(result):
+            result = _observe(hook, ctx)
+            if result is not None:
                 task = self._track(self._end_rest(ctx, hook, result, hooks[index + 1:]))
                 await asyncio.shield(task)
                 return
@@ -555,13 +551,9 @@ class Forwarder:
                         result: Awaitable[Any], rest: tuple[HookCaller, ...]) -> None:
         await _guarded_await(first, result)
         for hook in rest:
-            try:
-                result = hook.on_ctx(ctx)
-            except Exception:
-                logger.exception("plugin %s failed in on_end", hook.plugin_name)
-                continue
-            if result is not None and inspect.isawaitable(result):
-                await _guarded_await(hook, result)
+            pending = _observe(hook, ctx)
+            if pending is not None:
+                await _guarded_await(hook, pending)
 
     def _end_detached(self, ctx: RequestContext, outcome: Outcome) -> None:
         """End a request whose handler was cancelled, in a task of its own."""
@@ -594,6 +586,17 @@ class Forwarder:
         """Wait for ends still running for requests whose callers went away."""
         while self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
+
+
+def _observe(hook: HookCaller, ctx: RequestContext) -> Awaitable[Any] | None:
+    """Call one ``on_end`` observer: what it returns to await, if anything; what it raises
+    is logged."""
+    try:
+        result = hook.on_ctx(ctx)
+    except Exception:
+        logger.exception("plugin %s failed in on_end", hook.plugin_name)
+        return None
+    return result if result is not None and inspect.isawaitable(result) else None
 
 
 async def _guarded_await(hook: HookCaller, result: Awaitable[Any]) -> None:
