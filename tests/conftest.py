@@ -4,6 +4,7 @@ and Redis with a fresh database / key prefix per test."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -287,9 +288,9 @@ def spawn_mock(tmp_path: Path) -> Iterator[Callable[..., MockProcess]]:
 # --- PostgreSQL and Redis --------------------------------------------------------------------
 
 
-@pytest.fixture
-def pg_database() -> Iterator[dict[str, str]]:
-    """A fresh, empty PostgreSQL database; yields the DB_* environment to reach it."""
+@contextlib.contextmanager
+def fresh_pg_database() -> Iterator[dict[str, str]]:
+    """Create an empty PostgreSQL database, yield the DB_* environment to reach it, drop it."""
     import psycopg
 
     name = f"sidecar_test_{uuid.uuid4().hex[:12]}"
@@ -301,6 +302,13 @@ def pg_database() -> Iterator[dict[str, str]]:
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def pg_database() -> Iterator[dict[str, str]]:
+    """A fresh, empty PostgreSQL database; yields the DB_* environment to reach it."""
+    with fresh_pg_database() as env:
+        yield env
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

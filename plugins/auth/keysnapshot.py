@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from plugins.auth.durable import sync_directory, write_synced
 from plugins.auth.keystore import KeyRecord
 
 logger = logging.getLogger("mistral_sidecar.auth")
@@ -68,13 +69,11 @@ class KeySnapshot:
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-                os.fsync(fd)
+                write_synced(fd, data)
             finally:
                 os.close(fd)
             os.replace(temporary, self.path)
+            sync_directory(directory)
         except BaseException:
             temporary.unlink(missing_ok=True)
             raise

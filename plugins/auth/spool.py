@@ -29,6 +29,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from plugins.auth.durable import sync_directory, write_synced
+
 logger = logging.getLogger("mistral_sidecar.auth")
 
 Line = dict[str, Any]
@@ -102,34 +104,27 @@ class OwnershipSpool:
         created = not self.path.exists()
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
+            write_synced(fd, data)
         finally:
             os.close(fd)
         if created:
-            _sync_directory(self.directory)
+            sync_directory(self.directory)
 
     def _rewrite(self, records: list[Line]) -> None:
         if not records:
             if self.path.exists():
                 self.path.unlink()
-                _sync_directory(self.directory)
+                sync_directory(self.directory)
             return
         temporary = self.path.with_suffix(".tmp")
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            for record in records:
-                line = json.dumps(record, separators=(",", ":")).encode() + b"\n"
-                view = memoryview(line)
-                while view:
-                    view = view[os.write(fd, view):]
-            os.fsync(fd)
+            write_synced(fd, b"".join(json.dumps(record, separators=(",", ":")).encode()
+                                      + b"\n" for record in records))
         finally:
             os.close(fd)
         os.replace(temporary, self.path)
-        _sync_directory(self.directory)
+        sync_directory(self.directory)
 
     # --- the event loop's side -----------------------------------------------------------
 
@@ -180,14 +175,6 @@ def read_lines(path: Path) -> list[Line]:
         if isinstance(record, dict):
             records.append(record)
     return records
-
-
-def _sync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _remove_if_unlocked(lock_path: Path) -> None:

@@ -8,7 +8,6 @@ import asyncio
 import os
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,15 @@ import pytest
 from toxiproxy import Toxiproxy
 
 from tests.auth.auth_support import auth_env, call, create_key, run_cli
-from tests.conftest import PG_HOST, PG_PORT, PG_USER, REPO, SidecarFactory, free_port, wait_for
+from tests.conftest import (
+    PG_HOST,
+    PG_PORT,
+    REPO,
+    SidecarFactory,
+    free_port,
+    fresh_pg_database,
+    wait_for,
+)
 from tests.support.toxiproxy_fixture import listen_address
 
 
@@ -50,17 +57,8 @@ async def test_a_schema_known_to_be_behind_stops_the_start(
 @pytest.fixture
 def empty_database() -> Iterator[dict[str, str]]:
     """A second fresh PostgreSQL database, never migrated."""
-    import psycopg
-
-    name = f"sidecar_test_{uuid.uuid4().hex[:12]}"
-    admin = f"host={PG_HOST} port={PG_PORT} user={PG_USER} dbname=test"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield {"DB_HOST": PG_HOST, "DB_PORT": str(PG_PORT), "DB_NAME": name, "DB_USER": PG_USER}
-    finally:
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with fresh_pg_database() as env:
+        yield env
 
 
 async def _database_check(url: str) -> dict[str, Any]:
