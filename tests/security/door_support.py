@@ -75,7 +75,21 @@ def parse_answer(raw: bytes) -> Answer | None:
         headers[name.strip().lower()] = value.strip()
     length = headers.get("content-length")
     body = rest[: int(length)] if length is not None else rest
+    if headers.get("transfer-encoding", "").lower() == "chunked":
+        body = _dechunk(rest)
     return Answer(int(status_line.split()[1]), headers, body, raw)
+
+
+def _dechunk(body: bytes) -> bytes:
+    out = bytearray()
+    while body:
+        size_line, _, rest = body.partition(b"\r\n")
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            break
+        out += rest[:size]
+        body = rest[size + 2:]
+    return bytes(out)
 
 
 def _address(url: str) -> tuple[str, int]:

@@ -21,7 +21,8 @@ from tests.auth.auth_support import (
     upload_file,
 )
 from tests.conftest import MOCK_KEY, MockUpstream
-from tests.security.raw_http import RawReply, raw_request
+from tests.security.door_support import Answer as RawAnswer
+from tests.security.raw_http import raw_request
 
 __all__ = [
     "Answer",
@@ -122,15 +123,15 @@ class Answer:
     code: Any
 
 
-def answer_of(reply: RawReply | Reply) -> Answer:
+def answer_of(reply: RawAnswer | Reply) -> Answer:
     """The :class:`Answer` of a raw or client reply."""
-    body = reply.json if isinstance(reply, RawReply) else reply.body
+    body = reply.json if isinstance(reply, RawAnswer) else reply.body
     code = body.get("code") if isinstance(body, dict) else None
     return Answer(reply.status, code)
 
 
 async def raw_call(base_url: str, method: str, target: str, key: str | None = None,
-                   json_body: bytes | None = None) -> RawReply:
+                   json_body: bytes | None = None) -> RawAnswer:
     """One request sent byte for byte (the target is not normalised by any client)."""
     head = [f"{method} {target} HTTP/1.1"]
     if key is not None:
@@ -163,7 +164,7 @@ def template_params(path: str) -> list[str]:
     return _PARAM.findall(path)
 
 
-def is_not_found(reply: RawReply | Reply) -> bool:
+def is_not_found(reply: RawAnswer | Reply) -> bool:
     """Whether ``reply`` is the sidecar's Mistral-shaped 404."""
-    body = reply.json if isinstance(reply, RawReply) else reply.body
+    body = reply.json if isinstance(reply, RawAnswer) else reply.body
     return reply.status == 404 and is_mistral_error(body) and body["code"] == "not_found"

@@ -19,7 +19,7 @@ from aiohttp.test_utils import TestServer
 
 from tests.auth.auth_support import Key, call, create_key, is_mistral_error
 from tests.conftest import MockUpstream, Sidecar, SidecarFactory
-from tests.security.raw_http import RawReply, raw_request
+from tests.security.raw_http import Answer, raw_request
 
 pytestmark = pytest.mark.usefixtures("mock_upstream")
 
@@ -64,7 +64,7 @@ async def _upstream_paths(mock: MockUpstream) -> list[str]:
             for r in await mock.requests()]
 
 
-def _assert_refused(reply: RawReply, status: int = 400, code: str = "invalid_target") -> None:
+def _assert_refused(reply: Answer, status: int = 400, code: str = "invalid_target") -> None:
     assert reply.status == status, reply.body
     assert reply.headers["content-type"].startswith("application/json")
     assert is_mistral_error(reply.json) and reply.json["code"] == code, reply.body

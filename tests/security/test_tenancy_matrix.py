@@ -32,7 +32,7 @@ from tenancy_support import (
 from proxy.operations import Operation, OperationIndex
 from tests.auth.auth_support import auth_env, is_mistral_error
 from tests.conftest import MockUpstream, SidecarFactory
-from tests.security.raw_http import RawReply
+from tests.security.door_support import Answer as RawAnswer
 
 _ID_SUFFIXES = ("_id", "_uuid", "_id_or_name")
 #: (operation name prefix, path parameter) -> the OrgA field holding a real foreign id.
@@ -125,10 +125,10 @@ def cases(org: OrgA) -> list[Case]:
     return out
 
 
-async def _gather(calls: list[Callable[[], Awaitable[RawReply]]]) -> list[RawReply]:
+async def _gather(calls: list[Callable[[], Awaitable[RawAnswer]]]) -> list[RawAnswer]:
     limit = asyncio.Semaphore(_CONCURRENCY)
 
-    async def one(make: Callable[[], Awaitable[RawReply]]) -> RawReply:
+    async def one(make: Callable[[], Awaitable[RawAnswer]]) -> RawAnswer:
         async with limit:
             return await make()
 
@@ -145,7 +145,7 @@ async def test_foreign_ids_answer_alike_however_spelled(
     url = sidecar.url
     all_cases = cases(org)
 
-    def send(method: str, target: str, case: Case) -> Callable[[], Awaitable[RawReply]]:
+    def send(method: str, target: str, case: Case) -> Callable[[], Awaitable[RawAnswer]]:
         return lambda: raw_call(url, method, target, caller, case.body)
 
     plain = await _gather([send(c.op.method, c.plain, c) for c in all_cases])
@@ -159,7 +159,7 @@ async def test_foreign_ids_answer_alike_however_spelled(
         if case.tracked and role == "admin" and answer != Answer(404, "not_found"):
             wrong.append(f"{case.op.method} {case.plain}: admin of another org got {answer}")
 
-    jobs: list[tuple[str, Case, Callable[[], Awaitable[RawReply]]]] = []
+    jobs: list[tuple[str, Case, Callable[[], Awaitable[RawAnswer]]]] = []
     for case in all_cases:
         for label, target in case.spellings().items():
             jobs.append((f"{label}: {case.op.method} {target}", case,
