@@ -4,6 +4,7 @@ life shows up, and labels stay bounded whatever upstream or plugins send."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import aiohttp
 import pytest
 
 from tests.conftest import MockUpstream, SidecarFactory, wait_for
-from tests.observability.obs_support import MODEL, Metrics, scrape
+from tests.observability.obs_support import MODEL, Metrics, raw_post, scrape
 
 CHAT = {"operation": "chat.complete", "method": "POST"}
 
@@ -31,6 +32,25 @@ async def test_a_stream_being_relayed_is_in_flight_until_it_ends(
         assert (await scrape(sidecar.url)).value("mistral_sidecar_requests_in_flight") == 1
         await resp.read()
     assert (await scrape(sidecar.url)).value("mistral_sidecar_requests_in_flight") == 0
+
+
+async def test_time_to_first_token_waits_for_the_first_word(
+        start_sidecar: SidecarFactory, mock_upstream: MockUpstream) -> None:
+    sidecar = await start_sidecar(SIDECAR_PLUGINS="metrics")
+    # The role-only frame comes at once, every later frame (the first word's too) 150 ms
+    # after the one before.
+    await mock_upstream.settings(token_interval_ms=150)
+    async with aiohttp.ClientSession() as http, http.post(
+            sidecar.url + "/v1/chat/completions", json=_body(stream=True)) as resp:
+        await resp.read()
+    m = await scrape(sidecar.url)
+    stream = {"operation": "chat.complete", "model": MODEL}
+    assert m.value("mistral_sidecar_time_to_first_token_seconds_count", **stream) == 1
+    ttft = m.value("mistral_sidecar_time_to_first_token_seconds_sum", **stream)
+    duration = m.value("mistral_sidecar_request_duration_seconds_sum",
+                       operation="chat.complete", stream="true")
+    assert 0.15 <= ttft < duration - 0.15
+    assert m.value("mistral_sidecar_stream_output_tokens_per_second_sum", **stream) > 0
 
 
 async def test_broken_and_abandoned_streams_count_once(
@@ -108,6 +128,30 @@ async def test_model_labels_are_capped(start_sidecar: SidecarFactory,
     models = {s.labels["model"] for s in m.find("mistral_sidecar_tokens_total")}
     assert len(models) == 101 and "other" in models
     assert m.total("mistral_sidecar_tokens_total", model="other", kind="prompt") > 0
+
+
+async def test_event_fields_of_any_shape_are_counted_with_safe_labels(
+        start_sidecar: SidecarFactory) -> None:
+    from tests.observability.obs_fakes import PLUGIN
+
+    sidecar = await start_sidecar(SIDECAR_PLUGINS=f"metrics,{PLUGIN}")
+    odd = [["retry.attempt", {"reason": ["a", "list"]}],
+           ["retry.attempt", {"reason": {"a": 1}}],
+           ["retry.attempt", {}],
+           ["retry.attempt", {"reason": "x" * 500}],
+           ["ratelimit.decision", {"limit": "requests", "allowed": [1], "scope": None}],
+           ["persistence.spooled", {"records": "many"}]]
+    status, _ = await raw_post(sidecar, "/v1/models", None, "odd-events", method="GET",
+                               X_Test_Emit=json.dumps(odd))
+    assert status == 200
+    m = await scrape(sidecar.url)
+    assert m.value("mistral_sidecar_events_total", event="retry.attempt") == 4
+    assert m.total("mistral_sidecar_retries_total") == 4
+    assert {s.labels["reason"] for s in m.find("mistral_sidecar_retries_total")} == {
+        "__a____list__", "__a_:_1_", "none", "other"}
+    assert m.total("mistral_sidecar_ratelimit_decisions_total") == 1
+    # a count that is not a number counts the event itself
+    assert m.value("mistral_sidecar_persistence_spooled_records_total") == 1
 
 
 async def test_a_hung_dependency_does_not_hang_the_scrape(

@@ -1,0 +1,62 @@
+"""One application's metrics: its registry and families, and the exposition ``/metrics``
+serves (this process's families, or every worker's in multi-process mode)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Gauge, generate_latest, multiprocess
+
+from plugins.metrics.event_families import EVENT_METRICS
+from plugins.metrics.per_event import EventMetrics
+from plugins.metrics.per_request import PREFIX, RequestMetrics
+from plugins.metrics.scrape import HEALTH_NAMES, Health, HealthCollector, PluginGaugeCollector
+from proxy import __version__
+
+__all__ = ["MetricsState"]
+
+
+class MetricsState:
+    """Every metric family of one application, in a registry of its own (two sidecars in one
+    process never share counters)."""
+
+    def __init__(self, app: web.Application, *, owner_label: bool, readiness: bool,
+                 readiness_timeout: float, multiproc_dir: str | None,
+                 in_flight: Callable[[], float]) -> None:
+        """``in_flight`` reads the number of requests this process is handling."""
+        self.registry = CollectorRegistry()
+        # Several workers: each counts its requests in and out of its own file, since a
+        # scrape can only read the others' files.
+        self.requests = RequestMetrics(self.registry, owner_label=owner_label,
+                                       in_flight=None if multiproc_dir else in_flight)
+        self.events = EventMetrics(self.registry, EVENT_METRICS,
+                                   existing={"queue_wait_seconds": self.requests.queue_wait})
+        Gauge(PREFIX + "build_info", "Always 1; the version label says what runs.",
+              ("version",), registry=self.registry, multiprocess_mode="max",
+              ).labels(__version__).set(1)
+        self.readiness = readiness
+        self.readiness_timeout = readiness_timeout
+        self.health = Health()
+        self.multiproc_dir = multiproc_dir
+        self.exposed = self.registry
+        if multiproc_dir is not None:
+            # prometheus_client keeps every worker's values in files there and sums them.
+            self.exposed = CollectorRegistry()
+            multiprocess.MultiProcessCollector(self.exposed, path=multiproc_dir)
+        own = {family.name for family in self.registry.collect()} | HEALTH_NAMES
+        self.exposed.register(PluginGaugeCollector(app, own))
+        if readiness:
+            self.exposed.register(HealthCollector(self.health))
+
+    async def exposition(self, app: web.Application) -> bytes:
+        """The text exposition, dependency health refreshed first when it is exported."""
+        if self.readiness:
+            await self.health.refresh(app, self.readiness_timeout)
+        return generate_latest(self.exposed)
+
+    def close(self) -> None:
+        """In multi-process mode, take this worker's live gauges out of the shared files."""
+        if self.multiproc_dir is not None:
+            multiprocess.mark_process_dead(os.getpid(), self.multiproc_dir)
