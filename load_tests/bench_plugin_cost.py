@@ -106,7 +106,7 @@ def dilated_intervals(factor: float) -> dict[str, str]:
     from plugins.metrics import sidecar_settings as metrics_settings
     from plugins.persistence.config import declared as persistence_settings
 
-    wanted = {"metrics.flush_seconds", "persistence.flush_interval_seconds",
+    wanted = {"persistence.flush_interval_seconds",
               "log.access_flush_seconds"}
     return {setting.env: f"{float(setting.default) * factor:g}"
             for setting in [*metrics_settings(), *persistence_settings(), *logs_settings()]

@@ -44,7 +44,8 @@ OWN_FIELDS = frozenset({
     "time", "level", "logger", "message", "request_id", "method", "path", "operation",
     "stream", "owner", "role", "key_id", "org", "agent_id", "conversation_id", "model",
     "status", "upstream_status", "attempts", "prompt_tokens", "completion_tokens",
-    "total_tokens", "duration_ms", "upstream_ms", "ttfb_ms", "bytes", "request_bytes"})
+    "total_tokens", "duration_ms", "upstream_ms", "ttfb_ms", "ttft_ms", "bytes",
+    "request_bytes"})
 
 def request_fields(method: str, path: str, status: int | None, operation: str,
                    stream: bool) -> dict[str, Any]:
@@ -139,6 +140,9 @@ def add_measures(ctx: RequestContext, agent_id: Any, conversation_id: Any,
     first_byte = timing.first_byte_sent
     if first_byte is not None:
         into["ttfb_ms"] = ((first_byte - started) * 1e6 + 0.5) // 1 / 1000
+    first_token = timing.first_token
+    if first_token is not None:
+        into["ttft_ms"] = ((first_token - started) * 1e6 + 0.5) // 1 / 1000
     into["bytes"] = ctx.response_bytes
     body = ctx.body
     if body is not None:

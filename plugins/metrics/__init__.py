@@ -37,11 +37,10 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from plugins.metrics.labels import OTHER, BoundedValues, safe_label
-from proxy import STOP_OBSERVING, StopObserving, hookimpl
+from proxy import hookimpl
 from proxy.app import FORWARDER, SETTINGS
 from proxy.context import RequestContext
 from proxy.settings import Setting
-from proxy.sse import SSEEvent
 
 # prometheus_client chooses between in-process and multi-process storage when it is first
 # imported, by whether PROMETHEUS_MULTIPROC_DIR is set. `serve --workers N` sets it after
@@ -136,20 +135,6 @@ def on_event(app: web.Application, ctx: RequestContext | None, name: str,
     state = app.get(METRICS)
     if state is not None:
         state.events.record(name, fields)
-
-
-@hookimpl
-def on_stream_event(ctx: RequestContext, event: SSEEvent) -> StopObserving | None:
-    """Give the access line the time to first token once the core has stamped it.
-
-    Transitional: the logs plugin shows ``ttft_ms`` from this ``ctx.log`` field today; once it
-    reads ``ctx.timing.first_token`` itself, as it does ``first_byte_sent``, this hook goes.
-    """
-    first_token = ctx.timing.first_token
-    if first_token is None:
-        return None
-    ctx.log["ttft_ms"] = round((first_token - ctx.timing.started) * 1000, 2)
-    return STOP_OBSERVING
 
 
 @hookimpl
