@@ -34,7 +34,7 @@ from proxy.settings import Setting, Settings, check_host, check_port
 __all__ = ["LIMITER", "POLICIES", "RateLimiter", "caller_id"]
 
 LIMITER = web.AppKey("ratelimit_limiter", RateLimiter)
-"""The app's :class:`RateLimiter` (Redis client, fallback state, in-process buckets)."""
+"""The app's :class:`RateLimiter` (the Redis backend, fallback state, in-process buckets)."""
 POLICIES = web.AppKey("ratelimit_policies", PolicyTable)
 """Default limits and their per-role and per-key overrides."""
 ENFORCE = web.AppKey("ratelimit_enforce", bool)
@@ -109,7 +109,7 @@ def _policies(settings: Settings) -> PolicyTable:
 
 @hookimpl
 def startup(app: web.Application) -> Awaitable[None]:
-    """Create the one Redis client (when configured) and check it once, without blocking
+    """Create the limiter, on Redis when configured, and check Redis once without blocking
     start-up on it: an unreachable Redis starts the sidecar in its failure mode."""
 
     async def start() -> None:
@@ -119,23 +119,22 @@ def startup(app: web.Application) -> Awaitable[None]:
         app[PLANS] = PlanCache()
         app[REPORT_DECISION] = emitter(app, "ratelimit.decision")
         timeout = int(settings["redis.timeout_ms"]) / 1000
-        redis = None
+        shared = None
         if settings["redis.host"]:
-            redis = RedisLimiter(
+            shared = RedisLimiter(
                 str(settings["redis.host"]), int(settings["redis.port"]),
                 str(settings["redis.prefix"]), timeout=timeout,
                 password=str(settings["redis.password"]), db=int(settings["redis.db"]),
                 connect_timeout=max(timeout, 1.0))
         limiter = RateLimiter(
-            redis,
+            shared,
             timeout=timeout,
             failure_mode=str(settings["ratelimit.failure_mode"]),
             probe_interval=float(settings["ratelimit.probe_interval_seconds"]),
             emit=lambda name, **fields: emit(app, name, **fields),
         )
         app[LIMITER] = limiter
-        if redis is not None:
-            await limiter.verify()
+        await limiter.verify()
 
     return start()
 
@@ -144,9 +143,9 @@ def startup(app: web.Application) -> Awaitable[None]:
 def shutdown(app: web.Application) -> Awaitable[None] | None:
     """Close the Redis connections."""
     limiter = app.get(LIMITER)
-    if limiter is None or limiter.redis is None:
+    if limiter is None:
         return None
-    return limiter.redis.close()
+    return limiter.close()
 
 
 @hookimpl
@@ -157,11 +156,11 @@ def readiness(app: web.Application) -> Awaitable[dict[str, Any]] | None:
         return None
 
     async def check() -> dict[str, Any]:
-        redis = await limiter.check_redis()
+        redis = await limiter.check_shared()
         ok = redis["ok"] or limiter.failure_mode == "open"
         detail: dict[str, Any] = {"ok": ok, "backend": limiter.backend,
                                   "failure_mode": limiter.failure_mode}
-        if limiter.redis is not None:
+        if limiter.shared is not None:
             detail["redis"] = redis
             detail["fallback"] = limiter.switch.active
         return {"ratelimit": detail}
@@ -173,7 +172,7 @@ def readiness(app: web.Application) -> Awaitable[dict[str, Any]] | None:
 def gauges(app: web.Application) -> list[tuple[str, dict[str, str], float]] | None:
     """``ratelimit_fallback_active``: 1 while Redis is unusable."""
     limiter = app.get(LIMITER)
-    if limiter is None or limiter.redis is None:
+    if limiter is None or limiter.shared is None:
         return None
     return [("ratelimit_fallback_active", {}, 1.0 if limiter.switch.active else 0.0)]
 
@@ -185,22 +184,12 @@ def on_request(ctx: RequestContext) -> Awaitable[None] | None:
     policy = app[POLICIES].for_identity(ctx.identity)
     if policy.requests <= 0 and policy.tokens_per_minute <= 0:
         return None
-    plan = app[PLANS].get(caller_id(ctx), policy)
-    # Without Redis (or while it is skipped) the decision is immediate: no coroutine needed.
-    try:
-        decision = app[LIMITER].evaluate_now(plan.limits)
-    except LimiterUnavailable:
-        _unavailable(ctx)
-        return None
-    if decision is None:
-        return _admit_shared(ctx, plan)
-    _apply(ctx, plan, decision)
-    return None
+    return _admit(ctx, app[PLANS].get(caller_id(ctx), policy))
 
 
-async def _admit_shared(ctx: RequestContext, plan: Plan) -> None:
+async def _admit(ctx: RequestContext, plan: Plan) -> None:
     try:
-        decision = await ctx.app[LIMITER].evaluate_shared(plan.limits)
+        decision = await ctx.app[LIMITER].evaluate(plan.limits)
     except LimiterUnavailable:
         _unavailable(ctx)
         return

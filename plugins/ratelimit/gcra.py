@@ -1,4 +1,4 @@
-"""The limiter's arithmetic (GCRA) and the in-process limiter built on it.
+"""The limiter's arithmetic (GCRA), shared by every backend.
 
 GCRA, the generic cell rate algorithm, stores one number per key: the *theoretical arrival
 time* (TAT). A quota of ``q`` units per ``w`` seconds gives every unit a cost of ``T = w / q``
@@ -11,16 +11,15 @@ Request limits check and take one unit. Token limits check for one token (a key 
 is empty or negative is refused) and take nothing; tokens are debited after the response, when
 usage is known, without a check, so a large answer may drive the budget negative.
 
-The Redis Lua script (:mod:`plugins.ratelimit.redis_limiter`) performs exactly this arithmetic
-in microseconds with Redis ``TIME``; this module is the in-process twin used without Redis and
-during a Redis outage, with an injected clock.
+The in-process backend (:mod:`plugins.ratelimit.local_limiter`) runs :func:`decide` on an
+injected clock; the Redis backend's Lua script (:mod:`plugins.ratelimit.redis_limiter`) performs
+exactly the same arithmetic in microseconds on Redis ``TIME``.
 """
 
 from __future__ import annotations
 
 import math
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 #: Tolerance (seconds) for float rounding at the exact boundary; the Lua script uses 1 us too.
@@ -121,33 +120,3 @@ def _state(limit: Limit, used: float) -> LimitState:
         return LimitState(remaining, 0.0)
     return LimitState(remaining, max(0.0, used - (limit.window - (remaining + 1) * period)))
 
-
-class LocalLimiter:
-    """GCRA buckets in this process's memory, on an injected monotonic clock.
-
-    Used when no Redis is configured and as the fail-open fallback. Keys whose TAT has passed
-    are swept now and then, so memory follows the number of recently active callers.
-    """
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self.clock = clock
-        self._tats: dict[str, float] = {}
-        self._sweep_at = 1024
-
-    def __len__(self) -> int:
-        return len(self._tats)
-
-    def evaluate(self, limits: Sequence[Limit]) -> Decision:
-        """Decide on ``limits`` now and record what the decision took."""
-        now = self.clock()
-        decision, updates = decide(now, [self._tats.get(limit.key) for limit in limits], limits)
-        for limit, tat in zip(limits, updates, strict=True):
-            if tat is not None:
-                self._tats[limit.key] = tat
-        if len(self._tats) >= self._sweep_at:
-            self._sweep(now)
-        return decision
-
-    def _sweep(self, now: float) -> None:
-        self._tats = {key: tat for key, tat in self._tats.items() if tat > now}
-        self._sweep_at = max(1024, 2 * len(self._tats))

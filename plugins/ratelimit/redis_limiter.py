@@ -1,25 +1,35 @@
-"""The shared limiter: one atomic Lua script per decision, on Redis's own clock.
+"""The shared backend: one atomic Lua script per decision, on Redis's own clock.
 
 Every replica runs the same script against the same keys, so a limit holds across all of them
 exactly: the script reads the TATs, decides, writes and sets each key's expiry in one step that
 no other client can interleave with. Redis ``TIME`` is the clock, so replicas with skewed
 clocks still agree. The arithmetic is :func:`plugins.ratelimit.gcra.decide`, in microseconds.
+
+Decisions go out as ``EVALSHA`` of the script registered with redis-py (``register_script``)
+on the pipelined connection of :mod:`plugins.ratelimit.resp` (why it exists is measured
+there). Everything else goes through a ``redis.asyncio`` client (:func:`redis_client`): health
+checks, and the decision that meets ``NOSCRIPT`` (Redis restarted, failed over or flushed its
+scripts), which redis-py's script support loads again and retries. redis-py's errors become
+:class:`~plugins.ratelimit.limiter.BackendUnavailable` here, so the rest of the plugin knows
+nothing of Redis.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import inspect
 from collections.abc import Sequence
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from plugins.ratelimit.gcra import Decision, Limit, LimitState
-from plugins.ratelimit.resp import RespConnection, RespError, encode
+from plugins.ratelimit.limiter import BackendUnavailable
+from plugins.ratelimit.resp import RespConnection, encode
 
 # KEYS[i]: one bucket per limit. ARGV: four numbers per limit: quota, window (us), units that
 # must be available (0 = no check), units to take if every limit passes.
@@ -74,72 +84,76 @@ return out
 """
 
 
-class RedisLimiter:
-    """Evaluates limits with :data:`GCRA_SCRIPT` on Redis, each call bounded by ``timeout``.
+def redis_client(host: str, port: int, *, connect_timeout: float, password: str = "",
+                 db: int = 0) -> Redis:
+    """A ``redis.asyncio`` client (with its connection pool) for the limiter's other calls.
 
-    It owns two things, both opened lazily and closed by :meth:`close`: a ``redis.asyncio``
-    client for the occasional commands (loading the script, health checks), and a pipelined
-    :class:`~plugins.ratelimit.resp.RespConnection` for the decisions on the request path.
-    Keys are ``prefix + limit.key``. A decision that gets no answer within ``timeout`` (to
-    connect and to reply together) raises :class:`TimeoutError`; ``connect_timeout`` bounds
-    a connect that callers gave up waiting for, so a slow one can still serve later calls.
+    No retries: the limiter's fallback decides what a failure means, and a retry loop inside
+    the client would only stretch the wait. Connecting is bounded by ``connect_timeout``;
+    callers bound each call as a whole.
+    """
+    return Redis(host=host, port=port, db=db, password=password or None,
+                 socket_connect_timeout=connect_timeout, retry=Retry(NoBackoff(), 0))
+
+
+def unavailable(exc: BaseException) -> BackendUnavailable:
+    """What a failed Redis call means for the limiter (``timeout``, ``unreachable``, ``error``)."""
+    if isinstance(exc, TimeoutError | RedisTimeoutError):
+        reason = "timeout"
+    elif isinstance(exc, OSError | RedisConnectionError):
+        reason = "unreachable"
+    else:
+        reason = "error"
+    return BackendUnavailable(reason, str(exc))
+
+
+class RedisLimiter:
+    """:class:`~plugins.ratelimit.limiter.Limiter` on Redis with :data:`GCRA_SCRIPT`.
+
+    Keys are ``prefix + limit.key``. A decision that gets no answer within ``timeout`` seconds
+    (to connect and to reply together) fails with reason ``timeout``; ``connect_timeout``
+    bounds a connect that callers gave up waiting for, so a slow one can still serve later
+    calls. Connections open when first needed and close in :meth:`close`.
     """
 
-    def __init__(self, host: str, port: int, prefix: str, *, timeout: float = 0.05,
+    def __init__(self, host: str, port: int, prefix: str, *, timeout: float,
                  password: str = "", db: int = 0, connect_timeout: float = 1.0) -> None:
         self.host, self.port, self.db = host, port, db
         self.prefix = prefix
         self.timeout = timeout
-        self._password = password
         self.connect_timeout = connect_timeout
-        self.sha = hashlib.sha1(GCRA_SCRIPT.encode()).hexdigest()
-        self.client: Any = _control_client(host, port, password, db, max(timeout, 1.0))
+        self._password = password
+        self.client = redis_client(host, port, connect_timeout=connect_timeout,
+                                   password=password, db=db)
+        self.script = self.client.register_script(GCRA_SCRIPT)
         self._pipeline: RespConnection | None = None
         self._connecting: asyncio.Task[RespConnection] | None = None
-        self._commands: dict[int, tuple[Sequence[Limit], bytes, list[bytes | str | int]]] = {}
 
     async def evaluate(self, limits: Sequence[Limit]) -> Decision:
         """Decide on ``limits`` atomically on Redis and record what the decision took."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.timeout
-        command, args = self._command(limits)
-        pipeline = self._pipeline
-        if pipeline is None or pipeline.closed:
-            async with asyncio.timeout_at(deadline):
-                pipeline = await self._connection()
-        try:
-            reply = await pipeline.send(command, deadline)
-        except RespError as exc:
-            if not str(exc).startswith("NOSCRIPT"):
-                raise
-            reply = await pipeline.send(encode(b"EVAL", GCRA_SCRIPT, *args), deadline)
-        if not isinstance(reply, list) or len(reply) != 2 + 2 * len(limits):
-            raise RespError(f"unexpected reply to the rate-limit script: {reply!r}")
-        if len(limits) == 1:  # the usual plan: a request limit alone
-            states: tuple[LimitState, ...] = (LimitState(int(reply[2]), int(reply[3]) / 1e6),)
-        else:
-            states = tuple(LimitState(int(reply[2 * i + 2]), int(reply[2 * i + 3]) / 1e6)
-                           for i in range(len(limits)))
-        return Decision(bool(reply[0]), int(reply[1]) / 1e6, states)
-
-    def _command(self, limits: Sequence[Limit]) -> tuple[bytes, list[bytes | str | int]]:
-        # A caller's limits are the same on every request (its cached plan hands the same
-        # tuple each time): encode its command once, found by identity, since hashing the
-        # limits would cost more than it saves. The cache holds the tuple, so its id cannot
-        # be reused by another object while the entry exists.
-        cached = self._commands.get(id(limits))
-        if cached is not None and cached[0] is limits:
-            return cached[1], cached[2]
-        args: list[bytes | str | int] = [len(limits)]
-        args.extend(self.prefix + limit.key for limit in limits)
+        deadline = asyncio.get_running_loop().time() + self.timeout
+        keys = [self.prefix + limit.key for limit in limits]
+        args: list[int] = []
         for limit in limits:
             args.extend((limit.quota, limit.window * 1_000_000, limit.check, limit.consume))
-        command = encode(b"EVALSHA", self.sha, *args)
-        if isinstance(limits, tuple):
-            if len(self._commands) >= 10_000:
-                self._commands.clear()
-            self._commands[id(limits)] = (limits, command, args)
-        return command, args
+        try:
+            pipeline = self._pipeline
+            if pipeline is None or pipeline.closed:
+                async with asyncio.timeout_at(deadline):
+                    pipeline = await self._connection()
+            try:
+                reply: Any = await pipeline.send(
+                    encode(b"EVALSHA", self.script.sha, len(keys), *keys, *args), deadline)
+            except NoScriptError:
+                async with asyncio.timeout_at(deadline):
+                    reply = await self.script(keys=keys, args=args)
+        except (TimeoutError, RedisError, OSError) as exc:
+            raise unavailable(exc) from exc
+        if not isinstance(reply, list) or len(reply) != 2 + 2 * len(limits):
+            raise BackendUnavailable("error", f"unexpected reply to the script: {reply!r}")
+        states = tuple(LimitState(int(reply[2 * i + 2]), int(reply[2 * i + 3]) / 1e6)
+                       for i in range(len(limits)))
+        return Decision(bool(reply[0]), int(reply[1]) / 1e6, states)
 
     async def _connection(self) -> RespConnection:
         if self._connecting is None:
@@ -158,33 +172,18 @@ class RedisLimiter:
         if not task.cancelled() and task.exception() is None:
             self._pipeline = task.result()
 
-    async def load_script(self) -> None:
-        """Make sure Redis has the script cached, so decisions need only its hash."""
-        await self.client.script_load(GCRA_SCRIPT)
-
-    async def ping(self) -> bool:
-        """Whether Redis answers."""
-        return bool(await self.client.ping())
+    async def check(self) -> None:
+        """PING Redis (the caller bounds the wait)."""
+        try:
+            await self.client.ping()
+        except (RedisError, OSError) as exc:
+            raise unavailable(exc) from exc
 
     async def close(self) -> None:
-        """Close the pipeline and the client."""
+        """Close the pipelined connection and the client."""
         if self._connecting is not None:
             self._connecting.cancel()
         if self._pipeline is not None:
             self._pipeline.abort()
             self._pipeline = None
         await self.client.aclose()
-
-
-def _control_client(host: str, port: int, password: str, db: int, timeout: float) -> Any:
-    options: dict[str, Any] = {}
-    # Skip CLIENT SETINFO: two more round trips on every new connection.
-    if "driver_info" in inspect.signature(Redis).parameters:
-        options["driver_info"] = None
-    else:
-        options.update(lib_name=None, lib_version=None)
-    # No client-side retries: the limiter's own timeout and fallback decide what a failure
-    # means, and a retry loop inside the client would only stretch the wait.
-    return Redis(host=host, port=port, db=db, password=password or None,
-                 socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0),
-                 health_check_interval=0, **options)

@@ -1,9 +1,9 @@
-"""Choosing the limiter for each decision: Redis when it answers in time, else the fallback.
+"""Choosing the backend for each decision: the shared one when it answers, else the fallback.
 
-Every Redis call is bounded by a tight timeout. When one fails, the :class:`FallbackSwitch`
-stops sending decisions to Redis; in ``open`` mode they go to the in-process limiter, in
-``closed`` mode they are refused. After ``probe_interval`` seconds one decision at a time tries
-Redis again, and the first success ends the fallback.
+Every call to the shared backend (Redis) is bounded by a tight timeout. When one fails, the
+:class:`FallbackSwitch` stops sending decisions to it; in ``open`` mode they go to the
+in-process backend, in ``closed`` mode they are refused. After ``probe_interval`` seconds one
+decision at a time tries the shared backend again, and the first success ends the fallback.
 """
 
 from __future__ import annotations
@@ -14,13 +14,9 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
-from plugins.ratelimit.gcra import Decision, Limit, LocalLimiter
-from plugins.ratelimit.redis_limiter import RedisLimiter
-from plugins.ratelimit.resp import RespError
+from plugins.ratelimit.gcra import Decision, Limit
+from plugins.ratelimit.limiter import BackendUnavailable, Limiter
+from plugins.ratelimit.local_limiter import LocalLimiter
 
 EventSink = Callable[..., None]
 
@@ -34,7 +30,7 @@ class Transition(enum.Enum):
 
 
 class Attempt(enum.Enum):
-    """How a decision should use Redis."""
+    """How a decision should use the shared backend."""
 
     NORMAL = "normal"
     PROBE = "probe"
@@ -42,9 +38,9 @@ class Attempt(enum.Enum):
 
 
 class FallbackSwitch:
-    """Tracks whether Redis is usable, on an injected clock.
+    """Tracks whether the shared backend is usable, on an injected clock.
 
-    ``begin`` says whether to try Redis now; ``end`` records how it went and reports a
+    ``begin`` says whether to try it now; ``end`` records how it went and reports a
     transition, so events are emitted once per outage and once per recovery.
     """
 
@@ -58,12 +54,8 @@ class FallbackSwitch:
         self._next_probe = 0.0
         self._probing = False
 
-    def skips(self) -> bool:
-        """Whether the next decision would skip Redis (an outage, and no probe due)."""
-        return self.active and (self._probing or self.clock() < self._next_probe)
-
     def begin(self) -> Attempt:
-        """Whether to try Redis for the next decision (at most one probe at a time)."""
+        """Whether to try the shared backend for the next decision (at most one probe at a time)."""
         if not self.active:
             return Attempt.NORMAL
         if self._probing or self.clock() < self._next_probe:
@@ -94,27 +86,22 @@ class FallbackSwitch:
 
 
 class LimiterUnavailable(Exception):
-    """Redis is unusable and the failure mode is ``closed``."""
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError | RedisTimeoutError):
-        return "timeout"
-    if isinstance(exc, OSError | RedisConnectionError):
-        return "unreachable"
-    return "error"
+    """The shared backend is unusable and the failure mode is ``closed``."""
 
 
 class RateLimiter:
-    """Evaluates limits on Redis (shared) or in process, with a bounded wait for Redis.
+    """The :class:`~plugins.ratelimit.limiter.Limiter` the plugin uses: ``shared`` (Redis)
+    while it answers, else the in-process backend (``open``) or :class:`LimiterUnavailable`
+    (``closed``).
 
-    ``redis`` is ``None`` for the in-process limiter only. ``emit(name, **fields)`` reports
-    ``ratelimit.fallback`` transitions.
+    ``shared`` is ``None`` for the in-process backend only. ``emit(name, **fields)`` reports
+    ``ratelimit.fallback`` transitions. ``clock`` (monotonic seconds) drives the in-process
+    buckets, the probe interval and the latency readiness reports.
     """
 
     def __init__(
         self,
-        redis: RedisLimiter | None,
+        shared: Limiter | None,
         *,
         timeout: float,
         failure_mode: str,
@@ -122,48 +109,33 @@ class RateLimiter:
         emit: EventSink,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.redis = redis
+        self.shared = shared
         self.timeout = timeout
         self.failure_mode = failure_mode
         self.emit = emit
+        self.clock = clock
         self.local = LocalLimiter(clock)
         self.switch = FallbackSwitch(probe_interval, clock)
 
     @property
     def backend(self) -> str:
         """``redis``, ``memory`` (no Redis configured) or ``fallback`` (Redis unusable)."""
-        if self.redis is None:
+        if self.shared is None:
             return "memory"
         return "fallback" if self.switch.active else "redis"
 
-    def evaluate_now(self, limits: Sequence[Limit]) -> Decision | None:
-        """Decide at once when Redis need not be asked (none configured, or skipped during an
-        outage); ``None`` when it must be (see :meth:`evaluate_shared`). Raises
-        :class:`LimiterUnavailable` during an outage in closed mode."""
-        if self.redis is None:
-            return self.local.evaluate(limits)
-        if self.switch.skips():
-            if self.failure_mode == "closed":
-                raise LimiterUnavailable(self.switch.reason or "unavailable")
-            return self.local.evaluate(limits)
-        return None
-
     async def evaluate(self, limits: Sequence[Limit]) -> Decision:
-        """Decide on ``limits``; raises :class:`LimiterUnavailable` in closed mode."""
-        decision = self.evaluate_now(limits)
-        if decision is not None:
-            return decision
-        return await self.evaluate_shared(limits)
-
-    async def evaluate_shared(self, limits: Sequence[Limit]) -> Decision:
-        """Ask Redis, falling back (or refusing, in closed mode) when it fails."""
-        assert self.redis is not None
+        """Decide on ``limits``; raises :class:`LimiterUnavailable` in closed mode while the
+        shared backend is unusable."""
+        shared = self.shared
+        if shared is None:
+            return await self.local.evaluate(limits)
         attempt = self.switch.begin()
         if attempt is not Attempt.SKIP:
             try:
-                decision = await self.redis.evaluate(limits)
-            except (TimeoutError, RespError, RedisError, OSError) as exc:
-                self._failed(attempt, _reason(exc))
+                decision = await shared.evaluate(limits)
+            except BackendUnavailable as exc:
+                self._failed(attempt, exc.reason)
             except BaseException:
                 self.switch.abandon(attempt)
                 raise
@@ -174,7 +146,7 @@ class RateLimiter:
                 return decision
         if self.failure_mode == "closed":
             raise LimiterUnavailable(self.switch.reason or "unavailable")
-        return self.local.evaluate(limits)
+        return await self.local.evaluate(limits)
 
     def _failed(self, attempt: Attempt, reason: str) -> None:
         if self.switch.end(attempt, False, reason) is Transition.ACTIVATED:
@@ -182,23 +154,33 @@ class RateLimiter:
                       failure_mode=self.failure_mode)
 
     async def verify(self) -> None:
-        """Load the script once (at start-up); enter the failure mode if Redis does not answer."""
-        if self.redis is None:
+        """Check the shared backend once (at start-up, waiting up to a second however short
+        the timeout); enter the failure mode if it does not answer."""
+        if self.shared is None:
             return
         try:
             async with asyncio.timeout(max(self.timeout, 1.0)):
-                await self.redis.load_script()
-        except (TimeoutError, RedisError, OSError) as exc:
-            self._failed(self.switch.begin(), _reason(exc))
+                await self.shared.check()
+        except TimeoutError:
+            self._failed(self.switch.begin(), "timeout")
+        except BackendUnavailable as exc:
+            self._failed(self.switch.begin(), exc.reason)
 
-    async def check_redis(self) -> dict[str, Any]:
-        """Ping Redis within the timeout (for readiness and start-up); never raises."""
-        if self.redis is None:
+    async def check_shared(self) -> dict[str, Any]:
+        """Ping the shared backend within the timeout (for readiness); never raises."""
+        if self.shared is None:
             return {"ok": True, "backend": "memory"}
-        started = time.perf_counter()
+        started = self.clock()
         try:
             async with asyncio.timeout(self.timeout):
-                await self.redis.ping()
-        except (TimeoutError, RedisError, OSError) as exc:
-            return {"ok": False, "error": _reason(exc)}
-        return {"ok": True, "latency_ms": round((time.perf_counter() - started) * 1000, 3)}
+                await self.shared.check()
+        except TimeoutError:
+            return {"ok": False, "error": "timeout"}
+        except BackendUnavailable as exc:
+            return {"ok": False, "error": exc.reason}
+        return {"ok": True, "latency_ms": round((self.clock() - started) * 1000, 3)}
+
+    async def close(self) -> None:
+        """Close the shared backend."""
+        if self.shared is not None:
+            await self.shared.close()

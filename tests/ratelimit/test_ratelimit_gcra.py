@@ -5,14 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from plugins.ratelimit.gcra import (
-    Limit,
-    LimitState,
-    LocalLimiter,
-    seconds_until_available,
-    whole_seconds,
-)
+from plugins.ratelimit.gcra import Limit, LimitState, seconds_until_available, whole_seconds
 from plugins.ratelimit.headers import rate_limit_headers
+from plugins.ratelimit.local_limiter import LocalLimiter
 from plugins.ratelimit.policy import Policy, PolicyTable, check_overrides
 from plugins.ratelimit.service import Attempt, FallbackSwitch, Transition
 from proxy.context import Identity
@@ -43,83 +38,83 @@ def debit(per_minute: int, amount: int, key: str = "t") -> Limit:
     return Limit(key, per_minute, 60, check=0, consume=amount)
 
 
-def test_a_full_bucket_admits_the_quota_at_once_then_refuses() -> None:
+async def test_a_full_bucket_admits_the_quota_at_once_then_refuses() -> None:
     limiter = LocalLimiter(Clock())
-    remaining = [limiter.evaluate([requests()]).states[0].remaining for _ in range(5)]
+    remaining = [(await limiter.evaluate([requests()])).states[0].remaining for _ in range(5)]
     assert remaining == [4, 3, 2, 1, 0]
-    refused = limiter.evaluate([requests()])
+    refused = await limiter.evaluate([requests()])
     assert not refused.allowed
     assert refused.states[0].remaining == 0
     # 5 per 60 s: one unit comes back every 12 s, the first 12 s after the first request.
     assert refused.retry_after == pytest.approx(12.0)
 
 
-def test_units_come_back_exactly_one_period_apart() -> None:
+async def test_units_come_back_exactly_one_period_apart() -> None:
     clock = Clock()
     limiter = LocalLimiter(clock)
     for _ in range(5):
-        assert limiter.evaluate([requests()]).allowed
+        assert (await limiter.evaluate([requests()])).allowed
     clock.advance(11.999)
-    assert not limiter.evaluate([requests()]).allowed
+    assert not (await limiter.evaluate([requests()])).allowed
     clock.advance(0.001)
-    assert limiter.evaluate([requests()]).allowed
-    assert not limiter.evaluate([requests()]).allowed
+    assert (await limiter.evaluate([requests()])).allowed
+    assert not (await limiter.evaluate([requests()])).allowed
     clock.advance(24.0)
-    assert [limiter.evaluate([requests()]).allowed for _ in range(3)] == [True, True, False]
+    assert [(await limiter.evaluate([requests()])).allowed for _ in range(3)] == [True, True, False]
 
 
-def test_an_idle_caller_gets_the_whole_quota_back_and_no_more() -> None:
+async def test_an_idle_caller_gets_the_whole_quota_back_and_no_more() -> None:
     clock = Clock()
     limiter = LocalLimiter(clock)
     for _ in range(5):
-        limiter.evaluate([requests()])
+        await limiter.evaluate([requests()])
     clock.advance(3600)
-    results = [limiter.evaluate([requests()]).allowed for _ in range(6)]
+    results = [(await limiter.evaluate([requests()])).allowed for _ in range(6)]
     assert results == [True] * 5 + [False]
 
 
-def test_refused_requests_take_nothing() -> None:
+async def test_refused_requests_take_nothing() -> None:
     clock = Clock()
     limiter = LocalLimiter(clock)
     for _ in range(5):
-        limiter.evaluate([requests()])
+        await limiter.evaluate([requests()])
     for _ in range(100):
-        assert not limiter.evaluate([requests()]).allowed
+        assert not (await limiter.evaluate([requests()])).allowed
     clock.advance(12.0)
-    assert limiter.evaluate([requests()]).allowed
+    assert (await limiter.evaluate([requests()])).allowed
 
 
-def test_reset_is_the_time_until_the_next_unit_returns() -> None:
+async def test_reset_is_the_time_until_the_next_unit_returns() -> None:
     clock = Clock()
     limiter = LocalLimiter(clock)
-    first = limiter.evaluate([requests(quota=100, window=60)]).states[0]
+    first = (await limiter.evaluate([requests(quota=100, window=60)])).states[0]
     assert first == LimitState(99, pytest.approx(0.6))
     clock.advance(0.2)
-    second = limiter.evaluate([requests(quota=100, window=60)]).states[0]
+    second = (await limiter.evaluate([requests(quota=100, window=60)])).states[0]
     # 1.2 s of debt minus 0.2 s elapsed: 98 left, the 99th is back in 0.4 s.
     assert second.remaining == 98
     assert second.reset_after == pytest.approx(0.4)
     clock.advance(60)
-    assert limiter.evaluate([]).allowed
-    full = limiter.evaluate([Limit("k", 100, 60, check=0, consume=0)]).states[0]
+    assert (await limiter.evaluate([])).allowed
+    full = (await limiter.evaluate([Limit("k", 100, 60, check=0, consume=0)])).states[0]
     assert full == LimitState(100, 0.0)
 
 
-def test_retry_after_never_earlier_than_the_reset_and_never_too_early() -> None:
+async def test_retry_after_never_earlier_than_the_reset_and_never_too_early() -> None:
     clock = Clock()
     limiter = LocalLimiter(clock)
     limit = requests(quota=3, window=10)
     for _ in range(3):
-        limiter.evaluate([limit])
+        await limiter.evaluate([limit])
     clock.advance(0.25)
-    refused = limiter.evaluate([limit])
+    refused = await limiter.evaluate([limit])
     wait = whole_seconds(refused.retry_after)
     assert wait >= whole_seconds(seconds_until_available(limit, refused.states[0]))
     assert wait == 4  # 10/3 s per unit, 0.25 s already gone: 3.08 s rounds up to 4
     clock.advance(wait - 1)
-    assert not limiter.evaluate([limit]).allowed
+    assert not (await limiter.evaluate([limit])).allowed
     clock.advance(1)
-    assert limiter.evaluate([limit]).allowed
+    assert (await limiter.evaluate([limit])).allowed
 
 
 def test_whole_seconds_ignores_float_noise_but_rounds_real_fractions_up() -> None:
@@ -129,70 +124,70 @@ def test_whole_seconds_ignores_float_noise_but_rounds_real_fractions_up() -> Non
     assert whole_seconds(-3.0) == 0
 
 
-def test_tokens_are_checked_without_being_taken_and_debited_after_the_fact() -> None:
+async def test_tokens_are_checked_without_being_taken_and_debited_after_the_fact() -> None:
     clock = Clock()
     limiter = LocalLimiter(clock)
     for _ in range(10):
-        checked = limiter.evaluate([tokens(1000)])
+        checked = await limiter.evaluate([tokens(1000)])
         assert checked.allowed
         assert checked.states[0].remaining == 1000
-    limiter.evaluate([debit(1000, 600)])
-    assert limiter.evaluate([tokens(1000)]).states[0].remaining == 400
+    await limiter.evaluate([debit(1000, 600)])
+    assert (await limiter.evaluate([tokens(1000)])).states[0].remaining == 400
     # A large answer drives the budget negative; the caller is refused until it is back to 1.
-    after = limiter.evaluate([debit(1000, 900)]).states[0]
+    after = (await limiter.evaluate([debit(1000, 900)])).states[0]
     assert after.remaining == -500
-    refused = limiter.evaluate([tokens(1000)])
+    refused = await limiter.evaluate([tokens(1000)])
     assert not refused.allowed
     # 501 tokens to earn back at 1000/min: 30.06 s.
     assert refused.retry_after == pytest.approx(30.06)
     assert seconds_until_available(tokens(1000), refused.states[0]) == pytest.approx(30.06)
     clock.advance(30.05)
-    assert not limiter.evaluate([tokens(1000)]).allowed
+    assert not (await limiter.evaluate([tokens(1000)])).allowed
     clock.advance(0.01)
-    assert limiter.evaluate([tokens(1000)]).allowed
+    assert (await limiter.evaluate([tokens(1000)])).allowed
 
 
-def test_an_empty_token_budget_refuses_even_at_exactly_zero() -> None:
+async def test_an_empty_token_budget_refuses_even_at_exactly_zero() -> None:
     clock = Clock()
     limiter = LocalLimiter(clock)
-    limiter.evaluate([debit(60, 60)])
-    refused = limiter.evaluate([tokens(60)])
+    await limiter.evaluate([debit(60, 60)])
+    refused = await limiter.evaluate([tokens(60)])
     assert not refused.allowed
     assert refused.states[0].remaining == 0
     clock.advance(1.0)
-    assert limiter.evaluate([tokens(60)]).allowed
+    assert (await limiter.evaluate([tokens(60)])).allowed
 
 
-def test_limits_evaluated_together_are_all_or_nothing() -> None:
+async def test_limits_evaluated_together_are_all_or_nothing() -> None:
     clock = Clock()
     limiter = LocalLimiter(clock)
-    limiter.evaluate([debit(100, 150)])
-    refused = limiter.evaluate([requests(), tokens(100)])
+    await limiter.evaluate([debit(100, 150)])
+    refused = await limiter.evaluate([requests(), tokens(100)])
     assert not refused.allowed
     # The request limit passed on its own but took nothing, because the token limit failed.
     assert refused.states[0].remaining == 5
-    assert limiter.evaluate([requests()]).states[0].remaining == 4
+    assert (await limiter.evaluate([requests()])).states[0].remaining == 4
 
 
-def test_the_retry_after_of_several_failing_limits_is_the_longest() -> None:
+async def test_the_retry_after_of_several_failing_limits_is_the_longest() -> None:
     limiter = LocalLimiter(Clock())
     for _ in range(5):
-        limiter.evaluate([requests()])
-    limiter.evaluate([debit(60, 120)])
-    refused = limiter.evaluate([requests(), tokens(60)])
+        await limiter.evaluate([requests()])
+    await limiter.evaluate([debit(60, 120)])
+    refused = await limiter.evaluate([requests(), tokens(60)])
     assert refused.retry_after == pytest.approx(61.0)
 
 
-def test_keys_are_independent_and_forgotten_once_idle() -> None:
+async def test_keys_are_independent_and_forgotten_once_idle() -> None:
     clock = Clock()
     limiter = LocalLimiter(clock)
     for i in range(2000):
-        assert limiter.evaluate([requests(quota=1, key=f"caller-{i}")]).allowed
-    assert not limiter.evaluate([requests(quota=1, key="caller-7")]).allowed
+        assert (await limiter.evaluate([requests(quota=1, key=f"caller-{i}")])).allowed
+    assert not (await limiter.evaluate([requests(quota=1, key="caller-7")])).allowed
     clock.advance(61)
-    limiter.evaluate([requests(quota=1, key="fresh")])
+    await limiter.evaluate([requests(quota=1, key="fresh")])
     for i in range(2000):
-        limiter.evaluate([requests(quota=1, key=f"other-{i}")])
+        await limiter.evaluate([requests(quota=1, key=f"other-{i}")])
     assert len(limiter) <= 2001
 
 

@@ -1,5 +1,6 @@
-"""The Lua script against a real Redis: exact counts, atomicity under concurrency, expiry, and
-the same answers as the in-process limiter."""
+"""The Redis backend against a real Redis: exact counts, atomicity under concurrency, expiry,
+the same answers as the in-process backend, many callers at once each getting their own
+answer, and an error for one decision leaving the others alone."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from collections.abc import AsyncIterator
 import pytest
 import redis.asyncio as redis
 
-from plugins.ratelimit.gcra import Limit, LocalLimiter
+from plugins.ratelimit.gcra import Decision, Limit
+from plugins.ratelimit.limiter import BackendUnavailable
+from plugins.ratelimit.local_limiter import LocalLimiter
 from plugins.ratelimit.redis_limiter import RedisLimiter
 from tests.conftest import REDIS_HOST, REDIS_PORT
 
@@ -21,9 +24,14 @@ async def client() -> AsyncIterator[redis.Redis]:
     await connection.aclose()
 
 
+def new_limiter(prefix: str) -> RedisLimiter:
+    """A Redis backend with a timeout generous against this machine's scheduling noise."""
+    return RedisLimiter(REDIS_HOST, REDIS_PORT, prefix, timeout=2.0)
+
+
 @pytest.fixture
 async def limiter(redis_prefix: str) -> AsyncIterator[RedisLimiter]:
-    shared = RedisLimiter(REDIS_HOST, REDIS_PORT, redis_prefix, timeout=2.0)
+    shared = new_limiter(redis_prefix)
     yield shared
     await shared.close()
 
@@ -52,7 +60,7 @@ async def test_every_key_written_expires_when_its_debt_is_paid(
 
 async def test_concurrent_decisions_from_many_connections_never_over_admit(
         redis_prefix: str) -> None:
-    limiters = [RedisLimiter(REDIS_HOST, REDIS_PORT, redis_prefix, timeout=2.0) for _ in range(6)]
+    limiters = [new_limiter(redis_prefix) for _ in range(6)]
     try:
         limit = Limit("shared", 50, 3600)
         decisions = await asyncio.gather(
@@ -99,7 +107,7 @@ async def test_redis_and_in_process_limiters_give_the_same_answers(
     ]
     for limits in sequence:
         shared = await limiter.evaluate(limits)
-        mine = local.evaluate(limits)
+        mine = await local.evaluate(limits)
         assert shared.allowed == mine.allowed
         assert [s.remaining for s in shared.states] == [s.remaining for s in mine.states]
         assert shared.retry_after == pytest.approx(mine.retry_after, abs=0.5)
@@ -111,3 +119,30 @@ async def test_the_script_is_reloaded_after_redis_forgets_it(
     await client.script_flush()
     second = await limiter.evaluate([Limit("x", 2, 60)])
     assert second.allowed and second.states[0].remaining == 0
+
+
+async def test_many_callers_at_once_each_get_the_answer_for_their_own_bucket(
+        limiter: RedisLimiter) -> None:
+    quotas = {f"caller-{i}": 3 + i for i in range(8)}
+    # Interleaved, so that each batch sent to Redis mixes callers.
+    calls = [(key, quota) for round_ in range(12) for key, quota in quotas.items()
+             if round_ < quota + 2]
+    decisions = await asyncio.gather(*(limiter.evaluate([Limit(key, quota, 3600)])
+                                       for key, quota in calls))
+    for key, quota in quotas.items():
+        mine = [d for (k, _), d in zip(calls, decisions, strict=True) if k == key]
+        assert [d.allowed for d in mine] == [True] * quota + [False] * 2
+        assert [d.states[0].remaining for d in mine] == [*range(quota - 1, -1, -1), 0, 0]
+
+
+async def test_an_error_for_one_decision_leaves_those_sent_with_it_alone(
+        limiter: RedisLimiter, client: redis.Redis, redis_prefix: str) -> None:
+    # Something else wrote a list where a bucket belongs: the script fails on that key only.
+    await client.rpush(redis_prefix + "broken", "x")
+    results = await asyncio.gather(limiter.evaluate([Limit("broken", 5, 60)]),
+                                   *(limiter.evaluate([Limit("fine", 5, 60)]) for _ in range(5)),
+                                   return_exceptions=True)
+    failed, fine = results[0], [r for r in results[1:] if isinstance(r, Decision)]
+    assert isinstance(failed, BackendUnavailable) and failed.reason == "error"
+    assert "WRONGTYPE" in str(failed)
+    assert [d.states[0].remaining for d in fine] == [4, 3, 2, 1, 0]
