@@ -33,7 +33,7 @@ from collections.abc import Iterable
 
 from plugins.guard.folding import fold_char, table
 
-__all__ = ["Locator", "locate", "merge", "normalise"]
+__all__ = ["Locator", "fold_characters", "locate", "merge", "normalise"]
 
 # A run of non-word characters between two word characters (but not the single plain space
 # that separates most words: rewriting each of those would double the cost, and not a sentence
@@ -48,12 +48,18 @@ _PIECE_CHARS = 2048
 _MAX_MAPPED_PIECE = 1 << 16
 
 
-def normalise(text: str) -> str:
-    """The folded view of ``text`` that rules are matched against."""
+def fold_characters(text: str) -> str:
+    """``text`` with every character folded, separators not yet rewritten: it holds every
+    word :func:`normalise` gives, spelled the same (separators are never joined into one)."""
     if text.isascii():
         # Nothing for the table to do; casefold() is lower() on ASCII.
-        return _SPACES.sub(" ", text.lower())
-    return _SPACES.sub(" ", text.translate(table()).casefold())
+        return text.lower()
+    return text.translate(table()).casefold()
+
+
+def normalise(text: str) -> str:
+    """The folded view of ``text`` that rules are matched against."""
+    return _SPACES.sub(" ", fold_characters(text))
 
 
 class Locator:

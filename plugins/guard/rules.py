@@ -20,13 +20,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from plugins.guard.default_rules import DEFAULT_RULES, TRIGGERS
-from plugins.guard.normalise import locate, normalise
+from plugins.guard.normalise import fold_characters, locate, normalise
 from plugins.guard.pattern_fold import fold_pattern
 
 __all__ = ["DEFAULT_RULES", "Rule", "check_rules", "compile_rules", "redact", "scan"]
 
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
-_WORD = re.compile(r"[^\W_]")
 # Escapes (``\S``, ``\N{...}``) and group names are not letters the text must match.
 _NOT_LITERAL = re.compile(r"\\N\{[^}]*\}|\\.|\(\?P<\w+>|\(\?P=\w+\)", re.DOTALL)
 
@@ -60,13 +59,21 @@ class Rule:
                 position = match.end()
         return found
 
+    def may_match(self, characters: str) -> bool:
+        """Whether this rule can match the text whose folded characters are
+        ``characters`` (:func:`~plugins.guard.normalise.fold_characters`): no word a match
+        starts with, no match. Rules without known start words always may."""
+        if self.bounded is None and self.free is None:
+            return True
+        return bool((self.bounded is not None and self.bounded.search(characters))
+                    or (self.free is not None and self.free.search(characters)))
+
     def _starts(self, folded: str) -> list[int]:
         starts: set[int] = set()
         if self.bounded is not None:
             # A word found inside another word cannot start a match; a word cannot hold the
             # start of another one either, so non-overlapping matches miss nothing.
-            starts.update(m.start() for m in self.bounded.finditer(folded)
-                          if m.start() == 0 or not _WORD.match(folded, m.start() - 1))
+            starts.update(m.start() for m in self.bounded.finditer(folded))
         if self.free is not None:
             position = 0
             while (hit := self.free.search(folded, position)) is not None:
@@ -107,14 +114,18 @@ def compile_rules(value: list[dict[str, str]]) -> tuple[Rule, ...]:
     rules = []
     for item in value:
         bounded, free = TRIGGERS.get(item["pattern"], ((), ()))
-        rules.append(Rule(item["name"], _compile(item["pattern"]), _words(bounded),
-                          _words(free)))
+        rules.append(Rule(item["name"], _compile(item["pattern"]),
+                          _words(bounded, at_word_start=True), _words(free)))
     return tuple(rules)
 
 
-def _words(words: Iterable[str]) -> re.Pattern[str] | None:
+def _words(words: Iterable[str], at_word_start: bool = False) -> re.Pattern[str] | None:
     folded = [normalise(word) for word in words]
-    return re.compile(_trie(folded)) if folded else None
+    if not folded:
+        return None
+    # Only at the start of a word: the engine then tries the words at a few hundred places
+    # of a prompt rather than at every character.
+    return re.compile(("(?<![^\\W_])" if at_word_start else "") + _trie(folded))
 
 
 def _trie(words: Iterable[str]) -> str:
@@ -156,7 +167,12 @@ def scan(text: str, rules: tuple[Rule, ...]) -> tuple[str, dict[str, list[tuple[
     """Match every rule against ``normalise(text)``.
 
     Returns the normalised text and, per rule that matched, the spans it matched there.
+    When no rule can match (no word a match starts with: most text), the spans are empty and
+    the text returned has only its characters folded, which is all that was needed.
     """
+    characters = fold_characters(text)
+    if not any(rule.may_match(characters) for rule in rules):
+        return characters, {}
     normalised = normalise(text)
     found: dict[str, list[tuple[int, int]]] = {}
     for rule in rules:
