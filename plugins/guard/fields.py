@@ -29,7 +29,7 @@ from plugins.guard.classify import EMBEDDED
 from plugins.guard.fields_table import FIELDS
 from proxy.operations import OperationIndex
 
-__all__ = ["GUARDED_OPERATIONS", "KeyField", "TextField", "ValueField", "text_fields",
+__all__ = ["GUARDED_OPERATIONS", "KeyField", "TextField", "ValueField", "path_steps", "text_fields",
            "texts"]
 
 #: Operation names with at least one field a model reads.
@@ -113,14 +113,15 @@ def _tries() -> dict[str, _Node]:
     roots: dict[str, _Node] = {}
     for operation, path, kind in FIELDS:
         node = roots.setdefault(operation, _Node())
-        for step in _steps(path):
+        for step in path_steps(path):
             node = node.children.setdefault(step, _Node())
         node.kind = kind
     return roots
 
 
-def _steps(path: str) -> list[str]:
-    """``messages[].content`` -> ``["messages", "[]", "content"]``."""
+def path_steps(path: str) -> list[str]:
+    """The steps of a field path from the generated tables: ``messages[].content`` ->
+    ``["messages", "[]", "content"]`` (``{}`` stands for any key of an object)."""
     steps: list[str] = []
     for token in path.split("."):
         name = token.split("[", 1)[0].split("{", 1)[0]

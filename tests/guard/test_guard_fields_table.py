@@ -18,6 +18,7 @@ import pytest
 
 from plugins.auth import references_table
 from plugins.guard import fields_table
+from plugins.guard.fields import path_steps
 from plugins.guard.fields_table import FIELDS
 from plugins.guard.gen_fields import rows_for
 from proxy import operations_table
@@ -42,17 +43,6 @@ def _nest(steps: list[str], leaf: Any, leaf_path: str) -> tuple[Any, str]:
     return {step: inner}, "." + step + path
 
 
-def _steps(path: str) -> list[str]:
-    steps: list[str] = []
-    for token in path.split("."):
-        name = token.split("[", 1)[0].split("{", 1)[0]
-        if name:
-            steps.append(name)
-        rest = token[len(name):]
-        steps.extend(rest[i:i + 2] for i in range(0, len(rest), 2))
-    return steps
-
-
 def probe(operation: str, path: str, kind: str) -> tuple[dict[str, Any], str]:
     """A body of ``operation`` with the phrase at ``path``, and the field a report names."""
     if kind == "embedded":
@@ -62,7 +52,7 @@ def probe(operation: str, path: str, kind: str) -> tuple[dict[str, Any], str]:
         leaf, suffix = {"k": PHRASE}, "{0}"
     else:
         leaf, suffix = PHRASE, ""
-    body, where = _nest(_steps(path), leaf, suffix)
+    body, where = _nest(path_steps(path), leaf, suffix)
     if kind == "embedded":
         body["endpoint"] = "/v1/chat/completions"
     if operation.endswith("_stream"):

@@ -32,6 +32,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from plugins.auth.references_table import REFERENCES
+from plugins.guard.fields import path_steps
 from proxy.mock_upstream import MockConfig, create_mock_app
 from proxy.operations import Operation, OperationIndex
 
@@ -686,12 +687,6 @@ def _path_values(tokens: list[str], leaf: st.SearchStrategy[Any]) -> st.SearchSt
                                  optional={"type": st.sampled_from(["file", "text", "x"])})
 
 
-def _tokens(path: str) -> list[str]:
-    """``input[][].content[].file_id`` -> ``input [] [] content [] file_id``."""
-    return [token for part in path.split(".")
-            for token in [part.split("[", 1)[0], *["[]"] * part.count("[]")] if token]
-
-
 def _field_values(name: str) -> st.SearchStrategy[Any]:
     if name == "model":
         return st.sampled_from(MODELS) | hostile_text()
@@ -709,7 +704,7 @@ def _body_values(op: Operation) -> st.SearchStrategy[Any]:
         name: _field_values(name) for name in GENERIC_FIELDS if name != "model"})
     name = op.name.removesuffix("_stream") if op.stream_variant else op.name
     shaped = [
-        _path_values(_tokens(path), _id_values(kind))
+        _path_values(path_steps(path), _id_values(kind))
         for operation, form, path, kind in REFERENCES if form == "json" and operation == name]
     if not shaped:
         return generic
