@@ -98,8 +98,14 @@ def load(
 
 
 def validation_problems(settings: Settings, chain: PluginChain) -> list[str]:
-    """What the plugins' ``validate_settings`` find wrong with ``settings``."""
+    """What the core and the plugins' ``validate_settings`` find wrong with ``settings``."""
     problems: list[str] = []
+    if settings.serving and settings["environment"] == "production" \
+            and str(settings["upstream.base_url"]).startswith("http://") \
+            and not settings["upstream.allow_plain_http"]:
+        problems.append("MISTRAL_BASE_URL: a plain http:// upstream is refused when "
+                        "ENVIRONMENT=production (the upstream key would travel in clear) "
+                        "unless SIDECAR_UPSTREAM_ALLOW_PLAIN_HTTP=true")
     for _name, found in chain.call_all("validate_settings", settings=settings):
         problems.extend(found or ())
     return problems

@@ -343,8 +343,10 @@ DEFAULT_CHAIN = (
 def core_settings() -> list[Setting]:
     """The settings the core itself reads."""
     return [
-        Setting("environment", "str", "development", "Deployment environment name.",
-                env="ENVIRONMENT"),
+        Setting("environment", "str", "development",
+                "Deployment environment name; production makes serve refuse unsafe settings "
+                "(plain-HTTP upstream, content logging, passthrough callers) without their "
+                "opt-in.", env="ENVIRONMENT"),
         Setting("log.level", "str", "INFO", "Log level.", env="LOG_LEVEL",
                 choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")),
         Setting("server.host", "str", "127.0.0.1",
@@ -390,6 +392,10 @@ def core_settings() -> list[Setting]:
                 env="SIDECAR_DATA_DIR"),
         Setting("upstream.base_url", "str", "https://api.mistral.ai",
                 "Base URL of the Mistral API.", env="MISTRAL_BASE_URL", check=_check_url),
+        Setting("upstream.allow_plain_http", "bool", False,
+                "Allow an http:// MISTRAL_BASE_URL when ENVIRONMENT=production (an egress "
+                "proxy on a private network, a local test upstream).",
+                env="SIDECAR_UPSTREAM_ALLOW_PLAIN_HTTP"),
         Setting("upstream.api_key", "list", [],
                 "Mistral API key(s) sent upstream; several comma-separated keys form a pool.",
                 env="MISTRAL_API_KEY", secret=True),

@@ -133,6 +133,10 @@ def sidecar_settings() -> list[Setting]:
         Setting("auth.passthrough.roles", "data", {},
                 "Passthrough mode: key fingerprint (see `keys fingerprint`) -> role.",
                 check=_check_role_map),
+        Setting("auth.passthrough.allow_in_production", "bool", False,
+                "Allow passthrough mode when ENVIRONMENT=production (callers' own Mistral keys "
+                "then reach upstream and identify them).",
+                env="SIDECAR_AUTH_PASSTHROUGH_ALLOW_IN_PRODUCTION"),
         Setting("auth.passthrough.org", "str", "",
                 "Passthrough mode: organisation of every caller; empty gives each key "
                 "fingerprint its own organisation.", env="SIDECAR_AUTH_PASSTHROUGH_ORG"),
@@ -157,6 +161,11 @@ def sidecar_settings() -> list[Setting]:
 def validate_settings(settings: Settings) -> list[str]:
     """Keys mode needs an upstream key; roles named elsewhere must exist; store comes first."""
     problems = []
+    if settings.serving and settings["environment"] == "production" \
+            and settings["auth.mode"] == "passthrough" \
+            and not settings["auth.passthrough.allow_in_production"]:
+        problems.append("SIDECAR_AUTH_MODE: passthrough is refused when ENVIRONMENT=production "
+                        "unless SIDECAR_AUTH_PASSTHROUGH_ALLOW_IN_PRODUCTION=true")
     if settings.serving and settings["auth.mode"] == "keys" and not settings["upstream.api_key"]:
         problems.append("MISTRAL_API_KEY: required when SIDECAR_AUTH_MODE=keys")
     roles = settings["auth.roles"]

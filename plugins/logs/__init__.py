@@ -737,6 +737,15 @@ def build_handlers(settings: Settings, redactor: SecretRedactor | None = None
 
 
 @hookimpl
+def validate_settings(settings: Settings) -> list[str]:
+    """Message content in log lines is refused in production."""
+    if settings.serving and settings["environment"] == "production" and settings["log.content"]:
+        return ["SIDECAR_LOG_CONTENT: logging message content is refused when "
+                "ENVIRONMENT=production"]
+    return []
+
+
+@hookimpl
 def startup(app: web.Application) -> None:
     """Replace the root logger's console handlers with the JSON ones."""
     settings = app[SETTINGS]

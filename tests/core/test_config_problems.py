@@ -80,3 +80,35 @@ def test_serve_still_needs_the_key(tmp_path: Path) -> None:
     result = _cli("serve", env={"SIDECAR_DATA_DIR": str(tmp_path)})
     assert result.returncode == 2
     assert "MISTRAL_API_KEY: required" in result.stderr
+
+
+@pytest.mark.parametrize(("unsafe", "named"), [
+    ({"MISTRAL_BASE_URL": "http://api.mistral.ai"}, "MISTRAL_BASE_URL"),
+    ({"SIDECAR_LOG_CONTENT": "true"}, "SIDECAR_LOG_CONTENT"),
+    ({"SIDECAR_AUTH_MODE": "passthrough"}, "SIDECAR_AUTH_MODE"),
+])
+def test_production_refuses_unsafe_settings(unsafe: dict[str, str], named: str,
+                                            tmp_path: Path) -> None:
+    env = {"MISTRAL_API_KEY": "k", "SIDECAR_DATA_DIR": str(tmp_path), **unsafe}
+    assert _cli("check-config", env=env).stdout.count("note:") == 0
+    production = _cli("serve", env={**env, "ENVIRONMENT": "production"})
+    assert production.returncode == 2
+    assert named in production.stderr and "ENVIRONMENT=production" in production.stderr
+    checked = _cli("check-config", env={**env, "ENVIRONMENT": "production"})
+    assert f"note: serve will also need {named}" in checked.stdout
+
+
+def test_passthrough_in_production_with_the_opt_in(tmp_path: Path) -> None:
+    env = {"MISTRAL_API_KEY": "k", "SIDECAR_DATA_DIR": str(tmp_path),
+           "ENVIRONMENT": "production", "SIDECAR_AUTH_MODE": "passthrough",
+           "SIDECAR_AUTH_PASSTHROUGH_ALLOW_IN_PRODUCTION": "true"}
+    checked = _cli("check-config", env=env)
+    assert checked.returncode == 0 and "note:" not in checked.stdout
+
+
+def test_a_plain_http_upstream_in_production_with_the_opt_in(tmp_path: Path) -> None:
+    env = {"MISTRAL_API_KEY": "k", "SIDECAR_DATA_DIR": str(tmp_path),
+           "ENVIRONMENT": "production", "MISTRAL_BASE_URL": "http://egress.internal:3128",
+           "SIDECAR_UPSTREAM_ALLOW_PLAIN_HTTP": "true"}
+    checked = _cli("check-config", env=env)
+    assert checked.returncode == 0 and "note:" not in checked.stdout

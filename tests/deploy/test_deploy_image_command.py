@@ -115,6 +115,8 @@ def _on_this_machine(env: dict[str, str | None], pg: dict[str, str],
     if "MISTRAL_BASE_URL" in out or "MISTRAL_API_KEY" in env:
         out["MISTRAL_BASE_URL"] = mock_url
         out["MISTRAL_API_KEY"] = MOCK_COMMAND[MOCK_COMMAND.index("--api-key") + 1]
+        # The local mock speaks plain HTTP, which production refuses without this opt-in.
+        out["SIDECAR_UPSTREAM_ALLOW_PLAIN_HTTP"] = "true"
     out["SIDECAR_HOST"] = "127.0.0.1"
     out["SIDECAR_PORT"] = str(free_port())
     out["SIDECAR_DATA_DIR"] = str(data_dir)
