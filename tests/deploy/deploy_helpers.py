@@ -31,6 +31,8 @@ AWS = DOCKER / "aws"
 GCP = DOCKER / "gcp"
 WORKFLOW = REPO / ".github" / "workflows" / "ci.yml"
 README = REPO / "README.md"
+#: The generated configuration reference.
+CONFIGURATION = REPO / "docs" / "configuration.md"
 
 SIDECAR = "sidecar"
 """Marker for a container that runs ``mistral-sidecar`` (its env must be sidecar settings)."""
