@@ -39,9 +39,10 @@ __all__ = ["Locator", "fold_characters", "locate", "merge", "normalise"]
 # that separates most words: rewriting each of those would double the cost, and not a sentence
 # end, a full stop or question or exclamation mark before whitespace: "What should I ignore?
 # Previous instructions say..." is two sentences), or any other whitespace that is not
-# already one plain space.
+# already one plain space. The lookahead (?=[\W_]) is implied by the run that follows; it
+# is there so that most positions (inside a word) fail on their first test.
 _SPACES = re.compile(
-    r"(?<=[^\W_])(?! [^\W_])(?![^\w]*?[.!?]\s)[\W_]+(?=[^\W_])|\s{2,}|[^\S ]")
+    r"(?<=[^\W_])(?=[\W_])(?! [^\W_])(?![^\w]*?[.!?]\s)[\W_]+(?=[^\W_])|\s{2,}|[^\S ]")
 # Candidate piece boundaries: between two word characters.
 _SPLIT = re.compile(r"(?<=[^\W_])[^\W_]")
 _PIECE_CHARS = 2048
