@@ -9,6 +9,10 @@ Runs on every proxied request before anything goes upstream:
 - multipart endpoints carrying a body require ``multipart/form-data`` -> 415;
 - a request with several ``Content-Type`` headers is refused -> 400.
 
+The body is parsed once, by the core (``ctx.json``); this plugin reports what that parse
+found (``ctx.json_error``), and asks it to look for repeated keys
+(:data:`proxy.context.UNIQUE_JSON_KEYS`).
+
 Sizes are the core's job: request heads are limited while they are read
 (``server.max_header_bytes``, ``server.max_header_count``: 431, :mod:`proxy.door`) and bodies
 before this plugin runs (``limits.max_json_body_bytes``, ``limits.max_upload_bytes``: 413).
@@ -17,33 +21,15 @@ before this plugin runs (``limits.max_json_body_bytes``, ``limits.max_upload_byt
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
-from typing import Any
 
 from aiohttp import web
 
 from proxy import hookimpl
 from proxy.app import SETTINGS
-from proxy.context import RequestContext
+from proxy.context import UNIQUE_JSON_KEYS, RequestContext
 from proxy.errors import SidecarError
+from proxy.jsoncodec import DuplicateKeyError
 from proxy.settings import Setting
-
-__all__ = ["VALIDATE_CONFIG", "ValidateConfig"]
-
-
-@dataclass(frozen=True, slots=True)
-class ValidateConfig:
-    """The validation limits, read once at start-up."""
-
-    reject_duplicate_keys: bool
-
-
-VALIDATE_CONFIG = web.AppKey("validate_config", ValidateConfig)
-
-
-
-class _DuplicateKey(ValueError):
-    """A JSON object repeats a key."""
 
 
 @hookimpl
@@ -52,23 +38,19 @@ def sidecar_settings() -> list[Setting]:
     return [
         Setting("validate.reject_duplicate_keys", "bool", True,
                 "Refuse JSON bodies in which an object repeats a key (400).",
-                env="SIDECAR_REJECT_DUPLICATE_KEYS"),
+                deprecated_env=("SIDECAR_REJECT_DUPLICATE_KEYS",)),
     ]
 
 
 @hookimpl
 def startup(app: web.Application) -> None:
-    """Read the limits once."""
-    settings = app[SETTINGS]
-    app[VALIDATE_CONFIG] = ValidateConfig(
-        reject_duplicate_keys=bool(settings["validate.reject_duplicate_keys"]),
-    )
+    """Have the core's parse of request bodies look for repeated keys, when they are refused."""
+    app[UNIQUE_JSON_KEYS] = bool(app[SETTINGS]["validate.reject_duplicate_keys"])
 
 
 @hookimpl
 def on_request(ctx: RequestContext) -> None:
     """Reject requests whose headers or body cannot be what the operation expects."""
-    config = ctx.app[VALIDATE_CONFIG]
     operation = ctx.operation
     request = ctx.request
     if operation is None or not request.body_exists:
@@ -83,43 +65,24 @@ def on_request(ctx: RequestContext) -> None:
         if not (base == "application/json" or base.endswith("+json")):
             raise SidecarError(
                 415, f"{where} expects a JSON body: send Content-Type: application/json.")
-        _check_json(ctx, config)
+        error = ctx.json_error
+        if error is not None:
+            raise SidecarError(400, _describe(error), code="invalid_json")
     elif operation.request_kind == "multipart" and base != "multipart/form-data":
         raise SidecarError(
             415, f"{where} expects a file upload: send Content-Type: multipart/form-data.")
 
 
-def _check_json(ctx: RequestContext, config: ValidateConfig) -> None:
-    body = ctx.body
-    if not body:
-        return
-    # A parse of our own rather than ``ctx.json``: it must tell a literal ``null`` from
-    # garbage and see repeated keys, which the lenient parse hides.
-    try:
-        parsed = json.loads(body, object_pairs_hook=_unique_pairs
-                            if config.reject_duplicate_keys else None)
-    except _DuplicateKey:
-        raise SidecarError(400, "The JSON body has an object that repeats a key.",
-                           code="invalid_json") from None
-    except json.JSONDecodeError as exc:
-        raise SidecarError(
-            400, f"The request body is not valid JSON: {exc.msg} at line {exc.lineno} "
-            f"column {exc.colno}.", code="invalid_json") from None
-    except (ValueError, UnicodeDecodeError):
-        raise SidecarError(400, "The request body is not valid JSON text.",
-                           code="invalid_json") from None
-    except RecursionError:
-        raise SidecarError(400, "The JSON body is nested too deeply.",
-                           code="invalid_json") from None
-    # Later plugins read ctx.json: hand them this parse instead of a second one.
-    ctx.set_parsed_json(parsed)
-
-
-def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result = dict(pairs)
-    if len(result) != len(pairs):
-        raise _DuplicateKey()
-    return result
+def _describe(error: ValueError | RecursionError) -> str:
+    """What is wrong with the body, for the caller."""
+    if isinstance(error, DuplicateKeyError):
+        return "The JSON body has an object that repeats a key."
+    if isinstance(error, json.JSONDecodeError):
+        return (f"The request body is not valid JSON: {error.msg} at line {error.lineno} "
+                f"column {error.colno}.")
+    if isinstance(error, RecursionError):
+        return "The JSON body is nested too deeply."
+    return "The request body is not valid JSON text."
 
 
 def _base_type(content_type: str) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import operator
 from collections.abc import Callable, Iterator
 from importlib.metadata import entry_points
 from types import ModuleType
@@ -16,6 +15,9 @@ from proxy import PROJECT_NAME, hookspecs
 from proxy.settings import ConfigError
 
 ENTRY_POINT_GROUP = PROJECT_NAME
+
+#: How problems with the chain name the setting.
+CHAIN_SETTING = "plugins.chain (SIDECAR_PLUGINS_CHAIN)"
 
 
 def installed_plugins() -> dict[str, str]:
@@ -30,7 +32,7 @@ def _import_plugin(name: str) -> object:
                 return ep.load()
             except ImportError as exc:
                 raise ConfigError(
-                    [f"plugins.chain (SIDECAR_PLUGINS): cannot import plugin {name!r} "
+                    [f"{CHAIN_SETTING}: cannot import plugin {name!r} "
                      f"({ep.value}): {exc}"]) from None
     module_name, _, attr = name.partition(":")
     try:
@@ -38,11 +40,11 @@ def _import_plugin(name: str) -> object:
     except ImportError as exc:
         if exc.name != module_name.split(".")[0] and exc.name != module_name:
             raise ConfigError(
-                [f"plugins.chain (SIDECAR_PLUGINS): cannot import plugin {name!r}: {exc}"]
+                [f"{CHAIN_SETTING}: cannot import plugin {name!r}: {exc}"]
             ) from None
         known = ", ".join(sorted(installed_plugins())) or "none"
         raise ConfigError(
-            [f"plugins.chain (SIDECAR_PLUGINS): unknown plugin {name!r} (installed: {known})"]
+            [f"{CHAIN_SETTING}: unknown plugin {name!r} (installed: {known})"]
         ) from None
     return getattr(module, attr) if attr else module
 
@@ -50,46 +52,27 @@ def _import_plugin(name: str) -> object:
 #: Set on an ``on_event`` implementation by :func:`proxy.events.observes`: the event names it
 #: observes.
 OBSERVED_EVENTS_ATTRIBUTE = "sidecar_observed_events"
+#: A plugin's module-level tuple of the plugins it needs earlier in the chain.
+REQUIRES_ATTRIBUTE = "requires"
 
 
 class HookCaller:
     """One plugin's implementation of one hook, called with only the arguments it declares."""
 
-    __slots__ = ("_call", "argnames", "function", "on_ctx", "plugin_name")
+    __slots__ = ("argnames", "function", "plugin_name")
 
     def __init__(self, plugin_name: str, function: Callable[..., Any],
                  argnames: tuple[str, ...]) -> None:
         self.plugin_name = plugin_name
         self.function = function
         self.argnames = argnames
-        # Hooks run several times per request: pick the argument plumbing once, here.
-        if len(argnames) == 1:
-            (only,) = argnames
-            self._call: Callable[[dict[str, Any]], Any] = lambda kw: function(kw[only])
-        elif len(argnames) == 2:
-            first, second = argnames
-            self._call = lambda kw: function(kw[first], kw[second])
-        elif argnames:
-            pick = operator.itemgetter(*argnames)
-            self._call = lambda kw: function(*pick(kw))
-        else:
-            self._call = lambda kw: function()
-        # Request hooks are called with the request context alone, dozens of times per
-        # request: an implementation taking exactly that is called directly.
-        self.on_ctx: Callable[[Any], Any] = self.positional("ctx")
-
-    def positional(self, *names: str) -> Callable[..., Any]:
-        """The implementation as a function of the arguments ``names``, passed by position in
-        that order: the implementation itself when it declares exactly those, else a wrapper
-        that hands it the ones it declares (for hooks called per event, not per request)."""
-        if self.argnames == names:
-            return self.function
-        call = self._call
-        return lambda *values: call(dict(zip(names, values, strict=True)))
 
     def __call__(self, **kwargs: Any) -> Any:
-        """Call the implementation with the arguments it asks for."""
-        return self._call(kwargs)
+        """Call the implementation with the arguments it declares, picked from ``kwargs`` by
+        name (the hook's full set)."""
+        # Passed in the implementation's own order, as pluggy does: its parameters may be
+        # positional-only.
+        return self.function(*[kwargs[name] for name in self.argnames])
 
 
 class PluginChain:
@@ -103,7 +86,7 @@ class PluginChain:
         plugins: list[tuple[str, object]] = []
         for name in names:
             if name in seen:
-                raise ConfigError([f"plugins.chain (SIDECAR_PLUGINS): {name!r} listed twice"])
+                raise ConfigError([f"{CHAIN_SETTING}: {name!r} listed twice"])
             seen.add(name)
             plugins.append((name, _import_plugin(name)))
         # pluggy calls the last registered first; registering in reverse keeps its own
@@ -112,11 +95,11 @@ class PluginChain:
             try:
                 self.pm.register(plugin, name=name)
             except ValueError as exc:
-                raise ConfigError([f"plugins.chain (SIDECAR_PLUGINS): {name!r}: {exc}"]) from None
+                raise ConfigError([f"{CHAIN_SETTING}: {name!r}: {exc}"]) from None
         try:
             self.pm.check_pending()
         except pluggy.PluginValidationError as exc:
-            raise ConfigError([f"plugins.chain (SIDECAR_PLUGINS): {exc}"]) from None
+            raise ConfigError([f"{CHAIN_SETTING}: {exc}"]) from None
         problems = [line for name, plugin in plugins for line in _unsupported_options(
             name, self.pm.get_hookcallers(plugin) or ())]
         if problems:
@@ -180,6 +163,21 @@ class PluginChain:
             rows.append((name, module, hooks))
         return rows
 
+    def requirement_problems(self) -> list[str]:
+        """One line per plugin that needs another earlier in the chain and does not find it
+        there: a plugin says which it needs with a module-level ``requires``, a tuple of
+        names as ``plugins.chain`` spells them (``requires = ("store",)``)."""
+        problems = []
+        for position, name in enumerate(self.names):
+            required = getattr(self.pm.get_plugin(name), REQUIRES_ATTRIBUTE, ())
+            for needed in (required,) if isinstance(required, str) else required:
+                if needed in self.names[:position]:
+                    continue
+                why = "it comes after" if needed in self.names else "it is not in the chain"
+                problems.append(f"{CHAIN_SETTING}: {name} needs the {needed} "
+                                f"plugin before it ({why})")
+        return problems
+
 
 #: pluggy hookimpl options the core does not honour: it calls every implementation itself, in
 #: chain order (so order comes from ``plugins.chain``, not ``tryfirst``/``trylast``), and
@@ -201,7 +199,7 @@ def _unsupported_options(plugin_name: str, hooks: Any) -> list[str]:
                 continue
             for option, why in _UNSUPPORTED_OPTIONS.items():
                 if getattr(impl, option, False):
-                    problems.append(f"plugins.chain (SIDECAR_PLUGINS): plugin {plugin_name!r}: "
+                    problems.append(f"{CHAIN_SETTING}: plugin {plugin_name!r}: "
                                     f"{hook.name} is marked {option}=True; {why}")
     return problems
 

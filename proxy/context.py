@@ -9,13 +9,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy import jsoncodec
 
 if TYPE_CHECKING:
+    from decimal import Decimal
+
     import aiohttp
-    from aiohttp import web
 
     from proxy.errors import SidecarError
     from proxy.operations import Operation
@@ -27,6 +29,10 @@ CURRENT_REQUEST: contextvars.ContextVar[RequestContext | None] = contextvars.Con
 """The request the current task is handling (set by the core for the whole of its handler;
 tasks started meanwhile inherit it), ``None`` outside requests. Code that cannot be handed
 the context, a logging filter for one, finds it here."""
+
+UNIQUE_JSON_KEYS = web.AppKey("unique_json_keys", bool)
+"""Set true (by a plugin, at start-up) when request bodies must not repeat a key in an
+object: the core's parse of the body then reports one that does in ``ctx.json_error``."""
 
 
 class Outcome(enum.StrEnum):
@@ -68,24 +74,26 @@ class Timing:
     first_token: float | None = None
     finished: float | None = None
 
-    def duration(self) -> float | None:
-        """Seconds from arrival to the end of the response, once finished."""
-        return None if self.finished is None else self.finished - self.started
-
-    def upstream_duration(self) -> float | None:
-        """Seconds from the first upstream attempt to the end of the response."""
-        if self.finished is None or self.upstream_started is None:
-            return None
-        return self.finished - self.upstream_started
-
 
 @dataclass(slots=True)
 class Usage:
-    """Token usage reported by upstream for this request."""
+    """What upstream reported this request used, and, once priced, what it cost."""
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
+    #: Prompt tokens served from upstream's prompt cache (a part of ``prompt_tokens``).
+    cached_tokens: int = 0
+    #: Seconds of audio in the prompt (``prompt_audio_seconds``).
+    audio_seconds: float = 0
+    #: Pages an OCR request processed (``usage_info.pages_processed``).
+    pages: int = 0
+    #: What the request cost in ``currency``, set in ``on_end`` by a pricing plugin
+    #: (``plugins.prices``, which runs before the other observers); ``None`` when nothing
+    #: priced it or its model's price is unknown. Exact: round only to show it.
+    cost: Decimal | None = None
+    #: The ISO 4217 code of ``cost``'s currency.
+    currency: str | None = None
 
     @classmethod
     def from_json(cls, data: Any) -> Usage | None:
@@ -98,7 +106,33 @@ class Usage:
             total = int(data.get("total_tokens") or (prompt + completion))
         except (TypeError, ValueError):
             return None
-        return cls(prompt, completion, total)
+        usage = cls(prompt, completion, total)
+        # Optional details: one that is malformed counts as not reported.
+        details = data.get("prompt_tokens_details") or data.get("prompt_token_details")
+        cached = details.get("cached_tokens") if isinstance(details, dict) else None
+        top = data.get("num_cached_tokens")
+        usage.cached_tokens = _count(cached if top is None else top)
+        usage.audio_seconds = _count(data.get("prompt_audio_seconds"), float)
+        return usage
+
+    @classmethod
+    def from_ocr(cls, data: Any) -> Usage | None:
+        """Read an OCR answer's ``usage_info`` object; ``None`` if absent or malformed."""
+        if not isinstance(data, dict) or "pages_processed" not in data:
+            return None
+        return cls(pages=_count(data.get("pages_processed")))
+
+
+def _count(value: Any, kind: Callable[[Any], Any] = int) -> Any:
+    """A non-negative number upstream reported, 0 when it reported none or nonsense."""
+    if value is None or isinstance(value, bool):
+        return 0
+    try:
+        number = kind(value)
+    except (TypeError, ValueError, OverflowError):
+        return 0
+    # Not negative, and finite: a number no request reaches stands for nonsense too.
+    return number if 0 <= number < 1e15 else 0
 
 
 class UpstreamResponse:
@@ -146,6 +180,7 @@ class RequestContext:
 
     __slots__ = (
         "_json",
+        "_json_error",
         "_resource_ids",
         "_response_json",
         "_usage",
@@ -202,6 +237,7 @@ class RequestContext:
         self.identity: Identity | None = None
         self.body: bytes | None = None
         self._json: Any = _UNSET
+        self._json_error: ValueError | RecursionError | None = None
         self.is_stream = False
         self.upstream_api_key: str | None = None
         self.upstream_headers: CIMultiDict[str] = CIMultiDict()
@@ -242,30 +278,39 @@ class RequestContext:
             self._resource_ids = extract_resource_ids(self.operation, self.path_params, self.json)
         return self._resource_ids
 
-    @resource_ids.setter
-    def resource_ids(self, value: dict[str, str]) -> None:
-        self._resource_ids = value
-
     @property
     def json(self) -> Any:
-        """The request body parsed as JSON; ``None`` if there is no JSON body or it is invalid."""
+        """The request body parsed as JSON (the one parse of it); ``None`` if there is no body
+        or it is not JSON (``json_error`` says why). Of a key an object repeats, the last
+        counts, as in every parser."""
         if self._json is _UNSET:
-            self._json = None
-            if self.body:
-                try:
-                    self._json = jsoncodec.loads(self.body)
-                except (ValueError, UnicodeDecodeError, RecursionError):
-                    self._json = None
+            self._parse_json()
         return self._json
 
-    def set_parsed_json(self, value: Any) -> None:
-        """Record ``value`` as the parse of the unchanged body (saves parsing it again)."""
-        self._json = value
-        self._resource_ids = None
+    @property
+    def json_error(self) -> ValueError | RecursionError | None:
+        """Why the request body is not acceptable JSON, ``None`` when it is (or there is no
+        body): the parser's exception, or :class:`proxy.jsoncodec.DuplicateKeyError` when an
+        object repeats a key and :data:`UNIQUE_JSON_KEYS` is set."""
+        if self._json is _UNSET:
+            self._parse_json()
+        return self._json_error
+
+    def _parse_json(self) -> None:
+        self._json, self._json_error = None, None
+        if not self.body:
+            return
+        try:
+            self._json = jsoncodec.loads(
+                self.body, unique_keys=self.app.get(UNIQUE_JSON_KEYS, False))
+        except jsoncodec.DuplicateKeyError as error:
+            self._json, self._json_error = error.value, error
+        except (ValueError, RecursionError) as error:
+            self._json_error = error
 
     def set_json(self, value: Any) -> None:
         """Replace the request body with ``value`` serialised as JSON."""
-        self._json = value
+        self._json, self._json_error = value, None
         self.body = jsoncodec.dumps_bytes(value)
 
     def set_response_body(self, body: bytes) -> None:
@@ -293,13 +338,14 @@ class RequestContext:
 
     @property
     def usage(self) -> Usage | None:
-        """Token usage from the response (streamed or not), ``None`` when it reported none."""
+        """Usage from the response (streamed or not; an OCR answer's pages), ``None`` when it
+        reported none."""
         if self._usage is _UNSET:
             body = self.response_json
-            self._usage = Usage.from_json(body.get("usage")) if isinstance(body, dict) else None
+            self._usage = None
+            if isinstance(body, dict):
+                self._usage = Usage.from_json(body.get("usage"))
+                if self._usage is None and "usage_info" in body:
+                    self._usage = Usage.from_ocr(body["usage_info"])
         usage: Usage | None = self._usage
         return usage
-
-    @usage.setter
-    def usage(self, value: Usage | None) -> None:
-        self._usage = value

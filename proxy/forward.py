@@ -60,7 +60,6 @@ _DROP_REQUEST = HOP_BY_HOP | {
 _DECODED_ENCODINGS = frozenset({"gzip", "deflate", "br", "zstd"})
 _DROP_RESPONSE = HOP_BY_HOP
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
-_CHUNK = 64 * 1024
 #: Longest an ``on_end`` observer's awaitable may take before it is abandoned.
 END_HOOK_TIMEOUT = 30
 #: Responses up to this size with a known length are read whole and sent in one write.
@@ -112,8 +111,7 @@ class Forwarder:
         self.wrap_hooks = chain.callers("wrap_upstream")
         self.on_response_hooks = chain.callers("on_response")
         self.rewrite_hooks = chain.callers("rewrite_response")
-        self.stream_observers = tuple(hook.positional("ctx", "event")
-                                      for hook in chain.callers("on_stream_event"))
+        self.stream_observers = chain.callers("on_stream_event")
         self.end_hooks = chain.callers("on_end")
         self.session: aiohttp.ClientSession | None = None
         self._background: set[asyncio.Task[None]] = set()
@@ -179,7 +177,7 @@ class Forwarder:
 
             for hook in self.on_request_hooks:
                 # Most hooks are synchronous and return None: no coroutine for them.
-                answer = hook.on_ctx(ctx)
+                answer = hook(ctx=ctx)
                 if answer is not None and inspect.isawaitable(answer):
                     answer = await answer
                 if answer is not None:
@@ -408,7 +406,7 @@ class Forwarder:
                             if ctx.timing.first_token is None and assembler.has_output:
                                 ctx.timing.first_token = _now()
                             for observe in observers:
-                                if observe(ctx, event) is STOP_OBSERVING:
+                                if observe(ctx=ctx, event=event) is STOP_OBSERVING:
                                     observers = tuple(o for o in observers if o is not observe)
                     elif capture is not None:
                         captured += len(chunk)
@@ -592,7 +590,7 @@ def _observe(hook: HookCaller, ctx: RequestContext) -> Awaitable[Any] | None:
     """Call one ``on_end`` observer: what it returns to await, if anything; what it raises
     is logged."""
     try:
-        result = hook.on_ctx(ctx)
+        result = hook(ctx=ctx)
     except Exception:
         logger.exception("plugin %s failed in on_end", hook.plugin_name)
         return None

@@ -33,15 +33,48 @@ def _has_long_number(data: bytes | bytearray | str) -> bool:
     return raw.translate(_DIGITS_AS_ZERO).find(_LONG_RUN) != -1
 
 
-def loads(data: bytes | bytearray | str) -> Any:
+class DuplicateKeyError(ValueError):
+    """The JSON text is well formed but an object in it repeats a key.
+
+    ``value`` is the parse all the same, the last of the repeated keys winning as in every
+    parser: code that only reads the body can still see what upstream would.
+    """
+
+    def __init__(self, value: Any) -> None:
+        super().__init__("an object repeats a key")
+        self.value = value
+
+
+def loads(data: bytes | bytearray | str, *, unique_keys: bool = False) -> Any:
     """Parse JSON text exactly as :func:`json.loads` would; raises ``ValueError`` (or
-    ``RecursionError``/``UnicodeDecodeError``) on what it would reject."""
+    ``RecursionError``/``UnicodeDecodeError``) on what it would reject, and with
+    ``unique_keys`` :class:`DuplicateKeyError` for an object that repeats a key."""
+    if unique_keys:
+        return _loads_unique(data)
     if not _has_long_number(data):
         try:
             return orjson.loads(data)
         except orjson.JSONDecodeError:
             pass
     return json.loads(data)
+
+
+def _loads_unique(data: bytes | bytearray | str) -> Any:
+    # orjson keeps the last of repeated keys without a word: only the standard library's
+    # hook sees them.
+    repeated = False
+
+    def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
+        nonlocal repeated
+        result = dict(items)
+        if len(result) != len(items):
+            repeated = True
+        return result
+
+    value = json.loads(data, object_pairs_hook=pairs)
+    if repeated:
+        raise DuplicateKeyError(value)
+    return value
 
 
 def dumps_bytes(value: Any) -> bytes:

@@ -23,9 +23,9 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
-from plugins.backoff import parse_retry_after
 from plugins.keypool import COOLING_STATUSES, KEYPOOL
 from proxy import jsoncodec
+from proxy.backoff import parse_retry_after
 from proxy.context import RequestContext
 
 __all__ = ["ENDPOINT", "ModerationClient", "ModerationUnavailable"]

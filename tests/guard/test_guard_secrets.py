@@ -10,7 +10,6 @@ the keys and for the guarded text.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -26,8 +25,8 @@ from mistralai.client import Mistral, errors
 from proxy.mock_upstream import MockConfig, create_mock_app
 from tests.conftest import REPO, SidecarProcess
 
-# The logs plugin (JSON access and event lines) joins the chain once it is installed.
-PLUGINS = ("logs," if importlib.util.find_spec("plugins.logs") else "") + "validate,guard,via"
+# With the logs plugin (JSON access and event lines): without it there is little to search.
+PLUGINS = "logs,validate,guard,via"
 MODEL = "mistral-small-latest"
 
 
@@ -46,8 +45,8 @@ async def test_keys_and_guarded_text_never_reach_logs_responses_or_cli_output(
 
     mock = await aiohttp_server(create_mock_app(MockConfig(api_keys=frozenset({upstream_key}))))
     mock_url = str(mock.make_url("")).rstrip("/")
-    common = {"MISTRAL_BASE_URL": mock_url, "LOG_LEVEL": "DEBUG", "SIDECAR_PLUGINS": PLUGINS,
-              "SIDECAR_MAX_JSON_BODY_BYTES": "4096", "SIDECAR_MAX_HEADER_COUNT": "30"}
+    common = {"MISTRAL_BASE_URL": mock_url, "LOG_LEVEL": "DEBUG", "SIDECAR_PLUGINS_CHAIN": PLUGINS,
+              "SIDECAR_LIMITS_MAX_JSON_BODY_BYTES": "4096", "SIDECAR_SERVER_MAX_HEADER_COUNT": "30"}
     good = spawn_sidecar(MISTRAL_API_KEY=upstream_key, **common)
     bad = spawn_sidecar(MISTRAL_API_KEY=wrong_upstream_key, **common)
 

@@ -11,20 +11,20 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+
+# The OpenTelemetry SDK and exporter are test dependencies: without them this fails, not skips.
+import opentelemetry.exporter.otlp.proto.http.trace_exporter
+import opentelemetry.sdk.trace  # noqa: F401
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+)
 
 from plugins.tracing import TRACING
 from tests.conftest import REPO, MockUpstream, Sidecar, SidecarFactory
 from tests.observability.obs_support import MODEL, access_lines, sidecar_log
-
-pytest.importorskip("opentelemetry.sdk.trace")
-pytest.importorskip("opentelemetry.exporter.otlp.proto.http.trace_exporter")
-
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-)
 
 CALLER_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CALLER_PARENT = f"00-{CALLER_TRACE}-00f067aa0ba902b7-01"
@@ -74,7 +74,7 @@ async def collector(aiohttp_server: Callable[..., Awaitable[TestServer]]
 
 async def _traced_sidecar(start_sidecar: SidecarFactory, url: str, tmp_path: Path) -> Sidecar:
     return await start_sidecar(
-        SIDECAR_PLUGINS="logs,tracing,retry", OTEL_EXPORTER_OTLP_ENDPOINT=url,
+        SIDECAR_PLUGINS_CHAIN="logs,tracing,retry", OTEL_EXPORTER_OTLP_ENDPOINT=url,
         OTEL_EXPORTER_OTLP_HEADERS="X-Collector-Token=t0ken", OTEL_SERVICE_NAME="obs-test",
         SIDECAR_RETRY_BASE_INTERVAL_SECONDS="0.001", SIDECAR_LOG_STDOUT="false",
         SIDECAR_LOG_FILE=str(tmp_path / "sidecar.log"))
@@ -176,7 +176,7 @@ def test_no_opentelemetry_import_without_a_collector(tmp_path: Path) -> None:
 import asyncio, json, sys
 from aiohttp import web
 from proxy.loader import load
-settings, chain = load(None, {"SIDECAR_PLUGINS": "logs,metrics,tracing",
+settings, chain = load(None, {"SIDECAR_PLUGINS_CHAIN": "logs,metrics,tracing",
                               "SIDECAR_LOG_STDOUT": "false"})
 app = web.Application()
 from proxy.app import SETTINGS, PLUGINS

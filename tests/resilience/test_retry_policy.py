@@ -10,8 +10,8 @@ from email.utils import formatdate
 import pytest
 from multidict import CIMultiDict
 
-from plugins.backoff import full_jitter_delay, parse_retry_after, retry_after_header
 from plugins.retry import Retrier, RetryBudget, RetryPolicy, creates_state
+from proxy.backoff import full_jitter_delay, parse_retry_after, retry_after_header
 from proxy.errors import UpstreamError
 from proxy.loader import load
 from proxy.settings import ConfigError
@@ -300,7 +300,7 @@ async def test_cancelled_backoff_gives_its_budget_slot_back() -> None:
 
 
 def test_policy_from_settings_defaults_the_backoff_cap_to_ten_times_base() -> None:
-    settings, _ = load(None, {"SIDECAR_PLUGINS": "retry",
+    settings, _ = load(None, {"SIDECAR_PLUGINS_CHAIN": "retry",
                               "SIDECAR_RETRY_BASE_INTERVAL_SECONDS": "0.1",
                               "SIDECAR_RETRY_ON_STATUSES": "500,503"})
     policy = RetryPolicy.from_settings(settings)
@@ -316,5 +316,5 @@ def test_policy_from_settings_defaults_the_backoff_cap_to_ten_times_base() -> No
 ])
 def test_nonsense_settings_are_refused_naming_the_variable(name: str, value: str) -> None:
     with pytest.raises(ConfigError) as refused:
-        load(None, {"SIDECAR_PLUGINS": "retry", name: value})
+        load(None, {"SIDECAR_PLUGINS_CHAIN": "retry", name: value})
     assert name in str(refused.value)

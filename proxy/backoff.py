@@ -1,4 +1,5 @@
-"""Backoff arithmetic shared by the resilience plugins: full-jitter delays and ``Retry-After``.
+"""Backoff arithmetic shared by the plugins that wait on upstream: full-jitter delays and
+``Retry-After``.
 
 Pure functions with the random source and the wall clock passed in, so callers (and tests)
 decide where time and randomness come from.
