@@ -41,11 +41,12 @@ from typing import Any
 
 from aiohttp import web
 
-from plugins.backoff import retry_after_header
 from proxy import hookimpl
 from proxy.app import SETTINGS
+from proxy.backoff import retry_after_header
 from proxy.context import RequestContext, UpstreamCall, UpstreamResponse
 from proxy.errors import SidecarError, UpstreamError
+from proxy.event_registry import EventMetric, EventSpec, LevelWhen
 from proxy.events import emit
 from proxy.settings import Setting, Settings
 
@@ -340,38 +341,51 @@ def _percentage(value: float) -> str | None:
     return None if 0 < value <= 100 else f"must be a percentage in (0, 100], got {value:g}"
 
 
+#: The events this plugin emits.
+EVENTS = (
+    EventSpec("breaker.transition", "The circuit breaker changed state.",
+              fields=("from_state", "to_state"),
+              levels=(LevelWhen("to_state", "WARNING", ("open", "forced_open")),),
+              metrics=(EventMetric("breaker_transitions", "Circuit-breaker state changes.",
+                                   ("from_state", "to_state")),)),
+    EventSpec("breaker.rejected", "The circuit breaker refused a call.", fields=("state",),
+              metrics=(EventMetric("breaker_rejections",
+                                   "Calls the circuit breaker refused, by state.",
+                                   ("state",)),)),
+)
+
+
+@hookimpl
+def sidecar_events() -> list[EventSpec]:
+    """The events this plugin emits."""
+    return list(EVENTS)
+
+
 @hookimpl
 def sidecar_settings() -> list[Setting]:
     """Circuit-breaker settings (Resilience4j's names, smaller defaults for a sidecar)."""
     return [
         Setting("breaker.state", "str", "auto",
                 "auto (normal operation), disabled (never trips) or forced_open (rejects "
-                "every call).", env="SIDECAR_BREAKER_STATE",
+                "every call).",
                 choices=("auto", "disabled", "forced_open")),
         Setting("breaker.window_type", "str", "count",
                 "Sliding window over the last N calls (count) or the last N seconds (time).",
-                env="SIDECAR_BREAKER_WINDOW_TYPE", choices=("count", "time")),
+                choices=("count", "time")),
         Setting("breaker.window_size", "int", 20,
-                "Sliding window size: calls (count window) or seconds (time window).",
-                env="SIDECAR_BREAKER_WINDOW_SIZE", minimum=1),
+                "Sliding window size: calls (count window) or seconds (time window).", minimum=1),
         Setting("breaker.minimum_calls", "int", 10,
-                "Calls the window must hold before rates are evaluated.",
-                env="SIDECAR_BREAKER_MINIMUM_CALLS", minimum=1),
+                "Calls the window must hold before rates are evaluated.", minimum=1),
         Setting("breaker.failure_rate_threshold", "float", 50.0,
-                "Failure rate (percent) at which the breaker opens.",
-                env="SIDECAR_BREAKER_FAILURE_RATE_THRESHOLD", check=_percentage),
+                "Failure rate (percent) at which the breaker opens.", check=_percentage),
         Setting("breaker.slow_call_rate_threshold", "float", 100.0,
-                "Slow-call rate (percent) at which the breaker opens.",
-                env="SIDECAR_BREAKER_SLOW_CALL_RATE_THRESHOLD", check=_percentage),
+                "Slow-call rate (percent) at which the breaker opens.", check=_percentage),
         Setting("breaker.slow_call_duration_seconds", "float", 60.0,
-                "A call whose headers take this long is slow.",
-                env="SIDECAR_BREAKER_SLOW_CALL_DURATION_SECONDS", minimum=0.001),
+                "A call whose headers take this long is slow.", minimum=0.001),
         Setting("breaker.wait_seconds", "float", 30.0,
-                "Time in the open state before trial calls are let through.",
-                env="SIDECAR_BREAKER_WAIT_SECONDS", minimum=0),
+                "Time in the open state before trial calls are let through.", minimum=0),
         Setting("breaker.half_open_calls", "int", 3,
-                "Trial calls in the half-open state; their failure rate decides.",
-                env="SIDECAR_BREAKER_HALF_OPEN_CALLS", minimum=1),
+                "Trial calls in the half-open state; their failure rate decides.", minimum=1),
     ]
 
 

@@ -2,9 +2,10 @@
 
 A request takes a slot before it goes upstream and holds it until its response has ended (a
 stream until its last frame, a cancelled request until the sidecar notices). When the caps are
-reached, requests wait in one bounded FIFO queue for up to ``SIDECAR_QUEUE_TIMEOUT_SECONDS``;
-a full queue or a wait that runs out gets 503 with ``Retry-After``. A caller waiting for its own
-per-key slot never holds up other callers waiting for the sidecar-wide one.
+reached, requests wait in one bounded FIFO queue for up to
+``SIDECAR_CONCURRENCY_QUEUE_TIMEOUT_SECONDS``; a full queue or a wait that runs out gets 503
+with ``Retry-After``. A caller waiting for its own per-key slot never holds up other callers
+waiting for the sidecar-wide one.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from proxy import hookimpl
 from proxy.app import SETTINGS
 from proxy.context import RequestContext
 from proxy.errors import SidecarError
+from proxy.event_registry import EventMetric, EventSpec, Label
 from proxy.events import emit
 from proxy.settings import Setting
 
@@ -187,22 +189,55 @@ POOL = web.AppKey("concurrency_pool", SlotPool)
 QUEUE_TIMEOUT = web.AppKey("concurrency_queue_timeout", float)
 
 
+#: Seconds a request may wait for a slot: from none to the longest queue timeout.
+QUEUE_WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                      30.0)
+
+
+def _queue_wait(outcome: str) -> EventMetric:
+    """How long a request waited that then got a slot (``admitted``) or none."""
+    return EventMetric("queue_wait_seconds", "Time requests waited for a concurrency slot, "
+                       "by outcome (admitted, rejected).", (Label("outcome", fixed=outcome),),
+                       observe="waited_s", buckets=QUEUE_WAIT_BUCKETS)
+
+
+#: The events this plugin emits.
+EVENTS = (
+    EventSpec("concurrency.rejected", "A request got no concurrency slot.",
+              fields=("scope", "waited_s", "reason"), level="WARNING",
+              metrics=(EventMetric("concurrency_rejections",
+                                   "Requests refused for lack of a concurrency slot, by scope.",
+                                   ("scope",)),
+                       _queue_wait("rejected"))),
+    # Only requests that queued: one that found a slot free reports nothing.
+    EventSpec("concurrency.admitted", "A request got a concurrency slot after waiting.",
+              fields=("waited_s",), level="DEBUG",
+              metrics=(_queue_wait("admitted"),)),
+)
+
+
+@hookimpl
+def sidecar_events() -> list[EventSpec]:
+    """The events this plugin emits."""
+    return list(EVENTS)
+
+
 @hookimpl
 def sidecar_settings() -> list[Setting]:
     """Caps and queue."""
     return [
         Setting("concurrency.max_inflight", "int", 256,
                 "Most requests this sidecar has in flight upstream at once (0 = no cap).",
-                env="SIDECAR_MAX_INFLIGHT", minimum=0),
+                deprecated_env=("SIDECAR_MAX_INFLIGHT",), minimum=0),
         Setting("concurrency.max_inflight_per_key", "int", 0,
                 "Most requests one caller has in flight at once (0 = no cap).",
-                env="SIDECAR_MAX_INFLIGHT_PER_KEY", minimum=0),
+                deprecated_env=("SIDECAR_MAX_INFLIGHT_PER_KEY",), minimum=0),
         Setting("concurrency.queue_size", "int", 512,
                 "Most requests waiting for a slot; beyond it requests get 503 at once.",
-                env="SIDECAR_QUEUE_SIZE", minimum=0),
+                deprecated_env=("SIDECAR_QUEUE_SIZE",), minimum=0),
         Setting("concurrency.queue_timeout_seconds", "float", 10.0,
                 "Longest wait for a slot before 503.",
-                env="SIDECAR_QUEUE_TIMEOUT_SECONDS", minimum=0),
+                deprecated_env=("SIDECAR_QUEUE_TIMEOUT_SECONDS",), minimum=0),
     ]
 
 
@@ -253,8 +288,10 @@ async def _wait_for_slot(ctx: RequestContext, pool: SlotPool, key: str) -> None:
                    f"Too many requests in flight: no slot within {waited:g} seconds.")
         raise SidecarError(503, message, type="service_unavailable", code="overloaded",
                            headers={"Retry-After": str(RETRY_AFTER_SECONDS)}) from None
-    ctx.log["queued_s"] = round(time.monotonic() - started, 3)
+    waited = round(time.monotonic() - started, 3)
+    ctx.log["queued_s"] = waited
     _hold(ctx, slot)
+    emit(ctx.app, "concurrency.admitted", ctx, waited_s=waited)
 
 
 def _hold(ctx: RequestContext, slot: Slot) -> None:

@@ -2,7 +2,7 @@
 
 ``MISTRAL_API_KEY`` may hold several comma-separated keys. Each request takes the next key in
 round-robin order. A key that upstream answers with 429 (rate limited) or 401 (revoked,
-mistyped) is cooled down for ``SIDECAR_KEY_COOLDOWN_SECONDS`` (or upstream's
+mistyped) is cooled down for ``SIDECAR_KEYPOOL_COOLDOWN_SECONDS`` (or upstream's
 ``Retry-After``, at most an hour) and the same request moves on to the next key that is not
 cooling. When every key is cooling the request still goes upstream with the key that recovers
 first, and when the last key tried is refused too, that refusal goes to the caller unchanged:
@@ -20,10 +20,11 @@ from typing import Any
 
 from aiohttp import web
 
-from plugins.backoff import parse_retry_after
 from proxy import hookimpl
 from proxy.app import SETTINGS
+from proxy.backoff import parse_retry_after
 from proxy.context import RequestContext, UpstreamCall, UpstreamResponse
+from proxy.event_registry import EventMetric, EventSpec
 from proxy.events import emit
 from proxy.settings import Setting
 
@@ -100,13 +101,29 @@ class KeyPool:
 KEYPOOL = web.AppKey("keypool_pool", KeyPool)
 
 
+#: The events this plugin emits.
+EVENTS = (
+    EventSpec("keypool.cooldown", "An upstream key was put in cool-down.",
+              fields=("key_index", "status", "seconds"), level="WARNING",
+              metrics=(EventMetric("keypool_cooldowns",
+                                   "Upstream keys put in cool-down, by key index and status.",
+                                   ("key_index", "status")),)),
+)
+
+
+@hookimpl
+def sidecar_events() -> list[EventSpec]:
+    """The events this plugin emits."""
+    return list(EVENTS)
+
+
 @hookimpl
 def sidecar_settings() -> list[Setting]:
     """How long a refused key sits out."""
     return [Setting("keypool.cooldown_seconds", "float", 60.0,
                     "How long a key upstream answered with 429 or 401 is skipped, unless "
                     "upstream's Retry-After says otherwise.",
-                    env="SIDECAR_KEY_COOLDOWN_SECONDS", minimum=0)]
+                    deprecated_env=("SIDECAR_KEY_COOLDOWN_SECONDS",), minimum=0)]
 
 
 @hookimpl

@@ -34,6 +34,7 @@ from proxy import hookimpl
 from proxy.app import SETTINGS
 from proxy.context import RequestContext, UpstreamResponse
 from proxy.errors import SidecarError
+from proxy.event_registry import EventSpec
 from proxy.events import emit
 from proxy.settings import Setting
 
@@ -257,23 +258,35 @@ def _guarded(ctx: RequestContext) -> bool:
 # --- hooks ---------------------------------------------------------------------------------
 
 
+#: The events this plugin emits.
+EVENTS = (
+    EventSpec("output_guard.detection", "An output-guard pattern was found in a response.",
+              fields=("pattern", "field", "count", "action")),
+)
+
+
+@hookimpl
+def sidecar_events() -> list[EventSpec]:
+    """The events this plugin emits."""
+    return list(EVENTS)
+
+
 @hookimpl
 def sidecar_settings() -> list[Setting]:
     """Switch, mode, patterns and replacement."""
     return [
         Setting("output_guard.enabled", "bool", False,
-                "Search the model's answers for secrets and personal data.",
-                env="SIDECAR_OUTPUT_GUARD_ENABLED"),
+                "Search the model's answers for secrets and personal data."),
         Setting("output_guard.mode", "str", "redact",
                 "redact: replace what matches in non-streamed answers (streams are only "
-                "logged); log: report only.", env="SIDECAR_OUTPUT_GUARD_MODE", choices=MODES),
+                "logged); log: report only.", choices=MODES),
         Setting("output_guard.patterns", "data", DEFAULT_PATTERNS,
                 "Patterns as a list of {name, pattern, luhn} (Python regular expressions, "
                 "case-sensitive; luhn: true keeps only matches whose digits pass the Luhn "
-                "check).", env="SIDECAR_OUTPUT_GUARD_PATTERNS", check=check_patterns),
+                "check).", check=check_patterns),
         Setting("output_guard.replacement", "str", "[REDACTED]",
                 "Text that replaces each match in redact mode; {name} becomes the pattern's "
-                "name.", env="SIDECAR_OUTPUT_GUARD_REPLACEMENT"),
+                "name."),
     ]
 
 

@@ -3,8 +3,8 @@
 What is retried: connection failures, resets and timeouts before upstream's headers
 (:class:`proxy.errors.UpstreamError`), and the statuses in ``SIDECAR_RETRY_ON_STATUSES``
 (default 429, 502, 503, 504; never a plain 500 unless configured). Waits use full jitter
-(:func:`plugins.backoff.full_jitter_delay`) unless upstream sent ``Retry-After`` or
-``retry-after-ms``, which is obeyed; a wait longer than ``SIDECAR_RETRY_AFTER_CAP_SECONDS``
+(:func:`proxy.backoff.full_jitter_delay`) unless upstream sent ``Retry-After`` or
+``retry-after-ms``, which is obeyed; a wait longer than ``SIDECAR_RETRY_RETRY_AFTER_CAP_SECONDS``
 is not worth it and the upstream answer goes to the caller as it is.
 
 What is not retried:
@@ -35,11 +35,12 @@ from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
 
-from plugins.backoff import full_jitter_delay, parse_retry_after
 from proxy import hookimpl
 from proxy.app import SETTINGS
+from proxy.backoff import full_jitter_delay, parse_retry_after
 from proxy.context import RequestContext, UpstreamCall, UpstreamResponse
 from proxy.errors import UpstreamError
+from proxy.event_registry import EventMetric, EventSpec
 from proxy.events import emit
 from proxy.settings import Setting, Settings
 
@@ -317,39 +318,47 @@ def _check_statuses(values: list[str]) -> str | None:
     return None
 
 
+#: The events this plugin emits.
+EVENTS = (
+    EventSpec("retry.attempt", "An upstream call is about to be retried.",
+              fields=("attempt", "reason", "delay_s"),
+              metrics=(EventMetric("retries", "Retries, by reason.", ("reason",)),)),
+)
+
+
+@hookimpl
+def sidecar_events() -> list[EventSpec]:
+    """The events this plugin emits."""
+    return list(EVENTS)
+
+
 @hookimpl
 def sidecar_settings() -> list[Setting]:
     """Retry settings; defaults follow Envoy's retry policy."""
     return [
         Setting("retry.max_attempts", "int", 3,
                 "Attempts per request in total, the first included (1 turns retries off).",
-                env="SIDECAR_RETRY_MAX_ATTEMPTS", minimum=1),
+                minimum=1),
         Setting("retry.base_interval_seconds", "float", 0.025,
-                "Backoff base: retry N waits a random time below (2^N - 1) x base.",
-                env="SIDECAR_RETRY_BASE_INTERVAL_SECONDS", minimum=0),
+                "Backoff base: retry N waits a random time below (2^N - 1) x base.", minimum=0),
         Setting("retry.max_interval_seconds", "float", 0.0,
-                "Upper bound of a backoff wait; 0 means 10 x the base interval.",
-                env="SIDECAR_RETRY_MAX_INTERVAL_SECONDS", minimum=0),
+                "Upper bound of a backoff wait; 0 means 10 x the base interval.", minimum=0),
         Setting("retry.retry_after_cap_seconds", "float", 10.0,
                 "Longest Retry-After / retry-after-ms the sidecar waits out itself; a longer "
                 "one goes back to the caller.",
-                env="SIDECAR_RETRY_AFTER_CAP_SECONDS", minimum=0),
+                deprecated_env=("SIDECAR_RETRY_AFTER_CAP_SECONDS",), minimum=0),
         Setting("retry.deadline_seconds", "float", 30.0,
                 "No retry starts (backoff included) later than this after the first attempt.",
-                env="SIDECAR_RETRY_DEADLINE_SECONDS", minimum=0),
+                minimum=0),
         Setting("retry.on_statuses", "list", ["429", "502", "503", "504"],
-                "Upstream statuses that are retried.",
-                env="SIDECAR_RETRY_ON_STATUSES", check=_check_statuses),
+                "Upstream statuses that are retried.", check=_check_statuses),
         Setting("retry.non_idempotent", "bool", False,
                 "Also retry calls that create state upstream after failures where upstream "
-                "may have acted (reset, timeout, 502, 504).",
-                env="SIDECAR_RETRY_NON_IDEMPOTENT"),
+                "may have acted (reset, timeout, 502, 504)."),
         Setting("retry.budget_percent", "float", 20.0,
-                "Retries in flight may be at most this percentage of active requests.",
-                env="SIDECAR_RETRY_BUDGET_PERCENT", minimum=0),
+                "Retries in flight may be at most this percentage of active requests.", minimum=0),
         Setting("retry.budget_min_concurrent", "int", 3,
-                "Concurrent retries always allowed, whatever the budget percentage.",
-                env="SIDECAR_RETRY_BUDGET_MIN_CONCURRENT", minimum=0),
+                "Concurrent retries always allowed, whatever the budget percentage.", minimum=0),
     ]
 
 

@@ -13,10 +13,11 @@ from aiohttp import web
 from proxy import __version__
 from proxy.chain import PluginChain, await_me_maybe
 from proxy.errors import SidecarError
+from proxy.event_registry import EventRegistry
 from proxy.forward import Forwarder
 from proxy.operations import OperationIndex
 from proxy.ops import OpsAccess
-from proxy.settings import Settings
+from proxy.settings import ConfigError, Settings
 
 logger = logging.getLogger("mistral_sidecar.app")
 
@@ -34,6 +35,8 @@ STARTED = web.AppKey("started", asyncio.Event)
 """Set once every plugin's ``startup`` hook has finished."""
 OPS = web.AppKey("ops", OpsAccess)
 """The :class:`proxy.ops.OpsAccess` guarding ``/metrics`` and the details of ``/readyz``."""
+EVENTS = web.AppKey("events", EventRegistry)
+"""The :class:`proxy.event_registry.EventRegistry` of the events the plugins declare."""
 
 
 async def _upstream_session(app: web.Application) -> AsyncIterator[None]:
@@ -105,8 +108,9 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok", "version": __version__})
 
 
-async def _readiness_checks(app: web.Application) -> dict[str, Any]:
-    """Every plugin's readiness report, merged (a failing hook reports its exception's name)."""
+async def readiness_checks(app: web.Application) -> dict[str, Any]:
+    """Every plugin's readiness report, merged (a failing hook reports its exception's name);
+    not redacted (see :meth:`proxy.ops.OpsAccess.redact`)."""
     checks: dict[str, Any] = {}
     for name, result in app[PLUGINS].call_all("readiness", app=app):
         try:
@@ -126,7 +130,7 @@ async def readyz(request: web.Request) -> web.Response:
     if not app[STARTED].is_set():
         status, code = "starting", 503
     else:
-        checks = await _readiness_checks(app)
+        checks = await readiness_checks(app)
         ready = all(not isinstance(v, dict) or v.get("ok", True) for v in checks.values())
         status, code = ("ready", 200) if ready else ("unready", 503)
     ops = app[OPS]
@@ -178,6 +182,29 @@ async def expect_continue(request: web.Request) -> web.StreamResponse | None:
                         type="invalid_request_error", code="expectation_failed").to_response()
 
 
+#: Paths the core serves, which no plugin route may take (aiohttp prefers an exact path to a
+#: pattern, whatever the order routes were added in).
+_CORE_PATHS = ("/healthz", "/readyz", "/metrics")
+_API_PREFIXES = ("/v1", "/v2")
+
+
+def _add_plugin_routes(app: web.Application, chain: PluginChain) -> None:
+    """Add the routes plugins register (``register_routes``); one that would take a core
+    path or an API path stops start-up."""
+    problems = []
+    for name, routes in chain.call_all("register_routes", app=app):
+        for route in routes or ():
+            path = str(getattr(route, "path", getattr(route, "prefix", "")))
+            if path in _CORE_PATHS or any(path == prefix or path.startswith(prefix + "/")
+                                          for prefix in _API_PREFIXES):
+                problems.append(f"plugins.chain (SIDECAR_PLUGINS_CHAIN): plugin {name!r} "
+                                f"registers the route {path}, which is the sidecar's own")
+        if not problems:
+            app.router.add_routes(routes or ())
+    if problems:
+        raise ConfigError(problems)
+
+
 def create_app(
     settings: Settings,
     chain: PluginChain,
@@ -189,6 +216,8 @@ def create_app(
     app = web.Application()
     app[SETTINGS] = settings
     app[PLUGINS] = chain
+    # Before any startup: plugins make their event reporters there.
+    app[EVENTS] = EventRegistry.gather(chain, app)
     app[OPERATIONS] = operations or OperationIndex.default()
     app[STARTED] = asyncio.Event()
     app[OPS] = ops = OpsAccess.from_settings(settings)
@@ -204,6 +233,7 @@ def create_app(
     # refuses it in the API's shape, instead of aiohttp's text/plain 404.
     app.router.add_route("*", r"/v1/{tail:[\s\S]*}", api, expect_handler=expect_continue)
     app.router.add_route("*", r"/v2/{tail:[\s\S]*}", api, expect_handler=expect_continue)
+    _add_plugin_routes(app, chain)
     app.router.add_route("*", r"/{tail:[\s\S]*}", not_found, expect_handler=expect_continue)
     return app
 

@@ -6,8 +6,10 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from proxy.app import PLUGINS
+from proxy.app import EVENTS, PLUGINS
 from proxy.chain import OBSERVED_EVENTS_ATTRIBUTE, HookCaller
+from proxy.event_registry import EventRegistry, EventSpec
+from proxy.event_registry import UndeclaredEvent as UndeclaredEvent
 
 if TYPE_CHECKING:
     from aiohttp import web
@@ -24,12 +26,18 @@ _ARGUMENTS = ("app", "ctx", "name", "fields")
 
 def emit(app: web.Application, name: str, ctx: RequestContext | None = None,
          **fields: Any) -> None:
-    """Report event ``name`` with ``fields`` to every plugin that observes it (through
-    ``event_observer`` or ``on_event``), in chain order.
+    """Report event ``name`` with ``fields`` to every plugin that observes it (its
+    ``on_event``), in chain order.
 
-    Observers must not break the caller: their exceptions are logged and swallowed.
+    Observers must not break the caller: their exceptions are logged and swallowed. A name
+    no plugin in the chain declares (``sidecar_events``) raises :class:`UndeclaredEvent`.
     """
-    report = emitter(app, name)
+    try:
+        report = emitter(app, name)
+    except UndeclaredEvent:
+        # Logged here too: a caller on a background task may swallow what it raises.
+        logger.error("undeclared event %r emitted", name, stack_info=True)
+        raise
     if report is not None:
         report(ctx, fields)
 
@@ -39,27 +47,14 @@ def emitter(app: web.Application, name: str
     """A reporter of event ``name``: ``report(ctx, fields)`` is ``emit(app, name, ctx,
     **fields)``. Code that reports an event on nearly every request (the limiter's
     decisions) makes it once and keeps it; ``None`` when nothing observes ``name``, so that
-    the caller can skip building the fields.
-
-    Each plugin in the chain observes through the function its ``event_observer`` returns,
-    if it implements that hook, else through its ``on_event`` (when it observes ``name``).
+    the caller can skip building the fields. A name no plugin in the chain declares raises
+    :class:`UndeclaredEvent`: made in ``startup``, a reporter of a misspelt name stops
+    start-up instead of failing a request.
     """
+    declaration(app, name)
     chain = app[PLUGINS]
-    own = {caller.plugin_name: caller for caller in chain.callers("event_observer")}
-    generic = {caller.plugin_name: caller for caller in chain.event_callers(name)
-               if caller.plugin_name not in own}
-    observers: list[tuple[str, Callable[[RequestContext | None, dict[str, Any]], Any]]] = []
-    for plugin_name in sorted(own.keys() | generic.keys(), key=chain.position):
-        if plugin_name in generic:
-            observers.append((plugin_name, _on_event(generic[plugin_name], app, name)))
-            continue
-        try:
-            observe = own[plugin_name](app=app, name=name)
-        except Exception:
-            logger.exception("plugin %s failed to observe %s", plugin_name, name)
-            continue
-        if observe is not None:
-            observers.append((plugin_name, observe))
+    observers = [(caller.plugin_name, _on_event(caller, app, name))
+                 for caller in chain.event_callers(name)]
     if not observers:
         return None
 
@@ -81,6 +76,31 @@ def _on_event(caller: HookCaller, app: web.Application, name: str
         function = caller.function
         return lambda ctx, fields: function(app, ctx, name, fields)
     return lambda ctx, fields: caller(app=app, ctx=ctx, name=name, fields=fields)
+
+
+def registry(app: web.Application) -> EventRegistry:
+    """The events the plugins in ``app``'s chain declare.
+
+    :func:`proxy.app.create_app` gathers them; an application put together by hand (a test's)
+    gathers them on first use.
+    """
+    found = app.get(EVENTS)
+    if found is None:
+        found = EventRegistry.gather(app[PLUGINS], app)
+        if not app.frozen:
+            app[EVENTS] = found
+    return found
+
+
+def declaration(app: web.Application, name: str) -> EventSpec:
+    """The declaration of event ``name``; :class:`UndeclaredEvent` when no plugin in the
+    chain declares it."""
+    return registry(app).spec(name)
+
+
+def event_level(app: web.Application, name: str, fields: dict[str, Any]) -> int:
+    """The log level of event ``name`` with ``fields``, as its declaration says."""
+    return declaration(app, name).level_of(fields)
 
 
 _F = TypeVar("_F", bound=Callable[..., Any])

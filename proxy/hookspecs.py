@@ -30,7 +30,7 @@ request its task is handling in :data:`proxy.context.CURRENT_REQUEST`.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 import pluggy
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from aiohttp import web
 
     from proxy.context import RequestContext, UpstreamCall, UpstreamResponse
+    from proxy.event_registry import EventSpec
     from proxy.settings import Setting, Settings
     from proxy.sse import SSEEvent
 
@@ -119,6 +120,23 @@ def metrics_exposition(app: web.Application) -> Awaitable[bytes] | bytes | None:
     For series a plugin keeps in a registry of its own (the metrics plugin's) or computes on
     a scrape; plain gauges are simpler through ``gauges``. Called on every scrape, on the
     event loop: keep it fast. What it raises answers the scrape with a Mistral-shaped 500.
+    """
+
+
+@hookspec
+def register_routes(app: web.Application) -> list[web.RouteDef] | None:
+    """Add HTTP routes of the plugin's own (an admin API, say) to the sidecar.
+
+    Return a list of ``aiohttp.web.RouteDef`` (``web.get(path, handler)``,
+    ``web.route("*", path, handler)`` ...). Called once when the application is made, in
+    chain order, after ``sidecar_events`` and before any ``startup``
+    (``app[proxy.app.SETTINGS]``, ``app[proxy.app.PLUGINS]`` and ``app[proxy.app.OPS]`` are
+    set). They are served next to ``/healthz``, ``/readyz``, ``/metrics`` and the API, before
+    the catch-all 404; a route on one of those paths or under ``/v1`` or ``/v2`` stops
+    start-up (:class:`proxy.settings.ConfigError`), so no plugin can shadow them. These
+    handlers are plain aiohttp handlers, outside the request lifecycle below (no
+    ``on_request`` or ``on_end`` runs for them): they authenticate the caller themselves and
+    answer errors in Mistral's shape (:class:`proxy.errors.SidecarError`).
     """
 
 
@@ -201,6 +219,9 @@ def on_end(ctx: RequestContext) -> Awaitable[None] | None:
     :class:`proxy.errors.SidecarError` of ``ERROR`` and ``BROKEN``, else ``None``.
     ``ctx.response_status``, ``ctx.response_json`` (the parsed body, or the object reassembled
     from a stream), ``ctx.usage`` and ``ctx.timing`` are filled in as far as the request got.
+    ``ctx.usage.cost`` (a ``Decimal`` in ``ctx.usage.currency``) is what the request cost,
+    set by the prices plugin, which ends each request before the plugins after it; ``None``
+    when nothing priced it or its model has no price (the cost is unknown, never guessed).
 
     Persistence, usage accounting, metrics and access logging hang here. It runs to
     completion even when the caller has gone (the core shields it from the handler's
@@ -215,6 +236,21 @@ def on_end(ctx: RequestContext) -> Awaitable[None] | None:
 
 
 @hookspec
+def sidecar_events(app: web.Application) -> list[EventSpec] | None:
+    """Declare the events the plugin emits.
+
+    Return a list of :class:`proxy.event_registry.EventSpec`: each event's name (dotted, the
+    plugin's name first), what it means, its fields, the level of its log line (a rule may
+    make it depend on a field) and the metric families it feeds
+    (:class:`proxy.event_registry.EventMetric`, counters or histograms). The logs and metrics
+    plugins read levels and families from here; :func:`proxy.events.emit` refuses a name no
+    plugin in the chain declares. Called once when the application is made, before any
+    ``startup`` (``app[proxy.app.SETTINGS]`` and ``app[proxy.app.PLUGINS]`` are set). Two
+    plugins declaring one event, or feeding one family, stop start-up.
+    """
+
+
+@hookspec
 def on_event(app: web.Application, ctx: RequestContext | None, name: str,
              fields: dict[str, Any]) -> None:
     """Observe an event another plugin reported with :func:`proxy.events.emit`.
@@ -224,11 +260,12 @@ def on_event(app: web.Application, ctx: RequestContext | None, name: str,
     plugin counts them. ``ctx`` is the request it belongs to, or ``None`` for background work.
     Synchronous and cheap: it runs on the request path. An implementation that wants only
     some events says which with :func:`proxy.events.observes` and is not called for the
-    others. Names in use:
+    others. Names in use (each declared by the plugin reporting it, in ``sidecar_events``):
 
     - ``ratelimit.decision`` {limit: "requests"|"tokens", allowed: bool, remaining, scope}
     - ``ratelimit.fallback`` {active: bool, reason} — Redis unusable, in-process limiter used
-    - ``concurrency.rejected`` {scope, waited_s}
+    - ``concurrency.rejected`` {scope, waited_s, reason}, ``concurrency.admitted`` {waited_s}
+      (after waiting for a slot)
     - ``retry.attempt`` {attempt, reason, delay_s}
     - ``breaker.transition`` {from_state, to_state}
     - ``breaker.rejected`` {state}
@@ -240,23 +277,8 @@ def on_event(app: web.Application, ctx: RequestContext | None, name: str,
     - ``auth.denied`` {status, reason}
     - ``persistence.spooled`` {records}, ``persistence.replayed`` {records},
       ``persistence.write_failed`` {error}
-    """
-
-
-@hookspec
-def event_observer(app: web.Application, name: str
-                   ) -> Callable[[RequestContext | None, dict[str, Any]], None] | None:
-    """Observe the events called ``name`` through a function of the plugin's own instead of
-    ``on_event``: return ``observe(ctx, fields)``, called for each of them, or ``None`` to
-    leave them unobserved.
-
-    Asked whenever :func:`proxy.events.emitter` makes a reporter of ``name``: once, at
-    start-up, for an event reported on nearly every request (the limiter's decisions), and
-    on every report of a rare one (:func:`proxy.events.emit`). The function it returns can
-    hold what it needs (the plugin's state, a counter's child), so a frequent event costs
-    one call per observer rather than a dispatch on its name and a lookup on the app. A
-    plugin that implements this hook is never called through ``on_event``. Same rules as
-    ``on_event``: synchronous and cheap, on the request path, fields as listed there.
+    - ``prices.cost`` {model, org, cost, currency}, ``prices.unpriced`` {model, org},
+      ``prices.unknown_model`` {model} (once per model)
     """
 
 

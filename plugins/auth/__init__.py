@@ -56,6 +56,7 @@ from proxy import STOP_OBSERVING, StopObserving, hookimpl
 from proxy.app import SETTINGS
 from proxy.context import Identity, RequestContext, UpstreamCall
 from proxy.errors import SidecarError
+from proxy.event_registry import EventMetric, EventSpec
 from proxy.events import emit
 from proxy.settings import Setting, Settings
 from proxy.sse import SSEEvent
@@ -96,6 +97,22 @@ def _check_role_map(value: Any) -> str | None:
     return None
 
 
+#: The events this plugin emits.
+EVENTS = (
+    EventSpec("auth.denied", "A request was refused by authentication or authorisation.",
+              fields=("status", "reason"),
+              metrics=(EventMetric("auth_denials",
+                                   "Requests denied by authentication or authorisation.",
+                                   ("status", "reason")),)),
+)
+
+
+@hookimpl
+def sidecar_events() -> list[EventSpec]:
+    """The events this plugin emits."""
+    return list(EVENTS)
+
+
 @hookimpl
 def sidecar_settings() -> list[Setting]:
     """Authentication mode, roles, caches and list scanning."""
@@ -103,57 +120,54 @@ def sidecar_settings() -> list[Setting]:
         Setting("auth.mode", "str", "keys",
                 "keys: callers present sidecar keys and MISTRAL_API_KEY goes upstream; "
                 "passthrough: callers present their own Mistral key, identified by its "
-                "fingerprint.", env="SIDECAR_AUTH_MODE", choices=("keys", "passthrough")),
+                "fingerprint.", choices=("keys", "passthrough")),
         Setting("auth.roles", "data", DEFAULT_ROLES,
                 "Role table: role name -> list of actions it may perform (* for all). "
-                "Unlisted actions are denied.", check=check_roles),
+                "Unlisted actions are denied.", env=None, check=check_roles),
         Setting("auth.cache_ttl_seconds", "float", 2.0,
                 "How often every replica re-reads the key table it serves keys from (and how "
                 "long an ownership lookup is reused); a revoked or rotated key stops working "
                 "on every replica within this time. 0 re-reads the caller's key on every "
-                "request.", env="SIDECAR_AUTH_CACHE_TTL_SECONDS", minimum=0),
+                "request.", minimum=0),
         Setting("auth.stale_ttl_seconds", "float", 3600.0,
                 "While the database is unreachable, keys and ownership it vouched for within "
                 "this many seconds keep working from memory (unknown keys get 503); also the "
                 "oldest key snapshot a replica starting during an outage serves from.",
-                env="SIDECAR_AUTH_STALE_TTL_SECONDS", minimum=0),
+                minimum=0),
         Setting("auth.db_timeout_seconds", "float", 2.0,
                 "A key or ownership query slower than this counts as a database outage; "
                 "requests then answer from memory until a background probe finds the "
-                "database back.", env="SIDECAR_AUTH_DB_TIMEOUT_SECONDS", minimum=0.01),
+                "database back.", minimum=0.01),
         Setting("auth.key_snapshot", "bool", True,
                 "PostgreSQL: keep the key table (ids, roles, owners and secret hashes, never "
                 "secrets) in <data dir>/auth/keys.json (mode 0600), so that a replica "
                 "starting while the database is unreachable serves the keys that existed "
-                "before; without it such a replica refuses to start.",
-                env="SIDECAR_AUTH_KEY_SNAPSHOT"),
+                "before; without it such a replica refuses to start."),
         Setting("auth.passthrough.role", "str", "user",
-                "Role of passthrough callers not listed in auth.passthrough.roles.",
-                env="SIDECAR_AUTH_PASSTHROUGH_ROLE"),
+                "Role of passthrough callers not listed in auth.passthrough.roles."),
         Setting("auth.passthrough.roles", "data", {},
                 "Passthrough mode: key fingerprint (see `keys fingerprint`) -> role.",
-                check=_check_role_map),
+                env=None, check=_check_role_map),
         Setting("auth.passthrough.allow_in_production", "bool", False,
                 "Allow passthrough mode when ENVIRONMENT=production (callers' own Mistral keys "
-                "then reach upstream and identify them).",
-                env="SIDECAR_AUTH_PASSTHROUGH_ALLOW_IN_PRODUCTION"),
+                "then reach upstream and identify them)."),
         Setting("auth.passthrough.org", "str", "",
                 "Passthrough mode: organisation of every caller; empty gives each key "
-                "fingerprint its own organisation.", env="SIDECAR_AUTH_PASSTHROUGH_ORG"),
+                "fingerprint its own organisation."),
         Setting("auth.list_scan_page_size", "int", 100,
                 "Page size the sidecar uses when it pages through upstream lists to filter "
-                "them by owner.", env="SIDECAR_AUTH_LIST_SCAN_PAGE_SIZE", minimum=1),
+                "them by owner.", minimum=1),
         Setting("auth.list_scan_max_items", "int", 10000,
                 "Most upstream items scanned to answer one filtered list request; deeper "
-                "pages answer 400.", env="SIDECAR_AUTH_LIST_SCAN_MAX_ITEMS", minimum=1),
+                "pages answer 400.", minimum=1),
         Setting("auth.unowned_org", "str", "default",
                 "Organisation whose admins see resources the sidecar has no ownership record "
                 "for (created outside it), until `mistral-sidecar adopt` assigns them; "
-                "everyone else gets 404.", env="SIDECAR_AUTH_UNOWNED_ORG"),
+                "everyone else gets 404."),
         Setting("auth.unmapped_roles", "list", [],
                 "Roles that may send requests outside the Mistral API spec (no operation, "
                 "so no action or ownership can be checked); empty denies them to every "
-                "role, admin included.", env="SIDECAR_AUTH_UNMAPPED_ROLES"),
+                "role, admin included."),
     ]
 
 
@@ -181,15 +195,14 @@ def validate_settings(settings: Settings) -> list[str]:
                             f"{role!r}")
     if not str(settings["auth.unowned_org"]).strip():
         problems.append("auth.unowned_org (SIDECAR_AUTH_UNOWNED_ORG): must not be empty")
-    chain = list(settings["plugins.chain"])
-    if "auth" in chain and ("store" not in chain or chain.index("store") > chain.index("auth")):
-        problems.append("plugins.chain (SIDECAR_PLUGINS): auth needs the store plugin "
-                        "before it")
     return problems
 
 
 # --- lifecycle -------------------------------------------------------------------------------
 
+
+#: Keys and ownership live in the store plugin's database.
+requires = ("store",)
 
 #: Under ``server.data_dir``: ownership records waiting for the database.
 SPOOL_DIR = Path("spool") / "auth"

@@ -33,6 +33,7 @@ from proxy import hookimpl
 from proxy.app import SETTINGS
 from proxy.context import RequestContext
 from proxy.errors import SidecarError
+from proxy.event_registry import EventMetric, EventSpec
 from proxy.events import emit
 from proxy.settings import Setting
 
@@ -55,24 +56,38 @@ class GuardConfig:
 GUARD_CONFIG = web.AppKey("guard_config", GuardConfig)
 
 
+#: The events this plugin emits.
+EVENTS = (
+    EventSpec("guard.detection", "An input-guard rule matched a request field.",
+              fields=("rule", "field", "mode"), level="WARNING",
+              metrics=(EventMetric("guard_detections",
+                                   "Input-guard detections, by rule and mode.",
+                                   ("rule", "mode")),)),
+)
+
+
+@hookimpl
+def sidecar_events() -> list[EventSpec]:
+    """The events this plugin emits."""
+    return list(EVENTS)
+
+
 @hookimpl
 def sidecar_settings() -> list[Setting]:
     """Mode, rules and replacement text."""
     return [
         Setting("guard.mode", "str", "redact",
                 "What a rule match does: redact the matched text, block the request (400), "
-                "or log only.", env="SIDECAR_GUARD_MODE", choices=MODES),
+                "or log only.", choices=MODES),
         Setting("guard.rules", "data", DEFAULT_RULES,
                 "Rules as a list of {name, pattern} (Python regular expressions, matched "
                 "against folded text: NFKD, case folded, marks and invisible characters "
                 "removed, look-alike letters replaced by their Unicode confusable prototype, "
                 "punctuation between words read as a space; literal characters of a pattern "
                 "are folded the same way). The defaults catch prompt injection and "
-                "system-prompt exfiltration in several languages.",
-                env="SIDECAR_GUARD_RULES", check=check_rules),
+                "system-prompt exfiltration in several languages.", check=check_rules),
         Setting("guard.replacement", "str", "[REDACTED]",
-                "Text that replaces each matched span in redact mode.",
-                env="SIDECAR_GUARD_REPLACEMENT"),
+                "Text that replaces each matched span in redact mode."),
     ]
 
 

@@ -16,7 +16,8 @@ share counters) and is updated with prometheus_client's own ``labels(...).inc()`
 - the requests in flight: the core's count, read at scrape time (several workers: each
   counts its requests in at ``on_request`` and out at ``on_end``);
 - plugin events (``on_event``): every event counted in ``mistral_sidecar_events_total{event}``,
-  and the declared ones added to their own family too (:mod:`plugins.metrics.event_families`);
+  and added to the families its plugin declares it feeds (``sidecar_events``, read from the
+  core's registry: :mod:`plugins.metrics.per_event`);
 - the other plugins' ``gauges`` hook and the ``readiness`` checks, read at scrape time
   (:mod:`plugins.metrics.scrape`).
 
@@ -67,17 +68,14 @@ def sidecar_settings() -> list[Setting]:
     return [
         Setting("metrics.owner_label", "bool", False,
                 "Also label token counts by owner (one series per owner and model: enable "
-                "only with a bounded number of owners).", env="SIDECAR_METRICS_OWNER_LABEL"),
+                "only with a bounded number of owners)."),
         Setting("metrics.flush_seconds", "float", _FLUSH_DEFAULT,
                 "Deprecated, ignored: each request is recorded as it ends. Accepted so that "
-                "configurations that set it still load.",
-                env="SIDECAR_METRICS_FLUSH_SECONDS", minimum=0),
+                "configurations that set it still load.", minimum=0),
         Setting("metrics.readiness", "bool", True,
-                "Run the readiness checks on each scrape and export dependency health.",
-                env="SIDECAR_METRICS_READINESS"),
+                "Run the readiness checks on each scrape and export dependency health."),
         Setting("metrics.readiness_timeout_seconds", "float", 2.0,
-                "Longest wait for each readiness check during a scrape.",
-                env="SIDECAR_METRICS_READINESS_TIMEOUT_SECONDS", minimum=0.01),
+                "Longest wait for each readiness check during a scrape.", minimum=0.01),
     ]
 
 

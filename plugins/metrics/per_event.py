@@ -1,5 +1,6 @@
 """Plugin events as metrics, read generically: every event counted by name, and each one
-declared in an :class:`~plugins.metrics.event_families.EventMetric` added to its family."""
+added to the families its declaration names (:class:`proxy.event_registry.EventMetric`, from
+the plugins' ``sidecar_events``)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ from typing import Any, Generic, TypeVar
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from plugins.metrics.children import Children
-from plugins.metrics.event_families import EventMetric
 from plugins.metrics.labels import BoundedValues
 from plugins.metrics.per_request import PREFIX
+from proxy.event_registry import EventMetric, EventSpec
 
 __all__ = ["EventMetrics"]
 
@@ -91,36 +92,36 @@ class _HistogramFeed(_Feed[Histogram]):
 class EventMetrics:
     """``mistral_sidecar_events_total{event}`` and the families events are declared to feed."""
 
-    def __init__(self, registry: CollectorRegistry, declarations: Iterable[EventMetric],
-                 existing: Mapping[str, Children[Histogram]]) -> None:
-        """Create each declared family in ``registry``, unless ``existing`` (histograms, by
-        name after the prefix) has it already."""
+    def __init__(self, registry: CollectorRegistry, declarations: Iterable[EventSpec]) -> None:
+        """Create in ``registry`` each family the ``declarations`` name (the core has checked
+        that the events feeding one family agree on its kind and labels)."""
         self.events = Children(Counter(PREFIX + "events", "Plugin events, by name.",
                                        ("event",), registry=registry))
         self.names = BoundedValues(EVENT_LABEL_LIMIT)
         counters: dict[str, Children[Counter]] = {}
-        histograms = dict(existing)
+        histograms: dict[str, Children[Histogram]] = {}
         self.feeds: dict[str, list[_Feed[Any]]] = {}
-        for declared in declarations:
-            labels = tuple(label.name for label in declared.label_readers)
-            name = PREFIX + declared.family
-            feed: _Feed[Any]
-            if declared.observe is None:
-                counter = counters.get(declared.family)
-                if counter is None:
-                    counter = counters[declared.family] = Children(Counter(
-                        name, declared.help, labels, registry=registry))
-                feed = _CounterFeed(declared, counter)
-            else:
-                histogram = histograms.get(declared.family)
-                if histogram is None:
-                    if not declared.buckets:
-                        raise ValueError(f"event {declared.event}: {name} needs buckets")
-                    histogram = histograms[declared.family] = Children(Histogram(
-                        name, declared.help, labels, buckets=declared.buckets,
-                        registry=registry))
-                feed = _HistogramFeed(declared, histogram)
-            self.feeds.setdefault(declared.event, []).append(feed)
+        for spec in declarations:
+            for declared in spec.metrics:
+                labels = tuple(label.name for label in declared.label_readers)
+                name = PREFIX + declared.family
+                feed: _Feed[Any]
+                if declared.observe is None:
+                    counter = counters.get(declared.family)
+                    if counter is None:
+                        counter = counters[declared.family] = Children(Counter(
+                            name, declared.help, labels, registry=registry))
+                    feed = _CounterFeed(declared, counter)
+                else:
+                    histogram = histograms.get(declared.family)
+                    if histogram is None:
+                        if not declared.buckets:
+                            raise ValueError(f"event {spec.name}: {name} needs buckets")
+                        histogram = histograms[declared.family] = Children(Histogram(
+                            name, declared.help, labels, buckets=declared.buckets,
+                            registry=registry))
+                    feed = _HistogramFeed(declared, histogram)
+                self.feeds.setdefault(spec.name, []).append(feed)
         #: By event name: its ``events_total`` child and its feeds.
         self._by_name: dict[str, tuple[Counter, tuple[_Feed[Any], ...]]] = {}
 

@@ -28,8 +28,6 @@ LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0
 TOKENS_PER_SECOND_BUCKETS = (1.0, 5.0, 10.0, 20.0, 30.0, 50.0, 75.0, 100.0, 150.0, 200.0,
                              300.0, 500.0, 1000.0)
 ENTRY_BUCKETS = (1.0, 2.0, 3.0, 4.0, 5.0, 8.0, 12.0, 16.0, 24.0, 32.0, 64.0)
-QUEUE_WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-                      30.0)
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _CONVERSATION_OPS = frozenset({
@@ -116,9 +114,6 @@ class RequestMetrics:
         self.conversation_duration = histogram(
             "conversation_duration_seconds", "Duration of conversation requests (start, "
             "append, restart), streamed or not.", op, LATENCY_BUCKETS)
-        self.queue_wait = histogram(
-            "queue_wait_seconds", "Time requests waited for a concurrency slot, by outcome "
-            "(admitted, rejected).", ("outcome",), QUEUE_WAIT_BUCKETS)
 
         # Values upstream or callers choose; operations and methods are bounded already.
         self.models = BoundedValues(100)
@@ -156,10 +151,6 @@ class RequestMetrics:
             kind.attempts.inc(ctx.attempts)
         if ctx.error is not None:
             self.errors(operation, self.error_codes(ctx.error.code)).inc()
-        # The concurrency plugin notes how long an admitted request waited for its slot.
-        queued = ctx.log.get("queued_s")
-        if isinstance(queued, (int, float)):
-            self.queue_wait("admitted").observe(queued)
         if status is not None and 200 <= status < 300:
             self._succeeded(ctx, operation, duration)
 

@@ -9,11 +9,12 @@ from collections.abc import Callable
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Gauge, generate_latest, multiprocess
 
-from plugins.metrics.event_families import EVENT_METRICS
 from plugins.metrics.per_event import EventMetrics
 from plugins.metrics.per_request import PREFIX, RequestMetrics
 from plugins.metrics.scrape import HEALTH_NAMES, Health, HealthCollector, PluginGaugeCollector
 from proxy import __version__
+from proxy.app import SETTINGS
+from proxy.events import registry as event_registry
 
 __all__ = ["MetricsState"]
 
@@ -31,11 +32,13 @@ class MetricsState:
         # scrape can only read the others' files.
         self.requests = RequestMetrics(self.registry, owner_label=owner_label,
                                        in_flight=None if multiproc_dir else in_flight)
-        self.events = EventMetrics(self.registry, EVENT_METRICS,
-                                   existing={"queue_wait_seconds": self.requests.queue_wait})
-        Gauge(PREFIX + "build_info", "Always 1; the version label says what runs.",
-              ("version",), registry=self.registry, multiprocess_mode="max",
-              ).labels(__version__).set(1)
+        # Only the families of the events the plugins in the chain declare.
+        self.events = EventMetrics(self.registry, event_registry(app))
+        # The deployment's labels live on this info series (join on it), not on every series.
+        Gauge(PREFIX + "build_info", "Always 1; the labels say what runs, and where "
+              "(ENVIRONMENT).", ("version", "environment"), registry=self.registry,
+              multiprocess_mode="max",
+              ).labels(__version__, str(app[SETTINGS]["environment"])).set(1)
         self.readiness = readiness
         self.readiness_timeout = readiness_timeout
         self.health = Health()

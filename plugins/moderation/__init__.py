@@ -45,8 +45,10 @@ from plugins.moderation.policy import DEFAULT_THRESHOLDS, check_thresholds, flag
 from plugins.moderation.texts import pieces, request_texts
 from proxy import hookimpl
 from proxy.app import HTTP_SESSION, SETTINGS
+from proxy.chain import CHAIN_SETTING
 from proxy.context import RequestContext
 from proxy.errors import SidecarError
+from proxy.event_registry import EventSpec
 from proxy.events import emitter
 from proxy.settings import Setting, Settings
 
@@ -83,35 +85,48 @@ class ModerationState:
 MODERATION = web.AppKey("moderation_state", ModerationState)
 
 
+#: The events this plugin emits.
+EVENTS = (
+    EventSpec("moderation.call", "A call to the moderation classifier ended.",
+              fields=("status", "http_status", "seconds", "texts")),
+    EventSpec("moderation.decision", "Moderation allowed or blocked a request, or failed.",
+              fields=("decision", "cached", "categories")),
+)
+
+
+@hookimpl
+def sidecar_events() -> list[EventSpec]:
+    """The events this plugin emits."""
+    return list(EVENTS)
+
+
 @hookimpl
 def sidecar_settings() -> list[Setting]:
     """Switch, model, thresholds, failure mode, timeout and cache."""
     return [
         Setting("moderation.enabled", "bool", False,
                 "Classify the texts the model reads with Mistral's moderation endpoint "
-                "before a request goes upstream.", env="SIDECAR_MODERATION_ENABLED"),
+                "before a request goes upstream."),
         Setting("moderation.model", "str", "mistral-moderation-latest",
-                "Moderation model asked.", env="SIDECAR_MODERATION_MODEL"),
+                "Moderation model asked."),
         Setting("moderation.thresholds", "data", DEFAULT_THRESHOLDS,
                 "Category -> score (0 to 1) from which a text blocks the request (400); "
-                "categories not listed never block.", env="SIDECAR_MODERATION_THRESHOLDS",
+                "categories not listed never block.",
                 check=check_thresholds),
         Setting("moderation.failure_mode", "str", "closed",
                 "When the classifier cannot answer in time: closed refuses the request "
-                "(503), open lets it through (logged and counted).",
-                env="SIDECAR_MODERATION_FAILURE_MODE", choices=FAILURE_MODES),
+                "(503), open lets it through (logged and counted).", choices=FAILURE_MODES),
         Setting("moderation.timeout_seconds", "float", 2.0,
                 "Longest wait for the classifier's answer, key rotation included.",
-                env="SIDECAR_MODERATION_TIMEOUT_SECONDS", minimum=0.001),
+                minimum=0.001),
         Setting("moderation.cache_size", "int", 10000,
                 "Classified texts whose scores are remembered (by hash); 0 disables it.",
-                env="SIDECAR_MODERATION_CACHE_SIZE", minimum=0),
+                minimum=0),
         Setting("moderation.cache_ttl_seconds", "float", 3600.0,
-                "How long a text's scores are reused.",
-                env="SIDECAR_MODERATION_CACHE_TTL_SECONDS", minimum=0),
+                "How long a text's scores are reused.", minimum=0),
         Setting("moderation.max_input_chars", "int", 20000,
                 "Longer texts are classified in overlapping pieces of this many characters.",
-                env="SIDECAR_MODERATION_MAX_INPUT_CHARS", minimum=1000),
+                minimum=1000),
     ]
 
 
@@ -126,7 +141,7 @@ def validate_settings(settings: Settings) -> list[str]:
     if mine is None:
         return []
     later = set(chain[mine + 1:])
-    return [f"SIDECAR_PLUGINS: {name} must come before moderation in the chain"
+    return [f"{CHAIN_SETTING}: {name} must come before moderation"
             for name, spellings in _BEFORE_ME.items() if later.intersection(spellings)]
 
 

@@ -31,9 +31,9 @@ from plugins.persistence.capture import (
     records_for,
     usage_record,
 )
-from plugins.persistence.config import Options, declared, validate
+from plugins.persistence.config import Options, declared
 from plugins.persistence.pipeline import WriteBehind
-from plugins.persistence.records import Record
+from plugins.persistence.records import Record, cost_nanos
 from plugins.persistence.retention import RetentionPurger
 from plugins.persistence.spool import Spool
 from plugins.store import DATABASE
@@ -41,8 +41,9 @@ from proxy import hookimpl
 from proxy.app import SETTINGS
 from proxy.context import Outcome, RequestContext
 from proxy.errors import SidecarError
+from proxy.event_registry import EventMetric, EventSpec
 from proxy.events import emit
-from proxy.settings import Setting, Settings
+from proxy.settings import Setting
 
 __all__ = ["PERSISTENCE", "Persistence"]
 
@@ -67,17 +68,39 @@ class Persistence:
 
 PERSISTENCE = web.AppKey("persistence", Persistence)
 
+#: Records go to the store plugin's database.
+requires = ("store",)
+
+
+#: The events this plugin emits.
+EVENTS = (
+    EventSpec("persistence.spooled",
+              "Records went to the spool file because the database was unusable.",
+              fields=("records",), level="WARNING",
+              metrics=(EventMetric("persistence_spooled_records",
+                                   "Records written to the spool file while the database "
+                                   "was unusable.", amount="records"),)),
+    EventSpec("persistence.replayed", "Spooled records were replayed into the database.",
+              fields=("records",),
+              metrics=(EventMetric("persistence_replayed_records",
+                                   "Spooled records replayed into the database.",
+                                   amount="records"),)),
+    # Failures are counted by this plugin's own gauge.
+    EventSpec("persistence.write_failed", "A write to the database failed.",
+              fields=("error",), level="WARNING"),
+)
+
+
+@hookimpl
+def sidecar_events() -> list[EventSpec]:
+    """The events this plugin emits."""
+    return list(EVENTS)
+
 
 @hookimpl
 def sidecar_settings() -> list[Setting]:
     """Queue, spool, content and retention settings."""
     return declared()
-
-
-@hookimpl
-def validate_settings(settings: Settings) -> list[str]:
-    """Persistence needs the store earlier in the chain."""
-    return validate(settings)
 
 
 @hookimpl
@@ -168,7 +191,8 @@ def usage_from_context(ctx: RequestContext, record_id: str, model: str) -> Recor
     what :func:`records_for` makes of it, without building an :class:`Exchange`."""
     owner, status, started_at, latency_ms, usage = _facts(ctx)
     return usage_record(record_id, ctx.request_id, owner, ctx.operation_name, model, None,
-                        None, status, ctx.is_stream, usage, latency_ms, started_at)
+                        None, status, ctx.is_stream, usage, latency_ms, started_at, None,
+                        *_billing(ctx))
 
 
 def exchange_from(ctx: RequestContext, record_id: str) -> Exchange:
@@ -177,7 +201,19 @@ def exchange_from(ctx: RequestContext, record_id: str) -> Exchange:
     # Positional: this runs for every recorded request.
     return Exchange(ctx.operation_name, record_id, ctx.request_id, owner, status, ctx.is_stream,
                     started_at, latency_ms, ctx.path_params, lambda: ctx.json,
-                    ctx.response_json, usage)
+                    ctx.response_json, usage, *_billing(ctx))
+
+
+def _billing(ctx: RequestContext) -> tuple[str | None, str | None, int | None, str | None]:
+    """The caller's key id and organisation, and the request's cost in billionths of its
+    currency and that currency, as a pricing plugin earlier in the chain set them on
+    ``ctx.usage`` (``None`` where unknown)."""
+    identity = ctx.identity
+    usage = ctx.usage
+    cost, currency = (None, None) if usage is None else (usage.cost, usage.currency)
+    return (None if identity is None else identity.key_id,
+            None if identity is None else identity.org,
+            cost_nanos(cost), None if cost is None else currency)
 
 
 def _facts(ctx: RequestContext

@@ -16,59 +16,51 @@ def declared() -> list[Setting]:
         Setting("persistence.chat_content", "bool", False,
                 "Also store the request and response content of chat, FIM and agent "
                 "completions in usage_log (conversations are always stored in full).",
-                env="SIDECAR_PERSIST_CHAT_CONTENT"),
+                deprecated_env=("SIDECAR_PERSIST_CHAT_CONTENT",)),
         Setting("persistence.batch_size", "int", 500,
                 "Records written to the database per transaction.",
-                env="SIDECAR_PERSIST_BATCH_SIZE", minimum=1),
+                deprecated_env=("SIDECAR_PERSIST_BATCH_SIZE",), minimum=1),
         Setting("persistence.flush_interval_seconds", "float", 0.2,
                 "Longest a record waits before the background writer sends it.",
-                env="SIDECAR_PERSIST_FLUSH_INTERVAL_SECONDS", minimum=0.001),
+                deprecated_env=("SIDECAR_PERSIST_FLUSH_INTERVAL_SECONDS",), minimum=0.001),
         Setting("persistence.queue_max_records", "int", 20000,
                 "Records awaiting the database that are kept in memory; beyond this they "
                 "are read back from the spool file when their turn comes.",
-                env="SIDECAR_PERSIST_QUEUE_SIZE", minimum=1),
+                deprecated_env=("SIDECAR_PERSIST_QUEUE_SIZE",), minimum=1),
         Setting("persistence.write_timeout_seconds", "float", 10.0,
                 "Longest one batch may take to commit before the database counts as down.",
-                env="SIDECAR_PERSIST_WRITE_TIMEOUT_SECONDS", minimum=0.01),
+                deprecated_env=("SIDECAR_PERSIST_WRITE_TIMEOUT_SECONDS",), minimum=0.01),
         Setting("persistence.retry_max_seconds", "float", 5.0,
                 "Longest pause between write attempts while the database is down.",
-                env="SIDECAR_PERSIST_RETRY_MAX_SECONDS", minimum=0.01),
+                deprecated_env=("SIDECAR_PERSIST_RETRY_MAX_SECONDS",), minimum=0.01),
         Setting("persistence.shutdown_flush_seconds", "float", 10.0,
                 "On SIGTERM, how long to keep writing to the database before leaving the "
                 "rest in the spool for the next start.",
-                env="SIDECAR_PERSIST_SHUTDOWN_FLUSH_SECONDS", minimum=0),
+                deprecated_env=("SIDECAR_PERSIST_SHUTDOWN_FLUSH_SECONDS",), minimum=0),
         Setting("persistence.spool_max_bytes", "int", 1024 ** 3,
                 "Size of the spool (records not yet in the database) at which the "
-                "spool-full policy applies.", env="SIDECAR_SPOOL_MAX_BYTES", minimum=1),
+                "spool-full policy applies.", deprecated_env=("SIDECAR_SPOOL_MAX_BYTES",),
+                minimum=1),
         Setting("persistence.spool_full_policy", "str", "reject",
                 "With a full spool: 'reject' answers requests that would be recorded with 503 "
                 "and Retry-After; 'accept' serves them and keeps their records in memory "
                 "only (dropped beyond the queue size).",
-                env="SIDECAR_SPOOL_FULL_POLICY", choices=SPOOL_POLICIES),
+                deprecated_env=("SIDECAR_SPOOL_FULL_POLICY",), choices=SPOOL_POLICIES),
         Setting("persistence.spool_retry_after_seconds", "int", 30,
                 "Retry-After sent with the 503 of a full spool.",
-                env="SIDECAR_SPOOL_RETRY_AFTER_SECONDS", minimum=1),
+                deprecated_env=("SIDECAR_SPOOL_RETRY_AFTER_SECONDS",), minimum=1),
         Setting("persistence.spool_segment_bytes", "int", 8 * 1024 ** 2,
                 "Size at which the spool starts a new file (written files are deleted once "
                 "the database has their records).",
-                env="SIDECAR_SPOOL_SEGMENT_BYTES", minimum=1024),
+                deprecated_env=("SIDECAR_SPOOL_SEGMENT_BYTES",), minimum=1024),
         Setting("persistence.retention_days", "int", 0,
                 "Delete conversations idle, usage rows older and deleted agents older than "
-                "this many days; 0 keeps everything.", env="SIDECAR_RETENTION_DAYS", minimum=0),
+                "this many days; 0 keeps everything.",
+                deprecated_env=("SIDECAR_RETENTION_DAYS",), minimum=0),
         Setting("persistence.retention_interval_seconds", "float", 3600.0,
                 "How often the retention purge runs.",
-                env="SIDECAR_RETENTION_INTERVAL_SECONDS", minimum=1),
+                deprecated_env=("SIDECAR_RETENTION_INTERVAL_SECONDS",), minimum=1),
     ]
-
-
-def validate(settings: Settings) -> list[str]:
-    """The store plugin must come before persistence in the chain."""
-    chain = list(settings.get("plugins.chain") or [])
-    if "persistence" in chain and ("store" not in chain
-                                   or chain.index("store") > chain.index("persistence")):
-        return ["plugins.chain (SIDECAR_PLUGINS): persistence needs the store plugin "
-                "earlier in the chain"]
-    return []
 
 
 @dataclass(frozen=True)
@@ -93,7 +85,7 @@ class Options:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Options:
-        """Options from the resolved settings; the spool lives under ``SIDECAR_DATA_DIR``."""
+        """Options from the resolved settings; the spool lives under ``SIDECAR_SERVER_DATA_DIR``."""
         data = Path(settings["server.data_dir"]) / "spool"
         return cls(
             spool_dir=data / "persistence",

@@ -1,12 +1,13 @@
 """The rate-limit plugin: request and token limits per caller, shared through Redis.
 
 Each request is checked against its caller's request limit (``RATE_LIMIT_REQUESTS`` per
-``RATE_LIMIT_WINDOW`` seconds) and token budget (``SIDECAR_TOKENS_PER_MINUTE``) in one atomic
-decision; tokens are debited when the response's usage is known, streamed responses included.
-Over a limit the caller gets a 429 in Mistral's error shape with ``Retry-After``; every response
-carries ``RateLimit-Policy`` / ``RateLimit`` and the legacy ``X-RateLimit-*`` headers, unless
-upstream sent its own of the same name. With ``REDIS_HOST`` empty the same limits are kept in
-process; when Redis fails at run time the plugin falls back (``open``) or refuses (``closed``).
+``RATE_LIMIT_WINDOW`` seconds) and token budget (``SIDECAR_RATELIMIT_TOKENS_PER_MINUTE``) in
+one atomic decision; tokens are debited when the response's usage is known, streamed responses
+included. Over a limit the caller gets a 429 in Mistral's error shape with ``Retry-After``;
+every response carries ``RateLimit-Policy`` / ``RateLimit`` and the legacy ``X-RateLimit-*``
+headers, unless upstream sent its own of the same name. With ``REDIS_HOST`` empty the same
+limits are kept in process; when Redis fails at run time the plugin falls back (``open``) or
+refuses (``closed``).
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ from proxy import hookimpl
 from proxy.app import SETTINGS
 from proxy.context import RequestContext, UpstreamResponse
 from proxy.errors import SidecarError
+from proxy.event_registry import EventMetric, EventSpec, Label, LevelWhen
 from proxy.events import emit, emitter
-from proxy.settings import Setting, Settings, check_host, check_port
+from proxy.settings import Setting, Settings
 
 __all__ = ["LIMITER", "POLICIES", "RateLimiter", "caller_id"]
 
@@ -49,6 +51,33 @@ REPORT_DECISION: web.AppKey[Callable[[RequestContext | None, dict[str, Any]], No
 _STATE = "ratelimit"
 
 
+#: The events this plugin emits.
+EVENTS = (
+    # One per limit and request: a pass is only worth a line at DEBUG.
+    EventSpec("ratelimit.decision", "The limiter's decision on one limit of a request.",
+              fields=("limit", "allowed", "remaining", "scope", "enforced"),
+              levels=(LevelWhen("allowed", "DEBUG"),),
+              metrics=(EventMetric(
+                  "ratelimit_decisions", "Rate-limit decisions, by limit (requests, tokens), "
+                  "decision (allowed, rejected) and scope.",
+                  ("limit", Label("decision", field="allowed",
+                                  values={True: "allowed", False: "rejected"}), "scope")),)),
+    # Whether the fallback is active now is this plugin's own gauge.
+    EventSpec("ratelimit.fallback", "The limiter fell back to in-process limiting (active) "
+              "or went back to Redis.", fields=("active", "reason", "failure_mode"),
+              levels=(LevelWhen("active", "WARNING"),),
+              metrics=(EventMetric("ratelimit_fallbacks",
+                                   "Times the limiter fell back to in-process limiting.",
+                                   when="active"),)),
+)
+
+
+@hookimpl
+def sidecar_events() -> list[EventSpec]:
+    """The events this plugin emits."""
+    return list(EVENTS)
+
+
 @hookimpl
 def sidecar_settings() -> list[Setting]:
     """Limits, overrides, enforcement, and the Redis connection they are shared through."""
@@ -62,34 +91,19 @@ def sidecar_settings() -> list[Setting]:
         Setting("ratelimit.tokens_per_minute", "int", 0,
                 "Tokens (prompt + completion, as upstream reports them) each caller may use "
                 "per minute (0 = no token limit).",
-                env="SIDECAR_TOKENS_PER_MINUTE", minimum=0),
+                deprecated_env=("SIDECAR_TOKENS_PER_MINUTE",), minimum=0),
         Setting("ratelimit.overrides", "data", {},
                 "Limits per role and per key: {roles: {NAME: {requests, window, "
-                "tokens_per_minute}}, keys: {KEY_ID: {...}}}.",
-                env="SIDECAR_RATELIMIT_OVERRIDES", check=check_overrides),
+                "tokens_per_minute}}, keys: {KEY_ID: {...}}}.", check=check_overrides),
         Setting("ratelimit.enforce", "bool", True,
                 "Refuse requests over a limit; false only logs what would be refused "
-                "(dark launch).", env="SIDECAR_RATELIMIT_ENFORCE"),
+                "(dark launch)."),
         Setting("ratelimit.failure_mode", "str", "open",
                 "When Redis fails: 'open' falls back to per-process limits, 'closed' "
-                "answers 503.", env="SIDECAR_RATELIMIT_FAILURE_MODE",
+                "answers 503.",
                 choices=("open", "closed")),
         Setting("ratelimit.probe_interval_seconds", "float", 1.0,
-                "While Redis is failing, how often one request tries it again.",
-                env="SIDECAR_RATELIMIT_PROBE_INTERVAL_SECONDS", minimum=0.01),
-        Setting("redis.host", "str", "",
-                "Redis host shared by all replicas; empty keeps limits in this process only.",
-                env="REDIS_HOST", check=check_host),
-        Setting("redis.port", "int", 6379, "Redis port.", env="REDIS_PORT", minimum=1,
-                check=check_port),
-        Setting("redis.password", "str", "", "Redis password.", env="REDIS_PASSWORD",
-                secret=True),
-        Setting("redis.db", "int", 0, "Redis database number.", env="REDIS_DB", minimum=0),
-        Setting("redis.prefix", "str", "mistral-sidecar:",
-                "Prefix of every Redis key this sidecar writes.", env="SIDECAR_REDIS_PREFIX"),
-        Setting("redis.timeout_ms", "int", 50,
-                "Longest wait for any Redis call; past it the failure mode applies.",
-                env="SIDECAR_REDIS_TIMEOUT_MS", minimum=1),
+                "While Redis is failing, how often one request tries it again.", minimum=0.01),
     ]
 
 

@@ -1,10 +1,8 @@
 """Test-only plugins observing events: ``narrow`` wants ``retry.attempt`` alone, ``partial``
-takes only some of the hook's arguments, ``own`` observes through ``event_observer`` (and
-would note ``on_event`` calls too, which must not come). Each notes what it saw in ``SEEN``."""
+takes only some of the hook's arguments. Each notes what it saw in ``SEEN``."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -36,23 +34,5 @@ class Partial:
         SEEN.append(("partial", name, fields))
 
 
-class Own:
-    """Observes every event but ``guard.detection`` through functions of its own."""
-
-    @hookimpl
-    def event_observer(self, app: web.Application, name: str
-                       ) -> Callable[[RequestContext | None, dict[str, Any]], None] | None:
-        """A function noting events called ``name``."""
-        if name == "guard.detection":
-            return None
-        return lambda ctx, fields: SEEN.append(("own", name, fields))
-
-    @hookimpl
-    def on_event(self, name: str, fields: dict[str, Any]) -> None:
-        """Never called: ``event_observer`` replaces it."""
-        SEEN.append(("own via on_event", name, fields))
-
-
 narrow = Narrow()
 partial = Partial()
-own = Own()

@@ -1,7 +1,7 @@
 """A test plugin: records the events plugins emit and the request bodies sent upstream.
 
 Load it last in the chain by module path, e.g.
-``SIDECAR_PLUGINS="validate,guard,tests.guard.event_recorder"``. Being last, its
+``SIDECAR_PLUGINS_CHAIN="validate,guard,tests.guard.event_recorder"``. Being last, its
 ``wrap_upstream`` wrapper is the innermost one, so it sees exactly the body the core sends.
 """
 

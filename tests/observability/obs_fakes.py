@@ -9,19 +9,22 @@ Request headers drive it:
   events to emit (background ones without the request).
 - ``X-Test-Reject``: reject with a 429 of the sidecar's own, as a rate limiter does.
 - ``X-Test-Answer``: answer 200 directly, without going upstream.
-- ``X-Test-Queued``: seconds the request waited for a concurrency slot (``ctx.log["queued_s"]``).
+- ``X-Test-Queued``: seconds the request waited for a concurrency slot (reported as the
+  concurrency plugin does, in ``ctx.log["queued_s"]`` and a ``concurrency.admitted`` event).
 - ``X-Test-Leak``: log secrets (upstream key, DB password, a bearer token, a URL password)
   to prove they are redacted.
 
 Every request also logs one line from this module (logger ``tests.obs_fakes``), to check that
 lines of other modules carry the request id. ``gauges`` reports persistence values and
-``readiness`` an unreachable Redis, unless the real persistence plugin is in the chain.
+``readiness`` an unreachable Redis, unless the real persistence plugin is in the chain. It
+declares the events of the plugins it stands in for that are not in the chain.
 
-Enable with ``SIDECAR_PLUGINS="...,tests.observability.obs_fakes"``.
+Enable with ``SIDECAR_PLUGINS_CHAIN="...,tests.observability.obs_fakes"``.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
 from typing import Any
@@ -32,6 +35,7 @@ from proxy import hookimpl
 from proxy.app import PLUGINS, SETTINGS
 from proxy.context import Identity, RequestContext
 from proxy.errors import SidecarError
+from proxy.event_registry import EventSpec
 from proxy.events import emit
 
 PLUGIN = "tests.observability.obs_fakes"
@@ -48,6 +52,18 @@ GAUGES: list[tuple[str, dict[str, str], float]] = [
     ("bad-name", {}, 1.0),
     ("with_bad_label", {"bad-label": "x"}, 1.0),
 ]
+#: The plugins whose events this one emits.
+STANDS_IN_FOR = ("auth", "guard", "ratelimit", "concurrency", "persistence", "retry",
+                 "breaker", "keypool")
+
+
+@hookimpl
+def sidecar_events(app: web.Application) -> list[EventSpec]:
+    """The events of the plugins it stands in for, as they declare them, unless they are in
+    the chain to declare them themselves."""
+    chain = app[PLUGINS].names
+    return [spec for name in STANDS_IN_FOR if name not in chain
+            for spec in importlib.import_module(f"plugins.{name}").sidecar_events()]
 
 
 @hookimpl
@@ -77,7 +93,9 @@ def on_request(ctx: RequestContext) -> web.StreamResponse | None:
         except RuntimeError:
             log.exception("an exception mentioning the key")
     if headers.get("X-Test-Queued"):
-        ctx.log["queued_s"] = float(headers["X-Test-Queued"])  # as the concurrency plugin does
+        waited = float(headers["X-Test-Queued"])
+        ctx.log["queued_s"] = waited  # as the concurrency plugin does
+        emit(ctx.app, "concurrency.admitted", ctx, waited_s=waited)
     if headers.get("X-Test-Reject"):
         log.warning("rejecting for the test")
         raise SidecarError(429, "Test rate limit.", headers={"Retry-After": "1"})

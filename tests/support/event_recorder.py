@@ -2,7 +2,7 @@
 
 Test-area probes re-export ``startup``, ``on_event`` and ``events`` from here (pluggy registers
 a module's marked functions, imported ones included); load this module alone with
-``SIDECAR_PLUGINS=...,tests.support.event_recorder``.
+``SIDECAR_PLUGINS_CHAIN=...,tests.support.event_recorder``.
 """
 
 from __future__ import annotations
