@@ -91,12 +91,10 @@ def read_lines(path: Path) -> list[dict[str, Any]]:
 
 
 def flush_logs(sidecar: Sidecar) -> None:
-    """Write the access lines the logs plugin still holds (it writes them in batches)."""
+    """Wait until the logs plugin's writing thread has written every line logged so far."""
     from plugins.logs import LOGS
 
-    access = sidecar.app[LOGS].access
-    if access is not None:
-        access.flush()
+    sidecar.app[LOGS].flush()
 
 
 def sidecar_log(sidecar: Sidecar, path: Path) -> list[dict[str, Any]]:

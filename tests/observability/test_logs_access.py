@@ -64,7 +64,7 @@ async def logged_run(start_sidecar: SidecarFactory, mock_upstream: MockUpstream,
     """Traffic of every kind; then the log file's lines, parsed, and its raw text."""
     log_file = tmp_path / "logs" / "sidecar.log"
     sidecar = await start_sidecar(**obs_env(tmp_path, DB_PASSWORD=DB_PASSWORD,
-                                            SIDECAR_MAX_JSON_BODY_BYTES="4096"))
+                                            SIDECAR_LIMITS_MAX_JSON_BODY_BYTES="4096"))
     traffic = await run_traffic(sidecar, mock_upstream)
     too_large = traffic.next_id("too-large")
     status, error = await raw_post(sidecar, "/v1/chat/completions",
@@ -96,6 +96,7 @@ async def test_one_access_line_per_request(
     assert lines, "nothing was logged"
     for line in lines:
         assert {"time", "level", "logger", "message"} <= set(line), line
+        assert line["environment"] == "development", line
         assert re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$", line["time"])
     counts = Counter(line.get("request_id") for line in access_lines(lines))
     assert counts == Counter(traffic.request_ids), counts
@@ -160,8 +161,9 @@ async def test_events_and_other_modules_carry_the_request_id(
     assert [line["request_id"] for line in retries] == \
         ["obs-upstream-429-8", "obs-upstream-429-8", "obs-retried-9"]
     assert all(line["logger"] == "mistral_sidecar.event" for line in retries)
-    assert set(retries[0]) == {"time", "level", "logger", "message", "event", "request_id",
-                               "operation", "trace_id", "attempt", "reason", "delay_s"}
+    assert set(retries[0]) == {"time", "level", "logger", "message", "environment", "event",
+                               "request_id", "operation", "trace_id", "attempt", "reason",
+                               "delay_s"}
     failed = [line for line in lines if line.get("event") == "persistence.write_failed"]
     assert len(failed) == 1 and failed[0]["level"] == "WARNING"
     assert failed[0]["error"] == "OperationalError" and "operation" not in failed[0]
@@ -237,7 +239,7 @@ async def test_levels_and_switches(start_sidecar: SidecarFactory, tmp_path: Path
 
     other = tmp_path / "other"
     other.mkdir()
-    sidecar = await start_sidecar(**obs_env(other, SIDECAR_ACCESS_LOG="false"))
+    sidecar = await start_sidecar(**obs_env(other, SIDECAR_LOG_ACCESS="false"))
     await raw_post(sidecar, "/v1/models", None, "no-access", method="GET")
     lines = sidecar_log(sidecar, other / "logs" / "sidecar.log")
     assert not [line for line in access_lines(lines) if line["request_id"] == "no-access"]
@@ -283,6 +285,6 @@ async def test_console_handlers_replaced_then_restored(
         await sidecar.server.close()
         assert console in root.handlers
         assert root.level == level
-        assert not [h for h in root.handlers if type(h).__name__ == "RotatingJsonFile"]
+        assert not [h for h in root.handlers if type(h).__name__ == "LogQueue"]
     finally:
         root.removeHandler(console)
