@@ -138,11 +138,14 @@ TRACING = web.AppKey("tracing_state", TracingState)
 
 @hookimpl
 def sidecar_settings() -> list[Setting]:
-    """OpenTelemetry export settings (the standard ``OTEL_*`` variables)."""
+    """OpenTelemetry export settings, read from OpenTelemetry's standard ``OTEL_*``
+    variables: platforms that inject them (collectors as sidecars, agents) configure the
+    sidecar like any other instrumented service."""
     return [
         Setting("tracing.otlp_endpoint", "str", "",
                 "OTLP/HTTP collector base URL (spans go to <url>/v1/traces); empty: no spans, "
-                "only trace-context propagation.", env="OTEL_EXPORTER_OTLP_ENDPOINT"),
+                "only trace-context propagation.",
+                env="OTEL_EXPORTER_OTLP_ENDPOINT"),
         Setting("tracing.otlp_headers", "str", "",
                 "Headers for the collector, as key=value pairs separated by commas.",
                 env="OTEL_EXPORTER_OTLP_HEADERS", secret=True),
@@ -150,7 +153,7 @@ def sidecar_settings() -> list[Setting]:
                 "service.name of the exported spans.", env="OTEL_SERVICE_NAME"),
         Setting("tracing.sample_ratio", "float", 1.0,
                 "Share of new traces recorded (a caller's sampling decision is followed).",
-                env="SIDECAR_TRACING_SAMPLE_RATIO", minimum=0,
+                minimum=0,
                 check=lambda v: None if v <= 1 else "must be at most 1"),
     ]
 
@@ -174,13 +177,19 @@ def _open_tracer(settings: Settings) -> tuple[Any, Any] | None:
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
         from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
     except ImportError:
-        logger.warning("OTEL_EXPORTER_OTLP_ENDPOINT is set but the OpenTelemetry SDK is not "
+        logger.warning("tracing.otlp_endpoint is set but the OpenTelemetry SDK is not "
                        "installed (pip install 'mistral-sidecar[otel]'); spans are not recorded")
         return None
     endpoint = str(settings["tracing.otlp_endpoint"]).rstrip("/") + "/v1/traces"
     provider = TracerProvider(
-        resource=Resource.create({"service.name": settings["tracing.service_name"],
-                                  "service.version": __version__}),
+        resource=Resource.create({
+            "service.name": settings["tracing.service_name"],
+            "service.version": __version__,
+            # Both spellings: the current semantic convention and the one most backends
+            # (Datadog's env, Grafana, Jaeger) still read.
+            "deployment.environment.name": settings["environment"],
+            "deployment.environment": settings["environment"],
+        }),
         sampler=ParentBased(TraceIdRatioBased(float(settings["tracing.sample_ratio"]))),
     )
     exporter = OTLPSpanExporter(endpoint=endpoint,

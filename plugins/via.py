@@ -21,8 +21,7 @@ VIA_VALUE = web.AppKey("via_value", str)
 def sidecar_settings() -> list[Setting]:
     """The pseudonym this sidecar uses in ``Via`` (RFC 9110 allows a name instead of a host)."""
     return [Setting("via.pseudonym", "str", "mistral-sidecar",
-                    "Name this sidecar gives itself in the Via response header.",
-                    env="SIDECAR_VIA_PSEUDONYM")]
+                    "Name this sidecar gives itself in the Via response header.")]
 
 
 @hookimpl

@@ -5,17 +5,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import logging.handlers
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from proxy import __version__
 from proxy.chain import PluginChain, installed_plugins
 from proxy.loader import config_path, load, validation_problems
-from proxy.settings import ConfigError, Settings, core_settings, resolve, resolve_all
+from proxy.settings import ConfigError, Setting, Settings, core_settings, resolve, resolve_all
 
 logger = logging.getLogger("mistral_sidecar")
+_config_logger = logging.getLogger("mistral_sidecar.config")
+#: What loading the configuration logs (deprecated variable names), held until logging is set
+#: up: for ``serve`` that is once the plugins have started, so that with the logs plugin these
+#: lines are JSON like every other.
+_held = logging.handlers.BufferingHandler(capacity=10_000)
 
 DESCRIPTION = """\
 A hardening reverse proxy for the Mistral API. Point any Mistral client at it
@@ -23,8 +29,9 @@ A hardening reverse proxy for the Mistral API. Point any Mistral client at it
 rate-limits, retries, breaks circuits, logs, persists and forwards to the real API.
 
 Configuration comes from environment variables (MISTRAL_API_KEY, MISTRAL_BASE_URL, DB_HOST,
-REDIS_HOST, SIDECAR_* ...) and an optional YAML file (--config or SIDECAR_CONFIG).
-`mistral-sidecar settings` lists every setting with its default."""
+REDIS_HOST ..., and SIDECAR_<SECTION>_<NAME> for the rest, such as SIDECAR_SERVER_PORT for
+server.port) and an optional YAML file (--config or SIDECAR_CONFIG).
+`mistral-sidecar settings` lists every setting with its variable and default."""
 
 
 def _configure_logging(level: str) -> None:
@@ -35,19 +42,58 @@ def _configure_logging(level: str) -> None:
     )
 
 
+def _hold_config_warnings() -> None:
+    """Keep what the configuration logs from here on until :func:`_release_config_warnings`."""
+    _config_logger.addHandler(_held)
+    _config_logger.propagate = False
+
+
+def _release_config_warnings(emit: bool = True) -> None:
+    """Log what was held through the handlers configured now (or, with ``emit`` false, drop
+    it: a process whose workers log it themselves); later lines are logged as they come."""
+    _config_logger.removeHandler(_held)
+    _config_logger.propagate = True
+    records, _held.buffer = _held.buffer, []
+    for record in records if emit else ():
+        if _config_logger.isEnabledFor(record.levelno):
+            _config_logger.handle(record)
+
+
 def _fail_config(error: ConfigError) -> int:
     for problem in error.problems:
         print(f"mistral-sidecar: configuration error: {problem}", file=sys.stderr)
     return 2
 
 
-def _load(args: argparse.Namespace, overrides: Mapping[str, str] | None = None,
+def _load(args: argparse.Namespace, environ: Mapping[str, str] | None = None,
           serving: bool = False) -> tuple[Settings, PluginChain]:
-    """Settings and chain for a command; ``serving`` for the commands that serve requests
-    (the others run without what only serving needs, such as the upstream key)."""
-    environ = dict(os.environ)
-    environ.update(overrides or {})
-    return load(config_path(getattr(args, "config", None), environ), environ, serving=serving)
+    """Settings and chain for a command, from ``environ`` (default: the process environment);
+    ``serving`` for the commands that serve requests (the others run without what only
+    serving needs, such as the upstream key)."""
+    environ = dict(os.environ if environ is None else environ)
+    loaded = load(config_path(getattr(args, "config", None), environ), environ, serving=serving)
+    if not serving:
+        _release_config_warnings()
+    return loaded
+
+
+def _environ_with(base: Mapping[str, str], values: Mapping[str, str],
+                  declared: Iterable[Setting], only_if_unset: bool = False) -> dict[str, str]:
+    """``base`` (an environment) with ``values`` (by setting name) set under each setting's
+    variable, replacing what its current or deprecated variables say; with ``only_if_unset``,
+    only for settings ``base`` leaves unset."""
+    environ = dict(base)
+    for setting in declared:
+        if setting.name not in values or setting.env is None:
+            continue
+        names = setting.variables()
+        if only_if_unset and any(environ.get(name) for name in names):
+            continue
+        # A deprecated variable left behind would contradict the value given here.
+        for name in names:
+            environ.pop(name, None)
+        environ[setting.env] = values[setting.name]
+    return environ
 
 
 # --- serve -----------------------------------------------------------------------------------
@@ -57,12 +103,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Run the sidecar until SIGTERM, in one process or several workers."""
     overrides = {}
     if args.host:
-        overrides["SIDECAR_HOST"] = args.host
+        overrides["server.host"] = args.host
     if args.port is not None:
-        overrides["SIDECAR_PORT"] = str(args.port)
+        overrides["server.port"] = str(args.port)
     if args.workers is not None:
-        overrides["SIDECAR_WORKERS"] = str(args.workers)
-    environ = dict(os.environ) | overrides
+        overrides["server.workers"] = str(args.workers)
+    environ = _environ_with(os.environ, overrides, core_settings())
     try:
         # Only the worker count, needed before plugins load; every problem is reported
         # together by the full load below.
@@ -75,8 +121,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if workers > 1:
         if core["server.port"] == 0:
             return _fail_config(ConfigError(
-                ["server.workers (SIDECAR_WORKERS): several workers need a fixed "
-                 "SIDECAR_PORT, not 0"]))
+                ["server.workers (SIDECAR_SERVER_WORKERS): several workers need a fixed "
+                 "SIDECAR_SERVER_PORT, not 0"]))
     # Workers report metrics through files in one directory they share.
     metrics_dir = None
     if workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
@@ -85,7 +131,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         metrics_dir = tempfile.mkdtemp(prefix="sidecar-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     try:
-        settings, chain = _load(args, overrides, serving=True)
+        settings, chain = _load(args, environ, serving=True)
     except ConfigError as error:
         return _fail_config(error)
     _configure_logging(settings["log.level"])
@@ -96,6 +142,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         return run_workers(workers, lambda: _serve_one(settings, chain, reuse_port=True))
     finally:
+        _release_config_warnings(emit=False)
         if metrics_dir is not None:
             import shutil
 
@@ -110,6 +157,7 @@ def _serve_one(settings: Settings, chain: PluginChain, reuse_port: bool) -> int:
 
     def announce(port: int) -> None:
         # A log line, so that it is JSON like every other line when the logs plugin is on.
+        _release_config_warnings()
         logger.info(
             "mistral-sidecar %s listening on http://%s:%s -> %s (pid %s; plugins: %s)",
             __version__, settings["server.host"], port, settings["upstream.base_url"],
@@ -156,20 +204,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     # accepts any, and the embedded store migrates itself.
     # Passthrough callers are admins here, so that every README example (agents included)
     # works offline; the demo listens on loopback only.
-    overrides = {
-        "MISTRAL_BASE_URL": f"http://127.0.0.1:{args.mock_port}",
-        "MISTRAL_API_KEY": "demo-upstream-key",
-        "SIDECAR_PORT": str(args.port),
-        "SIDECAR_AUTH_MODE": "passthrough",
-        "SIDECAR_AUTH_PASSTHROUGH_ROLE": "admin",
-        "SIDECAR_MIGRATE_ON_START": "true",
-    }
-    for name in ("SIDECAR_AUTH_MODE", "SIDECAR_AUTH_PASSTHROUGH_ROLE",
-                 "SIDECAR_MIGRATE_ON_START"):
-        if name in os.environ:
-            overrides[name] = os.environ[name]
+    declared = all_declared_settings()
+    environ = _environ_with(os.environ, {"auth.mode": "passthrough",
+                                         "auth.passthrough.role": "admin",
+                                         "db.migrate_on_start": "true"},
+                            declared, only_if_unset=True)
+    environ = _environ_with(environ, {"upstream.base_url": f"http://127.0.0.1:{args.mock_port}",
+                                      "upstream.api_key": "demo-upstream-key",
+                                      "server.port": str(args.port)}, declared)
     try:
-        settings, chain = _load(args, overrides, serving=True)
+        settings, chain = _load(args, environ, serving=True)
     except ConfigError as error:
         return _fail_config(error)
     _configure_logging(settings["log.level"])
@@ -191,6 +235,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             await runner.cleanup()
 
     def announce(port: int) -> None:
+        _release_config_warnings()
         example = (f"curl -s http://127.0.0.1:{port}/v1/chat/completions -H 'Content-Type: "
                    "application/json' -H 'Authorization: Bearer any-key' -d '{\"model\":"
                    "\"mistral-small-latest\",\"messages\":[{\"role\":\"user\",\"content\":"
@@ -255,6 +300,8 @@ def settings_reference(declared: Sequence[Any]) -> str:
             # A long structure (the guard's multilingual rules) belongs in the YAML file.
             shown = "see `config/default.yaml`"
         env = f"`{setting.env}`" if setting.env else "—"
+        if setting.deprecated_env:
+            env += f" (deprecated: {', '.join(f'`{name}`' for name in setting.deprecated_env)})"
         lines.append(f"| `{setting.name}` | {env} | {shown} | {setting.help} |")
     return "\n".join(lines) + "\n"
 
@@ -337,12 +384,12 @@ def build_parser(chain: PluginChain | None) -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the sidecar",
                            description="Run the sidecar until SIGTERM, then drain gracefully.")
     common(serve)
-    serve.add_argument("--host", help="address to listen on (default: SIDECAR_HOST or "
+    serve.add_argument("--host", help="address to listen on (default: SIDECAR_SERVER_HOST or "
                        "127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port to listen on (default: SIDECAR_PORT or "
-                       "8080)")
+    serve.add_argument("--port", type=int, help="port to listen on (default: "
+                       "SIDECAR_SERVER_PORT or 8080)")
     serve.add_argument("--workers", type=int, help="worker processes sharing the port "
-                       "(default: SIDECAR_WORKERS or 1)")
+                       "(default: SIDECAR_SERVER_WORKERS or 1)")
     serve.set_defaults(handler=cmd_serve, core_command=True)
 
     mock = sub.add_parser(
@@ -405,10 +452,11 @@ def _chain_for_commands(argv: Sequence[str]) -> PluginChain | None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mistral-sidecar`` console script."""
     args_list = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(_chain_for_commands(args_list))
-    args = parser.parse_args(args_list)
-    handler = args.handler
+    _hold_config_warnings()
     try:
+        parser = build_parser(_chain_for_commands(args_list))
+        args = parser.parse_args(args_list)
+        handler = args.handler
         if getattr(args, "core_command", False):
             return int(handler(args))
         try:
@@ -422,6 +470,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 128 + 13
+    finally:
+        # Whatever was not logged yet (a command that stopped before): now, as it is.
+        _release_config_warnings()
 
 
 if __name__ == "__main__":

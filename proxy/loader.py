@@ -44,15 +44,18 @@ def _dormant_settings(chain: PluginChain) -> list[Setting]:
     return found
 
 
-def unknown_variables(environ: Mapping[str, str], known: Iterable[str]) -> list[str]:
+def unknown_variables(environ: Mapping[str, str], declared: Iterable[Setting]) -> list[str]:
     """One problem line per ``SIDECAR_*`` variable no setting reads (a misspelling, most
-    likely), with the closest known name."""
-    names = set(known) | _OTHER_VARIABLES
+    likely), with the closest current name (a deprecated name is read, but never suggested)."""
+    current = {name: name for name in _OTHER_VARIABLES}
+    for setting in declared:
+        for variable in setting.variables():
+            current[variable] = setting.env or variable
     problems = []
     for variable in sorted(environ):
-        if variable.startswith("SIDECAR_") and variable not in names:
-            close = difflib.get_close_matches(variable, sorted(names), n=1)
-            hint = f" (did you mean {close[0]}?)" if close else ""
+        if variable.startswith("SIDECAR_") and variable not in current:
+            close = difflib.get_close_matches(variable, sorted(current), n=1)
+            hint = f" (did you mean {current[close[0]]}?)" if close else ""
             problems.append(f"environment variable {variable}: unknown setting{hint}")
     return problems
 
@@ -82,14 +85,13 @@ def load(
     declared = list(core)
     for _name, extra in chain.call_all("sidecar_settings"):
         declared.extend(extra or ())
-    unknown = unknown_variables(env, (s.env for s in declared if s.env is not None))
+    unknown = unknown_variables(env, declared)
     # Plugins outside the chain are imported only when something may be theirs.
     dormant = _dormant_settings(chain) if unknown or tree else []
     settings, problems = resolve_all(declared, environ=env, config_file=config_file,
                                      yaml_data=tree, dormant={s.name for s in dormant})
     if unknown:
-        problems.extend(unknown_variables(
-            env, (s.env for s in [*declared, *dormant] if s.env is not None)))
+        problems.extend(unknown_variables(env, [*declared, *dormant]))
     settings.serving = serving
     problems.extend(validation_problems(settings, chain))
     if problems:
@@ -98,8 +100,9 @@ def load(
 
 
 def validation_problems(settings: Settings, chain: PluginChain) -> list[str]:
-    """What the core and the plugins' ``validate_settings`` find wrong with ``settings``."""
-    problems: list[str] = []
+    """What the core and the plugins' ``validate_settings`` find wrong with ``settings``,
+    plugins missing what they require earlier in the chain first."""
+    problems = chain.requirement_problems()
     if settings.serving and settings["environment"] == "production" \
             and str(settings["upstream.base_url"]).startswith("http://") \
             and not settings["upstream.allow_plain_http"]:

@@ -1,16 +1,20 @@
 """Configuration: settings declared by the core and by plugins, read from env and YAML.
 
-Every setting has a dotted name (``upstream.base_url``) that is also its path in the YAML file,
-usually an environment variable (``MISTRAL_BASE_URL``), a type, a default and a help text. The
-core declares its own in :func:`core_settings`; plugins add theirs through the
-``sidecar_settings`` hook, so ``check-config`` and the README's configuration reference cover
-everything from one model. Precedence: environment, then YAML file, then default.
+Every setting has a dotted name (``cache.ttl_seconds``) that is also its path in the YAML file,
+an environment variable, a type, a default and a help text. The variable is derived from the
+name (``SIDECAR_CACHE_TTL_SECONDS``) unless the setting is one the deployment guide names
+(``MISTRAL_API_KEY``, ``DB_HOST``, ``RATE_LIMIT_REQUESTS`` ...); names used before that scheme
+still work as deprecated aliases, with a warning. The core declares its own settings in
+:func:`core_settings`; plugins add theirs through the ``sidecar_settings`` hook, so
+``check-config`` and the configuration reference cover everything from one model.
+Precedence: environment, then YAML file, then default.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import json
+import logging
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -22,6 +26,20 @@ import yaml
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
+
+logger = logging.getLogger("mistral_sidecar.config")
+
+#: ``Setting.env`` when the variable is derived from the setting's name (the default).
+DERIVED = "<derived>"
+
+#: Deprecated variables already warned about in this process.
+_warned: set[str] = set()
+
+
+def derived_env(name: str) -> str:
+    """The environment variable of the setting ``name``: ``cache.ttl_seconds`` is read from
+    ``SIDECAR_CACHE_TTL_SECONDS``."""
+    return "SIDECAR_" + name.upper().replace(".", "_")
 
 
 class ConfigError(Exception):
@@ -39,6 +57,9 @@ class Setting:
     ``kind`` is one of ``str``, ``path`` (``~`` expanded), ``int``, ``float``, ``bool``,
     ``list`` (comma-separated in the environment, a list in YAML), ``data`` (any YAML
     structure; JSON in the environment).
+    ``env`` is the environment variable: derived from the name unless given (a name from the
+    deployment guide), ``None`` for a setting read from the YAML file only.
+    ``deprecated_env`` are older names of the variable, still read, with a warning.
     ``secret`` settings are never printed. ``check`` validates a parsed value and returns an
     error message or ``None``.
     """
@@ -47,11 +68,20 @@ class Setting:
     kind: str
     default: Any
     help: str
-    env: str | None = None
+    env: str | None = DERIVED
     secret: bool = False
     choices: tuple[str, ...] | None = None
     minimum: float | None = None
     check: Callable[[Any], str | None] | None = field(default=None, compare=False)
+    deprecated_env: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.env == DERIVED:
+            object.__setattr__(self, "env", derived_env(self.name))
+
+    def variables(self) -> tuple[str, ...]:
+        """Every environment variable this setting reads: its own, then deprecated ones."""
+        return (self.env, *self.deprecated_env) if self.env is not None else ()
 
     def describe_source(self) -> str:
         """Where this setting can be set, for messages."""
@@ -106,6 +136,30 @@ def _parse(setting: Setting, raw: Any, from_env: bool) -> Any:
                 raise ValueError(f"expected JSON ({exc.msg})") from None
         return raw
     raise ValueError(f"unknown setting kind {kind!r}")
+
+
+def _from_environment(setting: Setting, env: Mapping[str, str]) -> tuple[str, str] | None:
+    """The variable that sets ``setting`` and its raw value, or ``None`` when none does.
+
+    The current name wins over deprecated ones, which are still read; each deprecated name
+    in use is logged once per process. Raises ValueError when a current and a deprecated name
+    disagree, since either choice would silently ignore what someone meant.
+    """
+    chosen: tuple[str, str] | None = None
+    for variable in setting.variables():
+        value = env.get(variable, "")
+        if value == "":
+            continue
+        if variable != setting.env and variable not in _warned:
+            _warned.add(variable)
+            logger.warning("environment variable %s is deprecated: use %s", variable,
+                           setting.env)
+        if chosen is None:
+            chosen = (variable, value)
+        elif value != chosen[1]:
+            raise ValueError(f"{setting.name}: environment variables {chosen[0]} and {variable} "
+                             f"(deprecated) are set to different values; set only {setting.env}")
+    return chosen
 
 
 def _validate(setting: Setting, value: Any) -> str | None:
@@ -239,12 +293,12 @@ def resolve_all(
     for setting in declared:
         if setting.name in table:
             raise ConfigError([f"setting {setting.name} is declared twice"])
-        if setting.env is not None and setting.env in variables:
-            raise ConfigError([f"settings {variables[setting.env]} and {setting.name} both "
-                               f"read {setting.env}"])
+        for variable in setting.variables():
+            if variable in variables:
+                raise ConfigError([f"settings {variables[variable]} and {setting.name} both "
+                                   f"read {variable}"])
+            variables[variable] = setting.name
         table[setting.name] = setting
-        if setting.env is not None:
-            variables[setting.env] = setting.name
     tree: Mapping[str, Any] = yaml_data if yaml_data is not None else {}
     if config_file is not None and yaml_data is None:
         tree = load_yaml(config_file)
@@ -256,8 +310,13 @@ def resolve_all(
         found = False
         origin = ""
         values[name] = setting.default
-        if setting.env and setting.env in env and env[setting.env] != "":
-            raw, found, origin = env[setting.env], True, f"environment variable {setting.env}"
+        try:
+            from_env = _from_environment(setting, env)
+        except ValueError as exc:
+            problems.append(str(exc))
+            continue
+        if from_env is not None:
+            raw, found, origin = from_env[1], True, f"environment variable {from_env[0]}"
         else:
             found, raw = _lookup(tree, name)
             origin = f"{name} in {config_file or 'config'}"
@@ -334,9 +393,9 @@ def _default_data_dir() -> str:
 #: request, rejected ones included), then identity, then checks that may reject, then the
 #: record, and around-advice last (retry outermost, key pool innermost).
 DEFAULT_CHAIN = (
-    "logs", "metrics", "tracing", "store", "auth", "validate", "guard", "ratelimit",
-    "concurrency", "moderation", "output_guard", "persistence", "retry", "breaker", "keypool",
-    "via",
+    "prices", "logs", "metrics", "metrics_push", "tracing", "store", "auth", "validate", "guard",
+    "ratelimit", "budgets", "concurrency", "moderation", "output_guard", "persistence", "admin",
+    "console", "cache", "fallback", "retry", "breaker", "keypool", "via",
 )
 
 
@@ -350,82 +409,92 @@ def core_settings() -> list[Setting]:
         Setting("log.level", "str", "INFO", "Log level.", env="LOG_LEVEL",
                 choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")),
         Setting("server.host", "str", "127.0.0.1",
-                "Address to listen on (0.0.0.0 inside containers).", env="SIDECAR_HOST",
-                check=check_host),
+                "Address to listen on (0.0.0.0 inside containers).",
+                deprecated_env=("SIDECAR_HOST",), check=check_host),
         Setting("server.port", "int", 8080, "Port to listen on (0 picks a free one).",
-                env="SIDECAR_PORT", minimum=0,
-                check=check_port),
+                deprecated_env=("SIDECAR_PORT",), minimum=0, check=check_port),
         Setting("server.workers", "int", 1,
                 "Worker processes sharing the port (SO_REUSEPORT); more than one needs a "
                 "fixed port, and Redis for limits shared across workers.",
-                env="SIDECAR_WORKERS", minimum=1),
+                deprecated_env=("SIDECAR_WORKERS",), minimum=1),
         Setting("server.gc_threshold", "int", 10_000,
                 "Allocations between the garbage collector's youngest-generation passes "
                 "(Python's default is 700, which makes it re-scan the objects of every "
                 "request in flight many times per request; 0 keeps Python's setting).",
-                env="SIDECAR_GC_THRESHOLD", minimum=0),
+                deprecated_env=("SIDECAR_GC_THRESHOLD",), minimum=0),
         Setting("server.shutdown_grace_seconds", "float", 30.0,
                 "On SIGTERM, how long in-flight requests and streams may take to finish.",
-                env="SIDECAR_SHUTDOWN_GRACE_SECONDS", minimum=0),
+                deprecated_env=("SIDECAR_SHUTDOWN_GRACE_SECONDS",), minimum=0),
         Setting("server.header_timeout_seconds", "float", 10.0,
                 "Longest time a caller may take to send a request's line and headers; a "
-                "slower connection is closed.", env="SIDECAR_HEADER_TIMEOUT_SECONDS",
-                minimum=0.001),
+                "slower connection is closed.",
+                deprecated_env=("SIDECAR_HEADER_TIMEOUT_SECONDS",), minimum=0.001),
         Setting("server.max_header_bytes", "int", 32 * 1024,
                 "Largest request line plus headers, counted while they are read; a larger "
                 "request gets 431 and its connection is closed.",
-                env="SIDECAR_MAX_HEADER_BYTES", minimum=256),
+                deprecated_env=("SIDECAR_MAX_HEADER_BYTES",), minimum=256),
         Setting("server.max_header_count", "int", 100,
                 "Most request header lines; more get 431 and the connection is closed.",
-                env="SIDECAR_MAX_HEADER_COUNT", minimum=1),
+                deprecated_env=("SIDECAR_MAX_HEADER_COUNT",), minimum=1),
         Setting("ops.token", "str", "",
                 "When set, /metrics and the details of /readyz answer only to "
                 "'Authorization: Bearer <token>'; /healthz and the status of /readyz stay "
-                "open for probes.", env="SIDECAR_OPS_TOKEN", secret=True),
+                "open for probes.", secret=True),
         Setting("ops.port", "int", 0,
                 "When set, /metrics and the details of /readyz are served on this port "
                 "(on server.host) and no longer on the main one (0: the main port).",
-                env="SIDECAR_OPS_PORT", minimum=0,
-                check=check_port),
+                minimum=0, check=check_port),
         Setting("server.data_dir", "path", _default_data_dir(),
                 "Directory for the embedded database, spool files and other local state.",
-                env="SIDECAR_DATA_DIR"),
+                deprecated_env=("SIDECAR_DATA_DIR",)),
         Setting("upstream.base_url", "str", "https://api.mistral.ai",
                 "Base URL of the Mistral API.", env="MISTRAL_BASE_URL", check=_check_url),
         Setting("upstream.allow_plain_http", "bool", False,
                 "Allow an http:// MISTRAL_BASE_URL when ENVIRONMENT=production (an egress "
-                "proxy on a private network, a local test upstream).",
-                env="SIDECAR_UPSTREAM_ALLOW_PLAIN_HTTP"),
+                "proxy on a private network, a local test upstream)."),
         Setting("upstream.api_key", "list", [],
                 "Mistral API key(s) sent upstream; several comma-separated keys form a pool.",
                 env="MISTRAL_API_KEY", secret=True),
         Setting("upstream.connect_timeout_seconds", "float", 5.0,
-                "Timeout for connecting to upstream.", env="SIDECAR_CONNECT_TIMEOUT_SECONDS",
-                minimum=0.001),
+                "Timeout for connecting to upstream.",
+                deprecated_env=("SIDECAR_CONNECT_TIMEOUT_SECONDS",), minimum=0.001),
         Setting("upstream.first_byte_timeout_seconds", "float", 300.0,
                 "Timeout until upstream's status and headers arrive.",
-                env="SIDECAR_FIRST_BYTE_TIMEOUT_SECONDS", minimum=0.001),
+                deprecated_env=("SIDECAR_FIRST_BYTE_TIMEOUT_SECONDS",), minimum=0.001),
         Setting("upstream.idle_timeout_seconds", "float", 120.0,
                 "Longest silence allowed while a response body or stream is being read.",
-                env="SIDECAR_IDLE_TIMEOUT_SECONDS", minimum=0.001),
+                deprecated_env=("SIDECAR_IDLE_TIMEOUT_SECONDS",), minimum=0.001),
         Setting("upstream.total_timeout_seconds", "float", 1800.0,
                 "Upper bound for a whole request including its response body.",
-                env="SIDECAR_TOTAL_TIMEOUT_SECONDS", minimum=0.001),
+                deprecated_env=("SIDECAR_TOTAL_TIMEOUT_SECONDS",), minimum=0.001),
         Setting("upstream.max_connections", "int", 256,
-                "Size of the upstream keep-alive connection pool.",
-                env="SIDECAR_UPSTREAM_MAX_CONNECTIONS", minimum=1),
+                "Size of the upstream keep-alive connection pool.", minimum=1),
         Setting("limits.max_json_body_bytes", "int", 10 * 1024 * 1024,
                 "Largest JSON request body; larger ones get 413 without being read.",
-                env="SIDECAR_MAX_JSON_BODY_BYTES", minimum=1),
+                deprecated_env=("SIDECAR_MAX_JSON_BODY_BYTES",), minimum=1),
         Setting("limits.max_upload_bytes", "int", 1024 * 1024 * 1024,
                 "Largest streamed (multipart or binary) request body.",
-                env="SIDECAR_MAX_UPLOAD_BYTES", minimum=1),
+                deprecated_env=("SIDECAR_MAX_UPLOAD_BYTES",), minimum=1),
         Setting("limits.max_capture_bytes", "int", 4 * 1024 * 1024,
                 "Largest JSON response body kept in memory for completion hooks "
                 "(persistence, usage); larger ones stream through unrecorded.",
-                env="SIDECAR_MAX_CAPTURE_BYTES", minimum=0),
+                deprecated_env=("SIDECAR_MAX_CAPTURE_BYTES",), minimum=0),
+        Setting("redis.host", "str", "",
+                "Redis host shared by all replicas (rate limits, budgets, the response cache); "
+                "empty keeps their state in this process only.",
+                env="REDIS_HOST", check=check_host),
+        Setting("redis.port", "int", 6379, "Redis port.", env="REDIS_PORT", minimum=1,
+                check=check_port),
+        Setting("redis.password", "str", "", "Redis password.", env="REDIS_PASSWORD",
+                secret=True),
+        Setting("redis.db", "int", 0, "Redis database number.", env="REDIS_DB", minimum=0),
+        Setting("redis.prefix", "str", "mistral-sidecar:",
+                "Prefix of every Redis key this sidecar writes."),
+        Setting("redis.timeout_ms", "int", 50,
+                "Longest wait for any Redis call; past it the plugin's failure mode applies.",
+                minimum=1),
         Setting("plugins.chain", "list",
                 list(DEFAULT_CHAIN),
                 "Plugins to load, in chain order (names from the mistral_sidecar entry-point "
-                "group, or importable module paths).", env="SIDECAR_PLUGINS"),
+                "group, or importable module paths).", deprecated_env=("SIDECAR_PLUGINS",)),
     ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import signal
 import socket
@@ -23,6 +24,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from proxy.app import create_app
+from proxy.cli import all_declared_settings
 from proxy.door import DoorConfig, DoorRunner
 from proxy.loader import load
 from proxy.mock_upstream import MockConfig, create_mock_app
@@ -111,12 +113,27 @@ def base_env(tmp_path: Path) -> dict[str, str]:
     """Environment every test sidecar starts from: isolated data dir, no outside config."""
     return {
         "MISTRAL_API_KEY": MOCK_KEY,
-        "SIDECAR_DATA_DIR": str(tmp_path / "data"),
+        "SIDECAR_SERVER_DATA_DIR": str(tmp_path / "data"),
         "LOG_LEVEL": "INFO",
-        # Tests read a request's access line right after its answer (the default batches
-        # lines for up to 0.1 s; tests of that batching set their own interval).
-        "SIDECAR_ACCESS_LOG_FLUSH_SECONDS": "0",
     }
+
+
+@functools.cache
+def _current_names() -> dict[str, str]:
+    """Deprecated environment variable -> the name that replaced it."""
+    return {old: setting.env for setting in all_declared_settings()
+            for old in setting.deprecated_env}
+
+
+def merged_env(*sources: dict[str, str]) -> dict[str, str]:
+    """``sources`` merged, later ones winning, with deprecated names read as their current
+    ones (a test may still say ``SIDECAR_PLUGINS_CHAIN`` where the base says the new name)."""
+    names = _current_names()
+    merged: dict[str, str] = {}
+    for source in sources:
+        for name, value in source.items():
+            merged[names.get(name, name)] = value
+    return merged
 
 
 class DoorTestServer(TestServer):
@@ -138,15 +155,13 @@ async def start_sidecar(
 ) -> AsyncIterator[SidecarFactory]:
     """Start an in-process sidecar in front of the mock upstream.
 
-    Call with environment overrides, e.g. ``await start_sidecar(SIDECAR_PLUGINS="via")``;
+    Call with environment overrides, e.g. ``await start_sidecar(SIDECAR_PLUGINS_CHAIN="via")``;
     ``config_file=`` names a YAML file.
     """
     servers: list[DoorTestServer] = []
 
     async def start(config_file: Path | None = None, **env_overrides: str) -> Sidecar:
-        env = dict(base_env)
-        env["MISTRAL_BASE_URL"] = mock_upstream.url
-        env.update(env_overrides)
+        env = merged_env(base_env, {"MISTRAL_BASE_URL": mock_upstream.url}, env_overrides)
         settings, chain = load(config_file, env)
         app = create_app(settings, chain)
         server = DoorTestServer(app, DoorConfig.from_settings(settings))
@@ -215,9 +230,7 @@ def spawn_sidecar(
         for name in list(env):
             if name.startswith(("SIDECAR_", "MISTRAL_", "DB_", "REDIS_", "RATE_LIMIT_")):
                 del env[name]
-        env.update(base_env)
-        env.update(env_overrides)
-        env["SIDECAR_PORT"] = str(port)
+        env.update(merged_env(base_env, env_overrides, {"SIDECAR_SERVER_PORT": str(port)}))
         log = tmp_path / f"sidecar-{port}.log"
         handle = log.open("wb")
         proc = subprocess.Popen(
@@ -315,7 +328,7 @@ def pg_database() -> Iterator[dict[str, str]]:
 def store_env(request: pytest.FixtureRequest, tmp_path: Path) -> dict[str, str]:
     """Runs a test once against the embedded SQLite store and once against PostgreSQL."""
     if request.param == "sqlite":
-        return {"SIDECAR_DATA_DIR": str(tmp_path / "sqlite-data")}
+        return {"SIDECAR_SERVER_DATA_DIR": str(tmp_path / "sqlite-data")}
     pg: dict[str, str] = request.getfixturevalue("pg_database")
     return pg
 

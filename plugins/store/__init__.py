@@ -1,7 +1,7 @@
 """The store plugin: one database for every plugin that persists (keys, ownership, records).
 
 With ``DB_HOST`` set it connects to PostgreSQL through a psycopg pool of ``DB_POOL_SIZE``
-connections; otherwise it uses an embedded SQLite file under ``SIDECAR_DATA_DIR``. Other
+connections; otherwise it uses an embedded SQLite file under ``SIDECAR_SERVER_DATA_DIR``. Other
 plugins reach it as ``app[plugins.store.DATABASE]`` and must come after ``store`` in the chain.
 
 PostgreSQL unreachable at start-up stops the start, unless a plugin after the store can serve
@@ -53,14 +53,12 @@ def sidecar_settings() -> list[Setting]:
         Setting("db.pool_size", "int", 10, "Connections in the PostgreSQL pool.",
                 env="DB_POOL_SIZE", minimum=1),
         Setting("db.timeout_seconds", "float", 5.0,
-                "Timeout for getting a connection and for health checks.",
-                env="SIDECAR_DB_TIMEOUT_SECONDS", minimum=0.1),
+                "Timeout for getting a connection and for health checks.", minimum=0.1),
         Setting("db.startup_wait_seconds", "float", 30.0,
-                "How long start-up waits for the database to answer.",
-                env="SIDECAR_DB_STARTUP_WAIT_SECONDS", minimum=0),
+                "How long start-up waits for the database to answer.", minimum=0),
         Setting("db.migrate_on_start", "bool", False,
                 "Apply pending migrations at start-up instead of refusing to start.",
-                env="SIDECAR_MIGRATE_ON_START"),
+                deprecated_env=("SIDECAR_MIGRATE_ON_START",)),
     ]
 
 
@@ -130,7 +128,7 @@ def schema_check(migrate_first: bool) -> Callable[[Database], Awaitable[None]]:
             raise SchemaBehind(
                 f"database needs {len(todo)} migration(s) "
                 f"({', '.join(f'{m.version:04d}_{m.name}' for m in todo)}); run "
-                "`mistral-sidecar migrate` or set SIDECAR_MIGRATE_ON_START=true")
+                "`mistral-sidecar migrate` or set SIDECAR_DB_MIGRATE_ON_START=true")
 
     return check
 
@@ -248,7 +246,7 @@ def run_with_database(
     """Run a CLI command's ``work`` against the configured database; return its exit code.
 
     Opens the database, makes sure the schema is current (migrating when
-    SIDECAR_MIGRATE_ON_START allows it) unless ``require_schema`` is false, and turns an
+    SIDECAR_DB_MIGRATE_ON_START allows it) unless ``require_schema`` is false, and turns an
     unreachable database into one line and exit code 1 instead of a traceback.
     """
 

@@ -24,7 +24,7 @@ BAD = {
     "MISTRAL_API_KEY": "k",
     "RATE_LIMIT_REQUESTS": "abc",          # a plugin's setting
     "LOG_LEVEL": "LOUD",                    # core settings
-    "SIDECAR_PORT": "70000",
+    "SIDECAR_SERVER_PORT": "70000",
     "DB_PORT": "99999",                     # a port out of range
     "REDIS_HOST": "not a host",
     "SIDECAR_RATELIMT_ENFORCE": "true",     # misspelt
@@ -37,7 +37,8 @@ def test_every_problem_is_reported_in_one_run(command: str) -> None:
     assert result.returncode == 2, result.stderr
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert all(line.startswith("mistral-sidecar: configuration error:") for line in lines)
-    for name in ("RATE_LIMIT_REQUESTS", "LOG_LEVEL", "SIDECAR_PORT", "DB_PORT", "REDIS_HOST"):
+    for name in ("RATE_LIMIT_REQUESTS", "LOG_LEVEL", "SIDECAR_SERVER_PORT", "DB_PORT",
+                 "REDIS_HOST"):
         assert sum(name in line for line in lines) == 1, (name, result.stderr)
     misspelt = [line for line in lines if "SIDECAR_RATELIMT_ENFORCE" in line]
     assert len(misspelt) == 1 and "did you mean SIDECAR_RATELIMIT_ENFORCE" in misspelt[0]
@@ -45,7 +46,8 @@ def test_every_problem_is_reported_in_one_run(command: str) -> None:
 
 
 def test_a_variable_of_a_plugin_outside_the_chain_is_not_unknown() -> None:
-    result = _cli("check-config", env={"SIDECAR_PLUGINS": "via", "SIDECAR_GUARD_MODE": "block"})
+    result = _cli("check-config",
+                  env={"SIDECAR_PLUGINS_CHAIN": "via", "SIDECAR_GUARD_MODE": "block"})
     assert result.returncode == 0, result.stderr
 
 
@@ -54,10 +56,10 @@ def test_a_variable_of_a_plugin_outside_the_chain_is_not_unknown() -> None:
     ("MISTRAL_BASE_URL", "https://api.mistral.ai:99999"),
     ("MISTRAL_BASE_URL", "https://api.mistral.ai/?x=1"),
     ("MISTRAL_BASE_URL", "https://"),
-    ("SIDECAR_HOST", "0.0.0.0:8080"),
+    ("SIDECAR_SERVER_HOST", "0.0.0.0:8080"),
 ])
 def test_addresses_are_checked(name: str, value: str) -> None:
-    result = _cli("check-config", env={"SIDECAR_PLUGINS": "via", name: value})
+    result = _cli("check-config", env={"SIDECAR_PLUGINS_CHAIN": "via", name: value})
     assert result.returncode == 2
     assert name in result.stderr
 
@@ -67,7 +69,7 @@ def test_addresses_are_checked(name: str, value: str) -> None:
 def test_commands_that_never_call_mistral_run_without_its_key(
     command: list[str], tmp_path: Path
 ) -> None:
-    env = {"SIDECAR_DATA_DIR": str(tmp_path)}
+    env = {"SIDECAR_SERVER_DATA_DIR": str(tmp_path)}
     if command != ["migrate"]:
         assert _cli("migrate", env=env).returncode == 0
     result = _cli(*command, env=env)
@@ -77,7 +79,7 @@ def test_commands_that_never_call_mistral_run_without_its_key(
 
 
 def test_serve_still_needs_the_key(tmp_path: Path) -> None:
-    result = _cli("serve", env={"SIDECAR_DATA_DIR": str(tmp_path)})
+    result = _cli("serve", env={"SIDECAR_SERVER_DATA_DIR": str(tmp_path)})
     assert result.returncode == 2
     assert "MISTRAL_API_KEY: required" in result.stderr
 
@@ -89,7 +91,7 @@ def test_serve_still_needs_the_key(tmp_path: Path) -> None:
 ])
 def test_production_refuses_unsafe_settings(unsafe: dict[str, str], named: str,
                                             tmp_path: Path) -> None:
-    env = {"MISTRAL_API_KEY": "k", "SIDECAR_DATA_DIR": str(tmp_path), **unsafe}
+    env = {"MISTRAL_API_KEY": "k", "SIDECAR_SERVER_DATA_DIR": str(tmp_path), **unsafe}
     assert _cli("check-config", env=env).stdout.count("note:") == 0
     production = _cli("serve", env={**env, "ENVIRONMENT": "production"})
     assert production.returncode == 2
@@ -99,7 +101,7 @@ def test_production_refuses_unsafe_settings(unsafe: dict[str, str], named: str,
 
 
 def test_passthrough_in_production_with_the_opt_in(tmp_path: Path) -> None:
-    env = {"MISTRAL_API_KEY": "k", "SIDECAR_DATA_DIR": str(tmp_path),
+    env = {"MISTRAL_API_KEY": "k", "SIDECAR_SERVER_DATA_DIR": str(tmp_path),
            "ENVIRONMENT": "production", "SIDECAR_AUTH_MODE": "passthrough",
            "SIDECAR_AUTH_PASSTHROUGH_ALLOW_IN_PRODUCTION": "true"}
     checked = _cli("check-config", env=env)
@@ -107,7 +109,7 @@ def test_passthrough_in_production_with_the_opt_in(tmp_path: Path) -> None:
 
 
 def test_a_plain_http_upstream_in_production_with_the_opt_in(tmp_path: Path) -> None:
-    env = {"MISTRAL_API_KEY": "k", "SIDECAR_DATA_DIR": str(tmp_path),
+    env = {"MISTRAL_API_KEY": "k", "SIDECAR_SERVER_DATA_DIR": str(tmp_path),
            "ENVIRONMENT": "production", "MISTRAL_BASE_URL": "http://egress.internal:3128",
            "SIDECAR_UPSTREAM_ALLOW_PLAIN_HTTP": "true"}
     checked = _cli("check-config", env=env)

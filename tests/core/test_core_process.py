@@ -31,37 +31,38 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
 @pytest.mark.parametrize(
     ("env", "names"),
     [
-        ({"SIDECAR_PORT": "eighty"}, "SIDECAR_PORT"),
+        ({"SIDECAR_SERVER_PORT": "eighty"}, "SIDECAR_SERVER_PORT"),
         ({"MISTRAL_BASE_URL": "ftp://example"}, "MISTRAL_BASE_URL"),
-        ({"SIDECAR_PLUGINS": "via,no_such_plugin"}, "no_such_plugin"),
+        ({"SIDECAR_PLUGINS_CHAIN": "via,no_such_plugin"}, "no_such_plugin"),
         ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
-        ({"SIDECAR_SHUTDOWN_GRACE_SECONDS": "-1"}, "SIDECAR_SHUTDOWN_GRACE_SECONDS"),
+        ({"SIDECAR_SERVER_SHUTDOWN_GRACE_SECONDS": "-1"}, "SIDECAR_SERVER_SHUTDOWN_GRACE_SECONDS"),
     ],
 )
 def test_bad_config_stops_start_up_with_one_clear_line(env: dict[str, str], names: str) -> None:
-    result = _cli("serve", env={"SIDECAR_PLUGINS": "via", **env})
+    result = _cli("serve", env={"SIDECAR_PLUGINS_CHAIN": "via", **env})
     assert result.returncode == 2
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("mistral-sidecar: configuration error:")
     assert names in lines[0]
-    checked = _cli("check-config", env={"SIDECAR_PLUGINS": "via", **env})
+    checked = _cli("check-config", env={"SIDECAR_PLUGINS_CHAIN": "via", **env})
     assert checked.returncode == 2 and names in checked.stderr
 
 
 def test_bad_yaml_file_names_the_key(tmp_path: Path) -> None:
     config = tmp_path / "sidecar.yaml"
     config.write_text("upstream:\n  base_url: https://api.mistral.ai\n  retries: 3\n")
-    result = _cli("check-config", "--config", str(config), env={"SIDECAR_PLUGINS": "via"})
+    result = _cli("check-config", "--config", str(config),
+                  env={"SIDECAR_PLUGINS_CHAIN": "via"})
     assert result.returncode == 2
     assert "upstream.retries" in result.stderr and "unknown setting" in result.stderr
     config.write_text("upstream:\n  base_url: http://127.0.0.1:9\n")
     assert _cli("check-config", "--config", str(config),
-                env={"SIDECAR_PLUGINS": "via"}).returncode == 0
+                env={"SIDECAR_PLUGINS_CHAIN": "via"}).returncode == 0
 
 
 def test_plugins_command_lists_the_chain_in_order() -> None:
-    result = _cli("plugins", env={"SIDECAR_PLUGINS": "via"})
+    result = _cli("plugins", env={"SIDECAR_PLUGINS_CHAIN": "via"})
     assert result.returncode == 0
     first = result.stdout.splitlines()[0]
     assert first.split()[:2] == ["1.", "via"] and "on_response" in first
@@ -78,8 +79,8 @@ async def streaming_pair(
     spawn_mock: Callable[..., MockProcess], spawn_sidecar: Callable[..., SidecarProcess]
 ) -> AsyncIterator[tuple[MockProcess, SidecarProcess]]:
     mock = spawn_mock("--token-interval-ms", "150", "--stream-tokens", "12")
-    sidecar = spawn_sidecar(MISTRAL_BASE_URL=mock.url, SIDECAR_PLUGINS="via",
-                            SIDECAR_SHUTDOWN_GRACE_SECONDS="10")
+    sidecar = spawn_sidecar(MISTRAL_BASE_URL=mock.url, SIDECAR_PLUGINS_CHAIN="via",
+                            SIDECAR_SERVER_SHUTDOWN_GRACE_SECONDS="10")
     yield mock, sidecar
 
 
@@ -110,8 +111,8 @@ async def test_large_upload_streams_with_flat_memory(
     spawn_mock: Callable[..., MockProcess], spawn_sidecar: Callable[..., SidecarProcess]
 ) -> None:
     mock = spawn_mock()
-    sidecar = spawn_sidecar(MISTRAL_BASE_URL=mock.url, SIDECAR_PLUGINS="via",
-                            SIDECAR_MAX_UPLOAD_BYTES=str(2 * 1024**3))
+    sidecar = spawn_sidecar(MISTRAL_BASE_URL=mock.url, SIDECAR_PLUGINS_CHAIN="via",
+                            SIDECAR_LIMITS_MAX_UPLOAD_BYTES=str(2 * 1024**3))
     total = 1024**3
     block = os.urandom(1024 * 1024)
     peak = 0
@@ -163,7 +164,8 @@ def test_port_in_use_is_a_clear_error() -> None:
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         port = sock.getsockname()[1]
-        result = _cli("serve", env={"SIDECAR_PLUGINS": "via", "SIDECAR_PORT": str(port),
+        result = _cli("serve", env={"SIDECAR_PLUGINS_CHAIN": "via",
+                                    "SIDECAR_SERVER_PORT": str(port),
                                     "MISTRAL_API_KEY": "k"})
     assert result.returncode == 1
     assert "cannot start" in result.stderr
@@ -176,7 +178,7 @@ async def test_demo_command_serves_the_sdk_without_any_setup(tmp_path: Path) -> 
     port, mock_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("SIDECAR_", "MISTRAL_", "DB_", "REDIS_"))}
-    env["SIDECAR_DATA_DIR"] = str(tmp_path / "demo-data")
+    env["SIDECAR_SERVER_DATA_DIR"] = str(tmp_path / "demo-data")
     log = tmp_path / "demo.log"
     with log.open("wb") as handle:
         proc = subprocess.Popen(

@@ -99,7 +99,7 @@ def test_conversation_stream_reassembles_entries() -> None:
 def test_settings_precedence_env_over_yaml_over_default(tmp_path: Path) -> None:
     config = tmp_path / "c.yaml"
     config.write_text("server:\n  port: 9000\nupstream:\n  base_url: http://yaml:1\n")
-    settings = resolve(core_settings(), environ={"SIDECAR_PORT": "9100"}, config_file=config)
+    settings = resolve(core_settings(), environ={"SIDECAR_SERVER_PORT": "9100"}, config_file=config)
     assert settings["server.port"] == 9100
     assert settings["upstream.base_url"] == "http://yaml:1"
     assert settings["upstream.connect_timeout_seconds"] == 5.0
@@ -107,12 +107,12 @@ def test_settings_precedence_env_over_yaml_over_default(tmp_path: Path) -> None:
 
 def test_settings_report_every_problem_naming_the_variable() -> None:
     with pytest.raises(ConfigError) as caught:
-        resolve(core_settings(), environ={"SIDECAR_PORT": "70000",
-                                          "SIDECAR_CONNECT_TIMEOUT_SECONDS": "soon"})
+        resolve(core_settings(), environ={"SIDECAR_SERVER_PORT": "70000",
+                                          "SIDECAR_UPSTREAM_CONNECT_TIMEOUT_SECONDS": "soon"})
     problems = caught.value.problems
     assert len(problems) == 2
-    assert any("SIDECAR_PORT" in p and "65535" in p for p in problems)
-    assert any("SIDECAR_CONNECT_TIMEOUT_SECONDS" in p and "number" in p for p in problems)
+    assert any("SIDECAR_SERVER_PORT" in p and "65535" in p for p in problems)
+    assert any("SIDECAR_UPSTREAM_CONNECT_TIMEOUT_SECONDS" in p and "number" in p for p in problems)
 
 
 def test_secret_settings_are_redacted_and_lists_split() -> None:

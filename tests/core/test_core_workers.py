@@ -32,8 +32,8 @@ async def test_workers_share_the_port_and_drain_together(
     mock_upstream: MockUpstream, spawn_sidecar: Callable[..., SidecarProcess]
 ) -> None:
     sidecar = spawn_sidecar("--workers", "2", MISTRAL_BASE_URL=mock_upstream.url,
-                            SIDECAR_PLUGINS="metrics,store,persistence,via",
-                            SIDECAR_MIGRATE_ON_START="true")
+                            SIDECAR_PLUGINS_CHAIN="metrics,store,persistence,via",
+                            SIDECAR_DB_MIGRATE_ON_START="true")
     workers = _children(sidecar.proc.pid)
     assert len(workers) == 2, sidecar.output()
 
@@ -68,7 +68,8 @@ async def test_workers_share_the_port_and_drain_together(
 
 
 def test_workers_need_a_fixed_port() -> None:
-    result = _cli("serve", "--workers", "2", env={"SIDECAR_PLUGINS": "via",
-                                                  "SIDECAR_PORT": "0", "MISTRAL_API_KEY": "k"})
+    result = _cli("serve", "--workers", "2", env={"SIDECAR_PLUGINS_CHAIN": "via",
+                                                  "SIDECAR_SERVER_PORT": "0",
+                                                  "MISTRAL_API_KEY": "k"})
     assert result.returncode == 2
-    assert "SIDECAR_WORKERS" in result.stderr and "SIDECAR_PORT" in result.stderr
+    assert "SIDECAR_SERVER_WORKERS" in result.stderr and "SIDECAR_SERVER_PORT" in result.stderr

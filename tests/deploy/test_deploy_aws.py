@@ -104,7 +104,7 @@ def test_sidecar_points_at_rds_and_elasticache_with_secrets_from_secrets_manager
     assert str(env["DB_HOST"]).endswith(".rds.amazonaws.com")
     assert str(env["REDIS_HOST"]).endswith(".cache.amazonaws.com")
     assert env["MISTRAL_API_KEY"] is None and env["DB_PASSWORD"] is None
-    assert env["SIDECAR_MIGRATE_ON_START"] == "false"
+    assert env["SIDECAR_DB_MIGRATE_ON_START"] == "false"
 
 
 def test_migration_task_uses_the_same_database() -> None:

@@ -31,13 +31,13 @@ def test_sidecar_is_built_from_the_dockerfile_and_wired_to_its_dependencies() ->
     assert (COMPOSE.parent / build["context"] / build["dockerfile"]).resolve() == (
         DOCKER / "Dockerfile").resolve()
     env = compose_env(sidecar)
-    assert env["SIDECAR_HOST"] == "0.0.0.0"
+    assert env["SIDECAR_SERVER_HOST"] == "0.0.0.0"
     assert env["DB_HOST"] == "postgres" and env["REDIS_HOST"] == "redis"
     assert urlsplit(env["MISTRAL_BASE_URL"]).hostname == "mock-upstream"
     assert sidecar["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert sidecar["depends_on"]["redis"]["condition"] == "service_healthy"
     # State survives container re-creation: the data dir is a named volume.
-    assert any(v.endswith(":" + env["SIDECAR_DATA_DIR"]) for v in sidecar["volumes"])
+    assert any(v.endswith(":" + env["SIDECAR_SERVER_DATA_DIR"]) for v in sidecar["volumes"])
     # The database the sidecar uses is the one the postgres container creates.
     pg = compose_env(SERVICES["postgres"])
     assert (env["DB_NAME"], env["DB_USER"], env["DB_PASSWORD"]) == (

@@ -93,7 +93,7 @@ def test_image_environment_is_python_or_sidecar_settings() -> None:
     names: set[str] = set()
     for args in _final("ENV"):
         names.update(item.split("=", 1)[0] for item in shlex.split(args))
-    assert {"SIDECAR_HOST", "SIDECAR_PORT", "SIDECAR_DATA_DIR"} <= names
+    assert {"SIDECAR_SERVER_HOST", "SIDECAR_SERVER_PORT", "SIDECAR_SERVER_DATA_DIR"} <= names
     python_vars = {n for n in names if n == "PATH" or n.startswith("PYTHON")}
     unknown = names - python_vars - declared_settings().env_names
     assert not unknown, f"image ENV the sidecar does not read: {sorted(unknown)}"

@@ -141,13 +141,13 @@ def test_app_is_the_ingress_container_and_starts_after_the_sidecar() -> None:
     annotations = SERVICE["spec"]["template"]["metadata"]["annotations"]
     dependencies = json.loads(annotations["run.googleapis.com/container-dependencies"])
     assert dependencies == {app["name"]: [sidecar["name"]]}
-    port = cloud_run_container_env(sidecar)["SIDECAR_PORT"]
+    port = cloud_run_container_env(sidecar)["SIDECAR_SERVER_PORT"]
     assert cloud_run_container_env(app)["APP_MISTRAL_SERVER_URL"] == f"http://127.0.0.1:{port}"
 
 
 def test_sidecar_probes_healthz_on_its_port() -> None:
     sidecar, _app = _by_role()
-    port = int(str(cloud_run_container_env(sidecar)["SIDECAR_PORT"]))
+    port = int(str(cloud_run_container_env(sidecar)["SIDECAR_SERVER_PORT"]))
     for probe in ("startupProbe", "livenessProbe"):
         assert sidecar[probe]["httpGet"] == {"path": "/healthz", "port": port}
     assert "/healthz" in healthcheck_command()[-1]
@@ -182,7 +182,8 @@ def test_migration_job_uses_the_services_database() -> None:
 def test_in_memory_spool_stays_under_the_volume_limit() -> None:
     sidecar, _app = _by_role()
     env = cloud_run_container_env(sidecar)
-    (mount,) = [m for m in sidecar["volumeMounts"] if m["mountPath"] == env["SIDECAR_DATA_DIR"]]
+    (mount,) = [m for m in sidecar["volumeMounts"]
+                if m["mountPath"] == env["SIDECAR_SERVER_DATA_DIR"]]
     (volume,) = [v for v in SERVICE["spec"]["template"]["spec"]["volumes"]
                  if v["name"] == mount["name"]]
     limit = volume["emptyDir"]["sizeLimit"]

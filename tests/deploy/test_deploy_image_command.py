@@ -117,9 +117,9 @@ def _on_this_machine(env: dict[str, str | None], pg: dict[str, str],
         out["MISTRAL_API_KEY"] = MOCK_COMMAND[MOCK_COMMAND.index("--api-key") + 1]
         # The local mock speaks plain HTTP, which production refuses without this opt-in.
         out["SIDECAR_UPSTREAM_ALLOW_PLAIN_HTTP"] = "true"
-    out["SIDECAR_HOST"] = "127.0.0.1"
-    out["SIDECAR_PORT"] = str(free_port())
-    out["SIDECAR_DATA_DIR"] = str(data_dir)
+    out["SIDECAR_SERVER_HOST"] = "127.0.0.1"
+    out["SIDECAR_SERVER_PORT"] = str(free_port())
+    out["SIDECAR_SERVER_DATA_DIR"] = str(data_dir)
     return out
 
 
@@ -148,7 +148,7 @@ def test_image_command_serves_with_the_compose_environment_and_drains_on_sigterm
                            tmp_path / "data")
     log = tmp_path / "sidecar.log"
     proc = _start(image_command(), env, log)
-    url = f"http://127.0.0.1:{env['SIDECAR_PORT']}"
+    url = f"http://127.0.0.1:{env['SIDECAR_SERVER_PORT']}"
     try:
         _wait_until_up(url + "/healthz", proc, log)
         # Ready means the database, Redis and every other dependency named in compose answer.
@@ -186,7 +186,7 @@ def test_production_flow_migration_task_then_sidecar_without_migrate_on_start(
 
     serve_env = _on_this_machine(ecs_container_env(sidecar), pg_database, redis_env,
                                  mock_from_compose, tmp_path / "serve-data")
-    assert serve_env["SIDECAR_MIGRATE_ON_START"] == "false"
+    assert serve_env["SIDECAR_DB_MIGRATE_ON_START"] == "false"
     early = subprocess.run([*entrypoint, *sidecar["command"]], env=_process_env(serve_env),
                            capture_output=True, text=True, timeout=60)
     assert early.returncode != 0
@@ -200,7 +200,7 @@ def test_production_flow_migration_task_then_sidecar_without_migrate_on_start(
 
     log = tmp_path / "serve.log"
     proc = _start([*entrypoint, *sidecar["command"]], serve_env, log)
-    url = f"http://127.0.0.1:{serve_env['SIDECAR_PORT']}"
+    url = f"http://127.0.0.1:{serve_env['SIDECAR_SERVER_PORT']}"
     try:
         _wait_until_up(url + "/readyz", proc, log)
         proc.send_signal(signal.SIGTERM)

@@ -66,7 +66,7 @@ def test_probes_use_healthz_and_readyz_on_the_sidecar_port() -> None:
     sidecar = _sidecar()
     names = {p["name"]: p["containerPort"] for p in sidecar["ports"]}
     env = k8s_container_env(sidecar)
-    assert str(names[sidecar["livenessProbe"]["httpGet"]["port"]]) == env["SIDECAR_PORT"]
+    assert str(names[sidecar["livenessProbe"]["httpGet"]["port"]]) == env["SIDECAR_SERVER_PORT"]
     assert sidecar["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert sidecar["startupProbe"]["httpGet"]["path"] == "/healthz"
     assert sidecar["readinessProbe"]["httpGet"]["path"] == "/readyz"
@@ -111,7 +111,7 @@ def test_keys_and_passwords_come_from_the_secret() -> None:
 
 def test_replicas_do_not_race_on_migrations() -> None:
     env = k8s_container_env(_sidecar())
-    assert env["SIDECAR_MIGRATE_ON_START"] == "false"
+    assert env["SIDECAR_DB_MIGRATE_ON_START"] == "false"
     (job,) = k8s_find("Job")
     (container,) = pod_spec(job)["containers"]
     assert container["args"] == ["migrate"]
@@ -129,7 +129,7 @@ def _bytes(quantity: str) -> int:
 def test_full_spool_stays_under_the_data_volume_limit() -> None:
     """An emptyDir past its sizeLimit gets the pod evicted; the spool-full policy must act first."""
     sidecar = _sidecar()
-    data_dir = str(k8s_container_env(sidecar)["SIDECAR_DATA_DIR"])
+    data_dir = str(k8s_container_env(sidecar)["SIDECAR_SERVER_DATA_DIR"])
     (mount,) = [m for m in sidecar["volumeMounts"] if m["mountPath"] == data_dir]
     (volume,) = [v for v in POD["volumes"] if v["name"] == mount["name"]]
     spool = resolved(k8s_container_env(sidecar))["persistence.spool_max_bytes"]
