@@ -28,10 +28,15 @@ import aiohttp
 import psycopg
 
 REPO = Path(__file__).resolve().parent.parent
-#: The PostgreSQL server benchmarks create their scratch databases on (admin database test).
+#: The PostgreSQL server benchmarks create their scratch databases on (from the ``postgres``
+#: database, which every server has).
 PG = {"host": os.environ.get("TEST_PG_HOST", "127.0.0.1"),
       "port": os.environ.get("TEST_PG_PORT", "5432"),
       "user": os.environ.get("TEST_PG_USER", "postgres")}
+#: Prefixes of the variables that configure a sidecar: the processes benchmarks start get only
+#: the settings the benchmark chose, not whatever the shell that runs it has set.
+SETTING_PREFIXES = ("SIDECAR_", "MISTRAL_", "DB_", "REDIS_", "RATE_LIMIT_", "OTEL_",
+                    "LOG_LEVEL", "ENVIRONMENT", "PROMETHEUS_MULTIPROC_DIR")
 PYTHON = sys.executable
 MOCK_KEY = "bench-upstream-key"
 CHAT_BODY = json.dumps({"model": "mistral-small-latest",
@@ -56,10 +61,18 @@ def workload_body(name: str) -> str:
     return json.dumps(json.loads(path.read_text()), separators=(",", ":"))
 
 
+def child_env(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """This process's environment without sidecar settings (:data:`SETTING_PREFIXES`), with
+    ``env`` over it."""
+    clean = {name: value for name, value in os.environ.items()
+             if not name.startswith(SETTING_PREFIXES)}
+    return clean | dict(env or {})
+
+
 def cli(env: Mapping[str, str], *args: str) -> str:
-    """Run ``mistral-sidecar ARGS`` with ``env`` (over this process's environment); its
-    standard output."""
-    done = subprocess.run([PYTHON, "-m", "proxy.cli", *args], env=dict(os.environ) | dict(env),
+    """Run ``mistral-sidecar ARGS`` with ``env`` (see :func:`child_env`); its standard
+    output."""
+    done = subprocess.run([PYTHON, "-m", "proxy.cli", *args], env=child_env(env),
                           capture_output=True, text=True, cwd=REPO)
     if done.returncode:
         raise SystemExit(f"mistral-sidecar {' '.join(args)} failed: {done.stderr.strip()}")
@@ -98,17 +111,23 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> 
 @contextlib.contextmanager
 def process(args: list[str], ready_url: str, env: Mapping[str, str] | None = None,
             cwd: Path = REPO) -> Iterator[subprocess.Popen[bytes]]:
-    """Run ``args`` in ``cwd`` (this checkout by default) until the block ends; output goes to
-    a temp log."""
-    full_env = dict(os.environ)
-    full_env.update(env or {})
+    """Run ``args`` with ``env`` (see :func:`child_env`) in ``cwd`` (this checkout by
+    default) until the block ends.
+
+    Output goes to a temporary file, never a pipe: a pipe nobody reads fills up and blocks the
+    process. The file is kept, and its end printed, only when the process failed to start.
+    """
     log = tempfile.NamedTemporaryFile(prefix="bench-", suffix=".log", delete=False)
-    proc = subprocess.Popen(args, env=full_env, stdout=log, stderr=subprocess.STDOUT, cwd=cwd)
+    proc = subprocess.Popen(args, env=child_env(env), stdout=log, stderr=subprocess.STDOUT,
+                            cwd=cwd)
+    failed = False
     try:
         wait_ready(ready_url, proc)
         yield proc
     except RuntimeError:
+        failed = True
         print(Path(log.name).read_text()[-3000:], file=sys.stderr)
+        print(f"(whole output in {log.name})", file=sys.stderr)
         raise
     finally:
         proc.terminate()
@@ -116,6 +135,10 @@ def process(args: list[str], ready_url: str, env: Mapping[str, str] | None = Non
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait()
+        log.close()
+        if not failed:
+            Path(log.name).unlink(missing_ok=True)
 
 
 def pinned(args: list[str], cpus: str | None) -> list[str]:
@@ -202,9 +225,15 @@ def cpu_split(pid: int) -> tuple[float, float]:
     return int(fields[11]) / ticks, int(fields[12]) / ticks
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process has used so far."""
-    return sum(cpu_split(pid))
+def rss_bytes(pid: int) -> tuple[int, int]:
+    """(resident set size now, its peak so far) of a process in bytes, from
+    ``/proc/PID/status`` (VmRSS, VmHWM)."""
+    found = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        if name in ("VmRSS", "VmHWM"):
+            found[name] = int(value.split()[0]) * 1024  # the kernel writes kB, meaning KiB
+    return found["VmRSS"], found["VmHWM"]
 
 
 @contextlib.contextmanager
@@ -220,11 +249,12 @@ def mock_upstream(token_interval_ms: float = 0, cpus: str | None = None) -> Iter
 
 
 @contextlib.contextmanager
-def minimal_proxy(upstream: str) -> Iterator[Target]:
-    """The floor pass-through in its own process."""
+def minimal_proxy(upstream: str, cpus: str | None = None) -> Iterator[Target]:
+    """The floor pass-through in its own process (on ``cpus`` when given)."""
     port = free_port()
-    with process([PYTHON, str(REPO / "load_tests" / "minimal_proxy.py"), "--port", str(port),
-                  "--upstream", upstream], f"http://127.0.0.1:{port}/healthz") as proc:
+    with process(pinned([PYTHON, str(REPO / "load_tests" / "minimal_proxy.py"), "--port",
+                         str(port), "--upstream", upstream], cpus),
+                 f"http://127.0.0.1:{port}/healthz") as proc:
         yield Target(f"http://127.0.0.1:{port}", proc.pid)
 
 
@@ -236,8 +266,11 @@ def sidecar(upstream: str, env: Mapping[str, str] | None = None,
     directory first) with this one's virtual environment."""
     port = free_port()
     data_dir = tempfile.mkdtemp(prefix="bench-sidecar-")
-    full = {"MISTRAL_BASE_URL": upstream, "MISTRAL_API_KEY": MOCK_KEY, "SIDECAR_PORT": str(port),
-            "SIDECAR_DATA_DIR": data_dir, "LOG_LEVEL": "WARNING"}
+    # The names from before SIDECAR_SERVER_PORT and SIDECAR_SERVER_DATA_DIR: deprecated, but
+    # also understood by a ``tree`` that predates them.
+    full = {"MISTRAL_BASE_URL": upstream, "MISTRAL_API_KEY": MOCK_KEY,
+            "SIDECAR_PORT": str(port), "SIDECAR_DATA_DIR": data_dir,
+            "LOG_LEVEL": "WARNING"}
     full.update(env or {})
     try:
         with process(pinned([PYTHON, "-m", "proxy.cli", "serve"], cpus),
@@ -260,11 +293,6 @@ class LoadResult:
     sys_us_per_request: float = float("nan")
     requests: int = 0
 
-    def row(self, name: str) -> str:
-        """One aligned line for reports."""
-        return (f"{name:<22} {self.requests_per_s:>10.0f} req/s   p50 {self.p50_ms:7.2f} ms"
-                f"   p99 {self.p99_ms:7.2f} ms   errors {self.errors}")
-
 
 _WRK_SCRIPT = """
 wrk.method = "POST"
@@ -285,21 +313,25 @@ def _to_ms(text: str) -> float:
 def wrk(url: str, connections: int, seconds: float, api_key: str = MOCK_KEY,
         path: str = "/v1/chat/completions", body: str = CHAT_BODY,
         pid: int | None = None, cpus: str | None = None) -> LoadResult:
-    """Drive ``url`` with wrk (one thread) and parse its report; with ``pid``, also measure
-    that process's CPU time per request."""
+    """Drive ``url`` with wrk (one thread) for ``seconds`` (whole seconds, at least one: wrk
+    takes no fractions) and parse its report; with ``pid``, also measure that process's CPU
+    time per request."""
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is needed for benchmarks: apt-get install wrk")
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         script.write(_WRK_SCRIPT.format(body=json.dumps(body), key=api_key))
     threads = max(1, min(connections, 1))
-    user_before, sys_before = cpu_split(pid) if pid else (0.0, 0.0)
-    out = subprocess.run(
-        pinned(["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds:g}s",
-                "--latency", "-s", script.name, url + path], cpus),
-        capture_output=True, text=True, timeout=seconds + 30, check=True).stdout
-    user_after, sys_after = cpu_split(pid) if pid else (float("nan"), float("nan"))
+    duration = f"{max(1, round(seconds))}s"
+    try:
+        user_before, sys_before = cpu_split(pid) if pid else (0.0, 0.0)
+        out = subprocess.run(
+            pinned(["wrk", "-t", str(threads), "-c", str(connections), "-d", duration,
+                    "--latency", "-s", script.name, url + path], cpus),
+            capture_output=True, text=True, timeout=seconds + 30, check=True).stdout
+        user_after, sys_after = cpu_split(pid) if pid else (float("nan"), float("nan"))
+    finally:
+        os.unlink(script.name)
     cpu = user_after - user_before + sys_after - sys_before
-    os.unlink(script.name)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     total = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
     distribution = out.split("Latency Distribution", 1)[1]
@@ -316,8 +348,8 @@ def wrk(url: str, connections: int, seconds: float, api_key: str = MOCK_KEY,
                       requests=total)
 
 
-async def _stream_ttfb(url: str, api_key: str, count: int) -> list[float]:
-    body = json.loads(CHAT_BODY) | {"stream": True}
+async def _stream_ttfb(url: str, api_key: str, count: int, chat_body: str) -> list[float]:
+    body = json.loads(chat_body) | {"stream": True}
     samples = []
     async with aiohttp.ClientSession() as http:
         for _ in range(count):
@@ -327,12 +359,16 @@ async def _stream_ttfb(url: str, api_key: str, count: int) -> list[float]:
                 await resp.content.readany()
                 samples.append((time.perf_counter() - started) * 1000)
                 await resp.read()
+                if resp.status != 200:
+                    raise RuntimeError(f"{url}: streamed request answered {resp.status}")
     return samples
 
 
-def stream_ttfb_ms(url: str, api_key: str = MOCK_KEY, count: int = 200) -> float:
-    """Median time to the first byte of a streamed chat answer, one request at a time."""
-    samples = asyncio.run(_stream_ttfb(url, api_key, count))
+def stream_ttfb_ms(url: str, api_key: str = MOCK_KEY, count: int = 200,
+                   body: str = CHAT_BODY) -> float:
+    """Median time to the first byte of a streamed chat answer (``body`` with ``stream``
+    on), one request at a time; the first ten are warm-up."""
+    samples = asyncio.run(_stream_ttfb(url, api_key, count, body))
     return statistics.median(samples[10:])
 
 
@@ -359,9 +395,10 @@ async def _post_many(url: str, api_key: str, count: int, connections: int,
 
 def instructions_per_request(upstream: str, env: Mapping[str, str], api_key: str,
                              requests: int = 1000, connections: int = 16,
-                             body: str = CHAT_BODY) -> tuple[float, float]:
-    """Instructions the sidecar executes per chat request, counted by valgrind's callgrind,
-    and the requests per second it served while counted.
+                             body: str = CHAT_BODY, tree: Path = REPO) -> tuple[float, float]:
+    """Instructions the sidecar (run from ``tree``, as :func:`sidecar` does) executes per
+    chat request, counted by valgrind's callgrind, and the requests per second it served
+    while counted.
 
     Unlike time, the count does not depend on what else the machine is doing: the same
     build, configuration and load give the same count to within a fraction of a percent. The
@@ -375,13 +412,15 @@ def instructions_per_request(upstream: str, env: Mapping[str, str], api_key: str
         raise SystemExit("valgrind is needed for instruction counts: apt-get install valgrind")
     port = free_port()
     work = Path(tempfile.mkdtemp(prefix="bench-callgrind-"))
-    full = {"MISTRAL_BASE_URL": upstream, "MISTRAL_API_KEY": MOCK_KEY, "SIDECAR_PORT": str(port),
-            "SIDECAR_DATA_DIR": str(work / "data"), "LOG_LEVEL": "WARNING", **env}
+    # Deprecated names, understood by a ``tree`` from before the current ones too.
+    full = {"MISTRAL_BASE_URL": upstream, "MISTRAL_API_KEY": MOCK_KEY,
+            "SIDECAR_PORT": str(port), "SIDECAR_DATA_DIR": str(work / "data"),
+            "LOG_LEVEL": "WARNING", **env}
     url = f"http://127.0.0.1:{port}"
     try:
         with process(["valgrind", "--tool=callgrind", "--instr-atstart=no",
                       f"--callgrind-out-file={work}/callgrind.out", PYTHON, "-m", "proxy.cli",
-                      "serve"], url + "/healthz", full) as proc:
+                      "serve"], url + "/healthz", full, cwd=tree) as proc:
             asyncio.run(_post_many(url, api_key, 300, connections, body))  # warm-up, uncounted
             for command in (["-i", "on"], ["-z"]):
                 subprocess.run(["callgrind_control", *command, str(proc.pid)],
@@ -409,7 +448,7 @@ def scratch_database(prefix: str = "bench") -> Iterator[dict[str, str]]:
     """A fresh PostgreSQL database for one run, dropped afterwards; yields its ``DB_*``
     environment."""
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    admin = f"host={PG['host']} port={PG['port']} user={PG['user']} dbname=test"
+    admin = f"host={PG['host']} port={PG['port']} user={PG['user']} dbname=postgres"
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     try:
@@ -419,15 +458,3 @@ def scratch_database(prefix: str = "bench") -> Iterator[dict[str, str]]:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
-
-def conninfo(db_env: Mapping[str, str]) -> str:
-    """A libpq connection string for the database of a ``DB_*`` environment."""
-    return (f"host={db_env['DB_HOST']} port={db_env['DB_PORT']} user={db_env['DB_USER']} "
-            f"dbname={db_env['DB_NAME']}")
-
-
-def usage_rows(db_env: Mapping[str, str]) -> int:
-    """Rows in the usage log of that database."""
-    with psycopg.connect(conninfo(db_env)) as conn:
-        row = conn.execute("SELECT COUNT(*) FROM usage_log").fetchone()
-    return int(row[0]) if row else 0
