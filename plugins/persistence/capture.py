@@ -84,6 +84,12 @@ class Exchange:
     request: Any
     response: Any
     usage: tuple[int, int, int] | None
+    #: The caller's key and organisation (``None`` without authentication), and what the
+    #: request cost: billionths of ``currency`` (``None`` when nothing priced it).
+    key_id: str | None = None
+    org: str | None = None
+    cost_nanos: int | None = None
+    currency: str | None = None
 
     def request_body(self) -> dict[str, Any]:
         """The request body as a dict (empty if it was not a JSON object)."""
@@ -333,15 +339,20 @@ def _usage(ex: Exchange, op: str, chat_content: bool) -> Record:
         content = {"request": request or None, "response": response or None}
     return usage_record(ex.record_id, ex.request_id, ex.owner, op, model,
                         _str(request.get("agent_id")), conversation_id, ex.status, ex.streamed,
-                        ex.usage, ex.latency_ms, ex.started_at, content)
+                        ex.usage, ex.latency_ms, ex.started_at, content,
+                        ex.key_id, ex.org, ex.cost_nanos, ex.currency)
 
 
 def usage_record(record_id: str, request_id: str, owner: str, operation: str,
                  model: str | None, agent_id: str | None, conversation_id: str | None,
                  status: int, streamed: bool, usage: tuple[int, int, int] | None,
                  latency_ms: float | None, started_at: float,
-                 content: dict[str, Any] | None = None) -> Record:
-    """The usage-log record of one model call (``operation`` without ``_stream``)."""
+                 content: dict[str, Any] | None = None, key_id: str | None = None,
+                 org: str | None = None, cost_nanos: int | None = None,
+                 currency: str | None = None) -> Record:
+    """The usage-log record of one model call (``operation`` without ``_stream``); its cost
+    in billionths of ``currency`` (:data:`plugins.persistence.records.NANOS`), ``None`` when
+    unknown."""
     prompt, completion, total = usage or (0, 0, 0)
     # Positional, in USAGE_COLUMNS order: this runs for every model call.
     return Record.usage_row(
@@ -349,7 +360,7 @@ def usage_record(record_id: str, request_id: str, owner: str, operation: str,
         status, streamed, prompt, completion, total,
         # Three decimals, rounded half up (round(x, 3) costs several times more).
         None if latency_ms is None else int(latency_ms * 1000 + 0.5) / 1000,
-        iso_from_unix(started_at), content)
+        iso_from_unix(started_at), content, key_id, org, cost_nanos, currency)
 
 
 def _str(value: Any) -> str | None:

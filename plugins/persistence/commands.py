@@ -9,8 +9,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from plugins.persistence.records import canonical_time
+from plugins.persistence.usage_report import (
+    DEFAULT_GROUPS,
+    GROUPS,
+    format_usage,
+    parse_groups,
+    read_usage,
+)
 from plugins.store import run_with_database
-from plugins.store.db import Database, Row
+from plugins.store.db import Database, Executor, Row
 from proxy.settings import Settings
 
 
@@ -30,9 +37,14 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     show.set_defaults(handler=cmd_conversations_show)
 
     usage = subparsers.add_parser(
-        "usage", help="print tokens and requests per owner and model",
+        "usage", help="print requests, tokens and cost per owner and model",
         description="Sum the usage log (chat, FIM, embeddings, agent completions and "
-        "conversations) per owner and model.")
+        "conversations) per owner and model, or per the groups --by names. A group's cost "
+        "is unknown when a request in it reported tokens of a model without a price "
+        "(counted as unpriced).")
+    usage.add_argument("--by", metavar="GROUPS", type=_groups, default=DEFAULT_GROUPS,
+                       help="comma-separated groups: " + ", ".join(GROUPS)
+                       + f" (UTC days); default {','.join(DEFAULT_GROUPS)}")
     usage.add_argument("--since", metavar="DATE",
                        help="only requests at or after DATE (YYYY-MM-DD or ISO-8601, UTC "
                        "unless it names a zone)")
@@ -53,16 +65,12 @@ def cmd_conversations_show(args: argparse.Namespace, settings: Settings) -> int:
     """Print one conversation with its entries."""
 
     async def work(db: Database) -> int:
-        conversation = await db.fetchone("SELECT * FROM conversations WHERE id = ?",
-                                         (args.conversation_id,))
-        if conversation is None:
+        found = await read_conversation(db, args.conversation_id)
+        if found is None:
             print(f"mistral-sidecar: conversation {args.conversation_id} is not in the store",
                   file=sys.stderr)
             return 1
-        entries = await db.fetchall(
-            "SELECT * FROM conversation_entries WHERE conversation_id = ? ORDER BY seq",
-            (args.conversation_id,))
-        conversation, entries = _plain(conversation), [_plain(e) for e in entries]
+        conversation, entries = found
         if args.json:
             print(json.dumps({"conversation": conversation, "entries": entries},
                              ensure_ascii=False, indent=2))
@@ -71,6 +79,21 @@ def cmd_conversations_show(args: argparse.Namespace, settings: Settings) -> int:
         return 0
 
     return _run(settings, work)
+
+
+async def read_conversation(db: Executor, conversation_id: str
+                            ) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
+    """A stored conversation and its entries, oldest first, as plain rows
+    (:func:`plain_row`); ``None`` when the store does not have it. ``conversations show``
+    and the admin API both read conversations back through this."""
+    conversation = await db.fetchone("SELECT * FROM conversations WHERE id = ?",
+                                     (conversation_id,))
+    if conversation is None:
+        return None
+    entries = await db.fetchall(
+        "SELECT * FROM conversation_entries WHERE conversation_id = ? ORDER BY seq",
+        (conversation_id,))
+    return plain_row(conversation), [plain_row(e) for e in entries]
 
 
 def format_conversation(conversation: Row, entries: list[Row]) -> str:
@@ -113,7 +136,7 @@ def format_conversation(conversation: Row, entries: list[Row]) -> str:
 
 
 def cmd_usage(args: argparse.Namespace, settings: Settings) -> int:
-    """Print tokens and requests per owner and model."""
+    """Print requests, tokens and cost per owner and model, or per the ``--by`` groups."""
     since = None
     if args.since:
         since = parse_since(args.since)
@@ -123,29 +146,24 @@ def cmd_usage(args: argparse.Namespace, settings: Settings) -> int:
             return 2
 
     async def work(db: Database) -> int:
-        where, params = [], []
-        if since is not None:
-            where.append("created_at >= ?")
-            params.append(since)
-        if args.owner:
-            where.append("owner_id = ?")
-            params.append(args.owner)
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
-        rows = await db.fetchall(
-            "SELECT owner_id, model, COUNT(*) AS requests, "
-            "SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END) AS errors, "
-            "SUM(prompt_tokens) AS prompt_tokens, SUM(completion_tokens) AS completion_tokens, "
-            f"SUM(total_tokens) AS total_tokens FROM usage_log {clause} "
-            "GROUP BY owner_id, model ORDER BY owner_id, model", params)
-        summary = [{k: (int(v) if k not in ("owner_id", "model") and v is not None else v)
-                    for k, v in row.items()} for row in rows]
+        summary = await read_usage(db, db.dialect, args.by, since=since,
+                                   owner=args.owner or None)
         if args.json:
             print(json.dumps(summary, indent=2))
         else:
-            sys.stdout.write(format_usage(summary))
+            sys.stdout.write(format_usage(summary, args.by))
         return 0
 
     return _run(settings, work)
+
+
+def _groups(text: str) -> tuple[str, ...]:
+    """``--by``: known group names, each once, in the order given."""
+    groups = parse_groups(text)
+    if groups is None:
+        raise argparse.ArgumentTypeError(
+            f"expected some of {', '.join(GROUPS)} separated by commas, got {text!r}")
+    return groups
 
 
 def parse_since(text: str) -> str | None:
@@ -159,25 +177,7 @@ def parse_since(text: str) -> str | None:
     return canonical_time(moment)
 
 
-def format_usage(rows: list[dict[str, Any]]) -> str:
-    """The usage summary as an aligned table with a total line."""
-    header = ("owner", "model", "requests", "errors", "prompt", "completion", "total")
-    table = [[str(r["owner_id"]), str(r["model"] or "-"), str(r["requests"]), str(r["errors"]),
-              str(r["prompt_tokens"]), str(r["completion_tokens"]), str(r["total_tokens"])]
-             for r in rows]
-    totals = [sum(int(r[k]) for r in rows) for k in ("requests", "errors", "prompt_tokens",
-                                                      "completion_tokens", "total_tokens")]
-    table.append(["TOTAL", "", *(str(t) for t in totals)])
-    widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(header)]
-    out = []
-    for row in [list(header), *table]:
-        cells = [row[i].ljust(widths[i]) if i < 2 else row[i].rjust(widths[i])
-                 for i in range(len(header))]
-        out.append("  ".join(cells).rstrip())
-    return "\n".join(out) + "\n"
-
-
-def _plain(row: Row) -> dict[str, Any]:
+def plain_row(row: Row) -> dict[str, Any]:
     """A row with canonical timestamps and parsed JSON, the same from both databases."""
     out: dict[str, Any] = {}
     for key, value in row.items():

@@ -8,6 +8,7 @@ acknowledgement was lost) without changing the result.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import orjson
@@ -26,8 +27,27 @@ KINDS = frozenset({AGENT, AGENT_DELETED, CONVERSATION, ENTRY, USAGE})
 #: The columns of a usage row in the order a usage line lists them after its kind and time.
 USAGE_COLUMNS = ("id", "request_id", "owner_id", "operation", "model", "agent_id",
                  "conversation_id", "status", "streamed", "prompt_tokens", "completion_tokens",
-                 "total_tokens", "latency_ms", "created_at", "content")
+                 "total_tokens", "latency_ms", "created_at", "content", "key_id", "org",
+                 "cost_nanos", "currency")
 _ROW_LENGTH = 2 + len(USAGE_COLUMNS)
+#: Columns a usage line spooled before keys, organisations and costs were recorded lacks.
+_ADDED_COLUMNS = 4
+
+#: A cost is stored as an integer number of billionths of its currency (``cost_nanos``):
+#: exact for every request priced per million tokens at up to three decimals (each token
+#: then costs a whole number of billionths), so sums over millions of small requests stay
+#: exact where millionths would round each one.
+NANOS = Decimal(10) ** 9
+_BIGINT = 2 ** 63
+
+
+def cost_nanos(cost: Decimal | None) -> int | None:
+    """``cost`` in billionths of its currency, rounded half up; ``None`` when unknown, or
+    beyond what the column holds (a 64-bit integer), which would fail its whole batch."""
+    if cost is None:
+        return None
+    nanos = int((cost * NANOS).to_integral_value(ROUND_HALF_UP))
+    return nanos if -_BIGINT <= nanos < _BIGINT else None
 
 
 class Record:
@@ -94,9 +114,10 @@ class Record:
     def from_line(cls, line: bytes) -> Record:
         """Parse a spool line; raises ``ValueError`` if it is not a record."""
         obj = jsoncodec.loads(line)
-        if (isinstance(obj, list) and len(obj) == _ROW_LENGTH and obj[0] == USAGE
-                and isinstance(obj[1], int | float)):
-            return cls(USAGE, None, float(obj[1]), tuple(obj))
+        if (isinstance(obj, list) and obj[0:1] == [USAGE] and len(obj) in (
+                _ROW_LENGTH, _ROW_LENGTH - _ADDED_COLUMNS) and isinstance(obj[1], int | float)):
+            row = tuple(obj) + (None,) * (_ROW_LENGTH - len(obj))
+            return cls(USAGE, None, float(obj[1]), row)
         if not isinstance(obj, dict) or obj.get("kind") not in KINDS or not isinstance(
                 obj.get("data"), dict):
             raise ValueError("not a persistence record")

@@ -16,8 +16,8 @@ MODEL = "mistral-small-latest"
 
 def persist_env(store_env: dict[str, str], **extra: str) -> dict[str, str]:
     """Environment for a sidecar recording into the store of ``store_env``."""
-    env = {"SIDECAR_PLUGINS": PLUGINS, "SIDECAR_MIGRATE_ON_START": "true",
-           "SIDECAR_PERSIST_FLUSH_INTERVAL_SECONDS": "0.02", **store_env}
+    env = {"SIDECAR_PLUGINS_CHAIN": PLUGINS, "SIDECAR_DB_MIGRATE_ON_START": "true",
+           "SIDECAR_PERSISTENCE_FLUSH_INTERVAL_SECONDS": "0.02", **store_env}
     env.update(extra)
     return env
 
@@ -32,7 +32,7 @@ class StoreReader:
     @property
     def sqlite_path(self) -> Path:
         """The embedded database file."""
-        return Path(self.env["SIDECAR_DATA_DIR"]) / "sidecar.db"
+        return Path(self.env["SIDECAR_SERVER_DATA_DIR"]) / "sidecar.db"
 
     def rows(self, sql: str, params: tuple[Any, ...] = (),
              json_columns: frozenset[str] = _JSON_COLUMNS) -> list[dict[str, Any]]:

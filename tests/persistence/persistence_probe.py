@@ -2,7 +2,7 @@
 in for an authentication plugin, takes the caller's owner from an ``X-Test-Owner`` header.
 
 Enable it by module path after the plugins under test:
-``SIDECAR_PLUGINS=store,persistence,tests.persistence.persistence_probe``.
+``SIDECAR_PLUGINS_CHAIN=store,persistence,tests.persistence.persistence_probe``.
 """
 
 from __future__ import annotations

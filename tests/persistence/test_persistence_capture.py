@@ -245,7 +245,7 @@ async def test_model_calls_go_to_the_usage_log_without_content(
 async def test_chat_content_is_kept_only_when_enabled(
     start_sidecar: SidecarFactory, store_env: dict[str, str]
 ) -> None:
-    sidecar = await start_sidecar(**persist_env(store_env, SIDECAR_PERSIST_CHAT_CONTENT="true"))
+    sidecar = await start_sidecar(**persist_env(store_env, SIDECAR_PERSISTENCE_CHAT_CONTENT="true"))
     db = StoreReader(sidecar.env)
     client = sidecar.sdk()
     answer = await client.chat.complete_async(

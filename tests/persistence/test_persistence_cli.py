@@ -25,7 +25,7 @@ def _cli_env(env: dict[str, str]) -> dict[str, str]:
     full = {k: v for k, v in os.environ.items()
             if not k.startswith(("SIDECAR_", "MISTRAL_", "DB_"))}
     full.update({k: v for k, v in env.items() if k.startswith(("SIDECAR_", "DB_"))})
-    full["SIDECAR_PLUGINS"] = env.get("SIDECAR_PLUGINS", PLUGINS)
+    full["SIDECAR_PLUGINS_CHAIN"] = env.get("SIDECAR_PLUGINS_CHAIN", PLUGINS)
     return full
 
 
@@ -66,7 +66,7 @@ async def _chat(sidecar: Sidecar, owner: str, text: str) -> None:
 async def test_conversations_show_and_usage(
     start_sidecar: SidecarFactory, store_env: dict[str, str]
 ) -> None:
-    sidecar = await start_sidecar(**persist_env(store_env, SIDECAR_PLUGINS=PROBE))
+    sidecar = await start_sidecar(**persist_env(store_env, SIDECAR_PLUGINS_CHAIN=PROBE))
     db = StoreReader(sidecar.env)
     sdk = sidecar.sdk()
     started = await sdk.beta.conversations.start_async(
@@ -109,17 +109,20 @@ async def test_conversations_show_and_usage(
     assert usage.returncode == 0, usage.stderr
     lines = usage.stdout.splitlines()
     assert lines[0].split() == ["owner", "model", "requests", "errors", "prompt",
-                                "completion", "total"]
+                                "completion", "total", "cost", "currency", "unpriced"]
     by_owner = {line.split()[0]: line.split() for line in lines[1:]}
     assert by_owner["alice"][1:4] == [MODEL, "2", "0"]
     assert by_owner["anonymous"][2] == "2"
     anonymous_total = started.usage.total_tokens + appended.usage.total_tokens
-    assert by_owner["anonymous"][-1] == str(anonymous_total)
+    assert by_owner["anonymous"][6] == str(anonymous_total)
+    # Nothing priced these requests (no prices plugin): their cost is unknown, and said so.
+    assert by_owner["anonymous"][7:] == ["unknown", "-", "2"]
     assert by_owner["TOTAL"][1:3] == ["5", "0"]
 
     summary = json.loads(alice[1])
     assert summary == [{"owner_id": "alice", "model": MODEL, "requests": 2, "errors": 0,
-                        "prompt_tokens": 4, "completion_tokens": 6, "total_tokens": 10}]
+                        "prompt_tokens": 4, "completion_tokens": 6, "total_tokens": 10,
+                        "cost": None, "currency": None, "unpriced": 2}]
     assert future[0] == 0 and future[1].splitlines()[-1].split()[:2] == ["TOTAL", "0"]
     assert unknown[0] == 1 and "conv_nope" in unknown[2]
     assert bad_date[0] == 2 and "--since" in bad_date[2]
@@ -129,7 +132,8 @@ async def test_retention_purges_old_records_in_the_background(
     start_sidecar: SidecarFactory, store_env: dict[str, str]
 ) -> None:
     sidecar = await start_sidecar(**persist_env(
-        store_env, SIDECAR_RETENTION_DAYS="30", SIDECAR_RETENTION_INTERVAL_SECONDS="1"))
+        store_env, SIDECAR_PERSISTENCE_RETENTION_DAYS="30",
+        SIDECAR_PERSISTENCE_RETENTION_INTERVAL_SECONDS="1"))
     db = StoreReader(sidecar.env)
     fresh = await sidecar.sdk().beta.conversations.start_async(model=MODEL, inputs="keep me")
     await wait_for(lambda: len(db.entries(fresh.conversation_id)) == 2)
@@ -158,5 +162,5 @@ async def test_retention_purges_old_records_in_the_background(
 
 
 def test_persistence_needs_the_store_first() -> None:
-    (code, _out, err), = cli({"SIDECAR_PLUGINS": "persistence,store"}, ("check-config",))
+    (code, _out, err), = cli({"SIDECAR_PLUGINS_CHAIN": "persistence,store"}, ("check-config",))
     assert code == 2 and "persistence needs the store plugin" in err

@@ -24,8 +24,8 @@ from tests.support.toxiproxy_fixture import listen_address
 
 AUTH = {"Authorization": "Bearer caller-key"}
 #: Short timeouts so an outage is noticed, and recovery tried, quickly.
-FAST = {"SIDECAR_DB_TIMEOUT_SECONDS": "0.5", "SIDECAR_PERSIST_RETRY_MAX_SECONDS": "0.2",
-        "SIDECAR_PERSIST_WRITE_TIMEOUT_SECONDS": "2"}
+FAST = {"SIDECAR_DB_TIMEOUT_SECONDS": "0.5", "SIDECAR_PERSISTENCE_RETRY_MAX_SECONDS": "0.2",
+        "SIDECAR_PERSISTENCE_WRITE_TIMEOUT_SECONDS": "2"}
 
 
 @pytest.fixture
@@ -122,7 +122,7 @@ async def test_outage_adds_no_latency_and_loses_nothing(
     start_sidecar: SidecarFactory, via_proxy: dict[str, str], pg_proxy: Proxy, db: StoreReader
 ) -> None:
     sidecar = await start_sidecar(**persist_env(
-        via_proxy, SIDECAR_PLUGINS=f"{PLUGINS},tests.persistence.persistence_probe", **FAST))
+        via_proxy, SIDECAR_PLUGINS_CHAIN=f"{PLUGINS},tests.persistence.persistence_probe", **FAST))
     traffic = Traffic(sidecar.url)
     async with aiohttp.ClientSession() as http:
         await traffic.turn(http)
@@ -139,7 +139,7 @@ async def test_outage_adds_no_latency_and_loses_nothing(
         assert gauges["persistence_database_writable"] == 0
         assert gauges["persistence_queue_depth"] > 0 and gauges["persistence_spool_bytes"] > 0
         assert gauges["persistence_write_failures_total"] >= 1
-        assert spooled_records(sidecar.env["SIDECAR_DATA_DIR"]) >= report["queue_depth"]
+        assert spooled_records(sidecar.env["SIDECAR_SERVER_DATA_DIR"]) >= report["queue_depth"]
         assert not traffic.all_stored(db)
         during += await traffic.burst(http, 10)
 
@@ -170,8 +170,8 @@ async def test_full_spool_refuses_recorded_requests_until_the_database_returns(
     start_sidecar: SidecarFactory, via_proxy: dict[str, str], pg_proxy: Proxy, db: StoreReader
 ) -> None:
     sidecar = await start_sidecar(**persist_env(
-        via_proxy, SIDECAR_SPOOL_MAX_BYTES="1500", SIDECAR_SPOOL_RETRY_AFTER_SECONDS="7",
-        **FAST))
+        via_proxy, SIDECAR_PERSISTENCE_SPOOL_MAX_BYTES="1500",
+        SIDECAR_PERSISTENCE_SPOOL_RETRY_AFTER_SECONDS="7", **FAST))
     traffic = Traffic(sidecar.url)
     body = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
     pg_proxy.disable()
@@ -210,14 +210,15 @@ async def test_full_spool_with_accept_policy_serves_and_keeps_records_in_memory(
     start_sidecar: SidecarFactory, via_proxy: dict[str, str], pg_proxy: Proxy, db: StoreReader
 ) -> None:
     sidecar = await start_sidecar(**persist_env(
-        via_proxy, SIDECAR_SPOOL_MAX_BYTES="1500", SIDECAR_SPOOL_FULL_POLICY="accept", **FAST))
+        via_proxy, SIDECAR_PERSISTENCE_SPOOL_MAX_BYTES="1500",
+        SIDECAR_PERSISTENCE_SPOOL_FULL_POLICY="accept", **FAST))
     traffic = Traffic(sidecar.url)
     pg_proxy.disable()
     async with aiohttp.ClientSession() as http:
         await traffic.burst(http, 15)
         report = await readiness(sidecar.url)
         assert report["ok"] and report["spool_full"]
-        assert report["memory_records"] > spooled_records(sidecar.env["SIDECAR_DATA_DIR"])
+        assert report["memory_records"] > spooled_records(sidecar.env["SIDECAR_SERVER_DATA_DIR"])
     pg_proxy.enable()
     await wait_for(lambda: traffic.all_stored(db), timeout=30)
 
@@ -231,7 +232,7 @@ async def test_sigterm_and_kill_9_lose_nothing_that_was_spooled(
     spawn_sidecar: Callable[..., SidecarProcess], via_proxy: dict[str, str], pg_proxy: Proxy,
     db: StoreReader, mock_upstream: MockUpstream, base_env: dict[str, str]
 ) -> None:
-    data_dir = base_env["SIDECAR_DATA_DIR"]
+    data_dir = base_env["SIDECAR_SERVER_DATA_DIR"]
     env = _spawn_env(via_proxy, mock_upstream)
     expected = Traffic("")
     async with aiohttp.ClientSession() as http:
@@ -281,7 +282,7 @@ async def test_sigterm_writes_the_queue_to_the_database(
     db: StoreReader, mock_upstream: MockUpstream, base_env: dict[str, str]
 ) -> None:
     env = persist_env(pg_database, MISTRAL_BASE_URL=mock_upstream.url,
-                      SIDECAR_PERSIST_FLUSH_INTERVAL_SECONDS="60")
+                      SIDECAR_PERSISTENCE_FLUSH_INTERVAL_SECONDS="60")
     process = await asyncio.to_thread(spawn_sidecar, **env)
     traffic = Traffic(process.url)
     async with aiohttp.ClientSession() as http:
@@ -291,4 +292,4 @@ async def test_sigterm_writes_the_queue_to_the_database(
     process.signal(signal.SIGTERM)
     assert await asyncio.to_thread(process.proc.wait, 20) == 0
     assert traffic.all_stored(db)
-    assert spooled_records(base_env["SIDECAR_DATA_DIR"]) == 0
+    assert spooled_records(base_env["SIDECAR_SERVER_DATA_DIR"]) == 0

@@ -207,7 +207,8 @@ async def test_usage_lines_of_both_forms_give_the_same_rows(
               "model": "mistral-small-latest", "agent_id": None, "conversation_id": "c",
               "status": 200, "streamed": True, "prompt_tokens": 3, "completion_tokens": 4,
               "total_tokens": 7, "latency_ms": 12.5, "created_at": iso_from_unix(now),
-              "content": {"request": {"messages": []}}}
+              "content": {"request": {"messages": []}}, "key_id": "k", "org": "acme",
+              "cost_nanos": 1500, "currency": "USD"}
     as_row = Record.usage_row(now, *({"id": "row", **values}[c] for c in USAGE_COLUMNS))
     as_object = Record(USAGE, {"id": "object", **values}, now)
     lines = [record.to_line() for record in (as_row, as_object)]

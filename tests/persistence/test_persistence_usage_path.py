@@ -22,8 +22,8 @@ from tests.persistence.spool_witness import WITNESSED
 async def test_model_calls_short_path_makes_the_general_record(
         start_sidecar: SidecarFactory, tmp_path: Path) -> None:
     env = persist_env({})
-    sidecar = await start_sidecar(**{**env, "SIDECAR_PLUGINS":
-                                     f"{env['SIDECAR_PLUGINS']},{CONTEXTS_PLUGIN}"})
+    sidecar = await start_sidecar(**{**env, "SIDECAR_PLUGINS_CHAIN":
+                                     f"{env['SIDECAR_PLUGINS_CHAIN']},{CONTEXTS_PLUGIN}"})
     calls = [
         ("/v1/chat/completions", {"model": MODEL, "messages": [{"role": "user",
                                                                "content": "hi"}]}),
@@ -58,10 +58,10 @@ async def test_an_answer_leaves_only_once_its_record_is_in_the_spool(
         start_sidecar: SidecarFactory) -> None:
     # Records stay in the spool (no batch is due); a plugin after persistence finds each
     # request's record in the spool file before the answer leaves, for concurrent requests.
-    env = persist_env({}, SIDECAR_PERSIST_FLUSH_INTERVAL_SECONDS="60",
-                      SIDECAR_PERSIST_BATCH_SIZE="100000")
-    sidecar = await start_sidecar(**{**env, "SIDECAR_PLUGINS":
-                                     f"{env['SIDECAR_PLUGINS']},{WITNESS_PLUGIN}"})
+    env = persist_env({}, SIDECAR_PERSISTENCE_FLUSH_INTERVAL_SECONDS="60",
+                      SIDECAR_PERSISTENCE_BATCH_SIZE="100000")
+    sidecar = await start_sidecar(**{**env, "SIDECAR_PLUGINS_CHAIN":
+                                     f"{env['SIDECAR_PLUGINS_CHAIN']},{WITNESS_PLUGIN}"})
     async with aiohttp.ClientSession() as http:
         async def call(request_id: str) -> None:
             async with http.post(sidecar.url + "/v1/chat/completions",

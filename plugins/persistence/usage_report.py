@@ -1,0 +1,164 @@
+"""The ``usage`` report: usage_log summed per group (owner, key, org, model, day), with
+what each group cost.
+
+A group's cost is the sum of its requests' costs (``cost_nanos``, billionths of their
+currency) when every request in it that reported tokens has one; when some did not (a model
+without a price, a row older than pricing), the cost is unknown, shown as ``unknown`` and
+``null``, and ``unpriced`` counts those requests. A request that reported no tokens (an
+error) costs nothing whatever its price. Groups in different currencies are never added up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from plugins.store.db import Executor
+
+__all__ = ["DEFAULT_GROUPS", "FILTERS", "GROUPS", "format_usage", "parse_groups",
+           "read_usage", "summarise", "usage_query"]
+
+#: What ``--by`` may name, in the order the report lists them.
+GROUPS = ("owner", "key", "org", "model", "day")
+DEFAULT_GROUPS = ("owner", "model")
+#: The name of each group in ``--json`` rows.
+_JSON_NAMES = {"owner": "owner_id", "key": "key_id", "org": "org", "model": "model",
+               "day": "day"}
+_COLUMNS = {"owner": "owner_id", "key": "key_id", "org": "org", "model": "model"}
+#: The UTC day of a row, per dialect (SQLite keeps times as canonical UTC text).
+_DAY = {"postgres": "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
+        "sqlite": "substr(created_at, 1, 10)"}
+_NANOS = Decimal(10) ** 9
+#: Decimals of a cost in the table (the JSON carries it exactly).
+_SHOWN = Decimal("0.000001")
+_SUMS = ("requests", "errors", "prompt_tokens", "completion_tokens", "total_tokens")
+#: What :func:`read_usage` may filter on -> the condition on usage_log; ``since`` and
+#: ``until`` take canonical timestamp text (``until`` is exclusive).
+FILTERS = {"org": "org = ?", "owner": "owner_id = ?", "key": "key_id = ?",
+           "model": "model = ?", "since": "created_at >= ?", "until": "created_at < ?"}
+
+
+def parse_groups(text: str) -> tuple[str, ...] | None:
+    """Comma-separated group names (``--by``, the admin API's ``by``) as a tuple, each once,
+    in the order given; ``None`` when one is unknown or none is named."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names or any(name not in GROUPS for name in names):
+        return None
+    return tuple(dict.fromkeys(names))
+
+
+async def read_usage(db: Executor, dialect: str, groups: Sequence[str],
+                     **filters: str | None) -> list[dict[str, Any]]:
+    """The report's rows (:func:`summarise`) over the usage_log rows that match every
+    filter given (:data:`FILTERS`; ``None`` filters nothing). The ``usage`` command and the
+    admin API both read usage through this."""
+    where: list[str] = []
+    params: list[str] = []
+    for name, value in filters.items():
+        if value is not None:
+            where.append(FILTERS[name])
+            params.append(value)
+    rows = await db.fetchall(usage_query(groups, dialect, where), params)
+    return summarise(rows, groups)
+
+
+def usage_query(groups: Sequence[str], dialect: str, where: Sequence[str]) -> str:
+    """The statement summing usage_log per ``groups`` and currency, restricted by the
+    ``where`` conditions (``?`` placeholders); group values come back as ``g0``, ``g1`` ..."""
+    keys = [_DAY.get(dialect, _DAY["sqlite"]) if g == "day" else _COLUMNS[g] for g in groups]
+    select = "".join(f"{key} AS g{i}, " for i, key in enumerate(keys))
+    clause = f"WHERE {' AND '.join(where)} " if where else ""
+    return (
+        f"SELECT {select}currency, COUNT(*) AS requests, "
+        "SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END) AS errors, "
+        "SUM(prompt_tokens) AS prompt_tokens, SUM(completion_tokens) AS completion_tokens, "
+        "SUM(total_tokens) AS total_tokens, SUM(cost_nanos) AS cost_nanos, "
+        "SUM(CASE WHEN cost_nanos IS NULL AND (prompt_tokens > 0 OR completion_tokens > 0 "
+        "OR total_tokens > 0) THEN 1 ELSE 0 END) AS unpriced "
+        f"FROM usage_log {clause}GROUP BY {', '.join([*keys, 'currency'])}")
+
+
+def summarise(rows: Iterable[Mapping[str, Any]], groups: Sequence[str]) -> list[dict[str, Any]]:
+    """The report's rows from :func:`usage_query`'s: one per group, sorted, with ``cost``
+    (exact decimal text, ``None`` when unknown), ``currency`` and ``unpriced``.
+
+    A group's rows without a currency (unpriced requests, errors) join its priced rows when
+    those are in one currency, and stay a row of their own otherwise.
+    """
+    parts: dict[tuple[Any, ...], list[Mapping[str, Any]]] = {}
+    for row in rows:
+        parts.setdefault(tuple(row[f"g{i}"] for i in range(len(groups))), []).append(row)
+    out: list[dict[str, Any]] = []
+    for key, found in parts.items():
+        priced = [part for part in found if part["currency"] is not None]
+        unpriced = [part for part in found if part["currency"] is None]
+        if len(priced) <= 1:
+            lines = [priced + unpriced]
+        else:
+            lines = [[part] for part in priced] + ([unpriced] if unpriced else [])
+        out.extend(_line(groups, key, members) for members in lines)
+    out.sort(key=lambda line: tuple((line[_JSON_NAMES[g]] is not None,
+                                     str(line[_JSON_NAMES[g]] or "")) for g in groups))
+    return out
+
+
+def _line(groups: Sequence[str], key: tuple[Any, ...],
+          members: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    line: dict[str, Any] = {_JSON_NAMES[g]: value for g, value in zip(groups, key, strict=True)}
+    for name in _SUMS:
+        line[name] = sum(int(member[name] or 0) for member in members)
+    unpriced = sum(int(member["unpriced"] or 0) for member in members)
+    nanos = sum(int(member["cost_nanos"] or 0) for member in members)
+    currency = next((member["currency"] for member in members if member["currency"]), None)
+    line["cost"] = None if unpriced else _decimal_text(nanos)
+    line["currency"] = currency
+    line["unpriced"] = unpriced
+    return line
+
+
+def _decimal_text(nanos: int) -> str:
+    """Billionths as exact decimal text: ``1500`` is ``"0.0000015"``."""
+    return format((Decimal(nanos) / _NANOS).normalize(), "f")
+
+
+def format_usage(rows: list[dict[str, Any]], groups: Sequence[str] = DEFAULT_GROUPS) -> str:
+    """The report as an aligned table with a total line; costs to six decimals."""
+    header = [*groups, "requests", "errors", "prompt", "completion", "total", "cost",
+              "currency", "unpriced"]
+    table = [[_cell(r[_JSON_NAMES[g]]) for g in groups]
+             + [str(r[name]) for name in _SUMS]
+             + [_shown(r["cost"]), r["currency"] or "-", str(r["unpriced"])] for r in rows]
+    table.append(["TOTAL", *[""] * (len(groups) - 1), *_totals(rows)])
+    widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(header)]
+    out = []
+    for row in [header, *table]:
+        cells = [row[i].ljust(widths[i]) if i < len(groups) else row[i].rjust(widths[i])
+                 for i in range(len(header))]
+        out.append("  ".join(cells).rstrip())
+    return "\n".join(out) + "\n"
+
+
+def _totals(rows: list[dict[str, Any]]) -> list[str]:
+    """The total line's cells: sums, and the total cost when it is known and in one
+    currency."""
+    sums = [str(sum(int(r[name]) for r in rows)) for name in _SUMS]
+    unpriced = sum(int(r["unpriced"]) for r in rows)
+    currencies = {r["currency"] for r in rows if r["currency"]}
+    if unpriced:
+        cost, currency = "unknown", "-"
+    elif len(currencies) > 1:
+        cost, currency = "mixed", "-"
+    else:
+        total = sum((Decimal(r["cost"]) for r in rows if r["cost"] is not None), Decimal(0))
+        cost, currency = _shown(format(total, "f")), next(iter(currencies), "-")
+    return [*sums, cost, currency, str(unpriced)]
+
+
+def _shown(cost: str | None) -> str:
+    return "unknown" if cost is None else format(
+        Decimal(cost).quantize(_SHOWN, ROUND_HALF_UP), "f")
+
+
+def _cell(value: Any) -> str:
+    return "-" if value is None or value == "" else str(value)
