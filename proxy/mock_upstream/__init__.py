@@ -15,6 +15,7 @@ Control API (no authentication):
 * ``POST /__mock__/faults`` registers a fault, answers ``201 {"id", "fault"}``::
 
       {"method": "POST" | null, "path_prefix": "/v1/chat" | null,
+       "model": "mistral-large-latest" | null,            # JSON body's model
        "times": 1 (-1 = forever),
        "action": "respond" | "drop" | "delay" | "stall" | "cut_stream",
        "status": 503, "body": {...}, "headers": {...},   # respond

@@ -17,6 +17,8 @@ class Fault:
     action: str
     method: str | None = None
     path_prefix: str | None = None
+    #: Only requests whose JSON body names this ``model`` (``None``: any request).
+    model: str | None = None
     times: int = 1
     status: int = 503
     body: Any = None
@@ -26,11 +28,14 @@ class Fault:
     id: str = field(default_factory=lambda: f"fault_{uuid.uuid4().hex[:12]}")
     hits: int = 0
 
-    def matches(self, method: str, path: str) -> bool:
-        """Whether this fault applies to a request with ``method`` and ``path``."""
+    def matches(self, method: str, path: str, model: str | None = None) -> bool:
+        """Whether this fault applies to a request with ``method``, ``path`` and (the JSON
+        body's) ``model``."""
         if self.times == 0:
             return False
         if self.method is not None and self.method != method.upper():
+            return False
+        if self.model is not None and self.model != model:
             return False
         return self.path_prefix is None or path.startswith(self.path_prefix)
 
@@ -41,6 +46,7 @@ class Fault:
             "action": self.action,
             "method": self.method,
             "path_prefix": self.path_prefix,
+            "model": self.model,
             "times": self.times,
             "status": self.status,
             "body": self.body,
@@ -73,6 +79,9 @@ def parse_fault(data: Any) -> Fault:
     path_prefix = data.get("path_prefix")
     if path_prefix is not None and not isinstance(path_prefix, str):
         raise ValueError("path_prefix must be a string or null")
+    model = data.get("model")
+    if model is not None and (not isinstance(model, str) or not model):
+        raise ValueError("model must be a non-empty string or null")
     headers = data.get("headers") or {}
     if not isinstance(headers, dict) or not all(isinstance(k, str) for k in headers):
         raise ValueError("headers must be an object")
@@ -90,6 +99,7 @@ def parse_fault(data: Any) -> Fault:
         action=action,
         method=method.upper() if method else None,
         path_prefix=path_prefix or None,
+        model=model,
         times=times,
         status=status,
         body=data.get("body"),
@@ -99,10 +109,11 @@ def parse_fault(data: Any) -> Fault:
     )
 
 
-def take_fault(faults: list[Fault], method: str, path: str) -> Fault | None:
+def take_fault(faults: list[Fault], method: str, path: str,
+               model: str | None = None) -> Fault | None:
     """Consume one use of the first registered fault matching the request, if any."""
     for fault in faults:
-        if fault.matches(method, path):
+        if fault.matches(method, path, model):
             fault.hits += 1
             if fault.times > 0:
                 fault.times -= 1

@@ -7,6 +7,7 @@ under ``/__mock__`` is always answered straight away.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 import uuid
@@ -114,7 +115,9 @@ async def fault_middleware(request: web.Request, handler: Handler) -> web.Stream
     if not is_api_path(request.path):
         return await handler(request)
     state = request.app[STATE_KEY]
-    fault = take_fault(state.faults, request.method, request.path)
+    # Only a fault aimed at a model needs the body read this early.
+    model = await _body_model(request) if any(f.model for f in state.faults) else None
+    fault = take_fault(state.faults, request.method, request.path, model)
     if fault is None:
         return await handler(request)
     request[RECORD_KEY].fault = fault.id
@@ -135,6 +138,19 @@ async def fault_middleware(request: web.Request, handler: Handler) -> web.Stream
     if isinstance(response, web.Response) and not response.prepared:
         await _send_truncated(request, response)
     return response
+
+
+async def _body_model(request: web.Request) -> str | None:
+    """The ``model`` a JSON request body names, if any (aiohttp keeps the body read here for
+    the handler)."""
+    if request.content_type != "application/json" or not request.body_exists:
+        return None
+    try:
+        body = json.loads(await request.read())
+    except (ValueError, UnicodeDecodeError):
+        return None
+    model = body.get("model") if isinstance(body, dict) else None
+    return model if isinstance(model, str) else None
 
 
 async def _send_truncated(request: web.Request, response: web.Response) -> None:
