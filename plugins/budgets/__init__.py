@@ -1,0 +1,374 @@
+"""The budgets plugin: spending caps per key, owner, organisation and model, per UTC day or
+month, shared by every replica.
+
+An operator sets budgets with ``mistral-sidecar budgets set`` (:mod:`.commands`); they live
+in the ``budgets`` table, which every replica re-reads every ``budgets.refresh_seconds``
+(:mod:`.book`). A budget applies to a request when its subject is the caller's key, owner or
+organisation and it is on every model or on the model the request names.
+
+* **Before a request** (``on_request``, for operations that can cost money): the spend of
+  every budget that applies is read in one round trip; a *hard* budget whose spend reached its
+  limit refuses the request with 429 ``budget_exceeded`` and ``Retry-After`` until its period
+  ends, so it never goes upstream. Every such request carries the tightest budget's
+  ``X-Sidecar-Budget-Limit``, ``-Remaining`` and ``-Reset`` headers, and
+  ``X-Sidecar-Budget-Warning`` from 80 % on (:mod:`.enforce`).
+* **After it** (``on_end``): what the request cost, as the prices plugin set it on
+  ``ctx.usage.cost`` (streams from the usage of their last event; a cached answer costs
+  nothing), is charged to every budget applying to the model that answered. A charge that
+  takes a budget to 80 % or 100 % of its limit reports ``budgets.threshold`` (a log line with
+  the logs plugin, a counter with metrics). A request whose cost is unknown (its model has no
+  price) is not charged: the first such request per model says so (``budgets.uncharged``).
+
+Spend is kept per budget and period in Redis when ``redis.host`` is set
+(:mod:`.redis_spend`), else in the database (:mod:`.db_spend`), behind a ledger that serves
+from memory while the backend fails (``budgets.failure_mode`` ``open``) or answers 503
+(``closed``) (:mod:`.ledger`).
+
+Needs ``store``, ``auth`` and ``prices`` before it in the chain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from plugins.budgets.backends import redis_timeout, spend_backend
+from plugins.budgets.book import BudgetBook
+from plugins.budgets.budget import Budget
+from plugins.budgets.db_spend import DatabaseSpend
+from plugins.budgets.enforce import (
+    SPENDING,
+    WARNING_HEADER,
+    Standing,
+    Told,
+    counter,
+    crossed,
+    headers,
+    refusal,
+)
+from plugins.budgets.ledger import Ledger, LedgerUnavailable
+from plugins.budgets.money import format_amount, to_nanos
+from plugins.budgets.periods import Clock, utc_now
+from plugins.budgets.spend import Charge
+from plugins.prices import PRICES
+from plugins.prices.charging import answered_model
+from plugins.store import DATABASE
+from proxy import hookimpl
+from proxy.app import SETTINGS
+from proxy.context import RequestContext
+from proxy.errors import SidecarError
+from proxy.event_registry import EventMetric, EventSpec, Label, LevelWhen
+from proxy.events import emit, emitter
+from proxy.settings import Setting
+
+__all__ = ["BUDGETS", "EVENTS", "BudgetState"]
+
+logger = logging.getLogger("mistral_sidecar.budgets")
+
+#: Budgets are read from the store's database, apply to the identity auth establishes, and
+#: charge the cost prices sets (which must end each request first).
+requires = ("store", "auth", "prices")
+
+Report = Callable[[RequestContext | None, dict[str, Any]], None]
+
+
+@dataclass(slots=True)
+class BudgetState:
+    """Everything the plugin keeps on the application."""
+
+    book: BudgetBook
+    ledger: Ledger
+    failure_mode: str
+    wall: Clock
+    report_threshold: Report | None
+    report_exceeded: Report | None
+    report_uncharged: Report | None
+    told: Told = field(default_factory=Told)
+    #: Models (and reasons) already reported as not charged.
+    uncharged: set[tuple[str, str]] = field(default_factory=set)
+
+
+BUDGETS = web.AppKey("budgets_state", BudgetState)
+
+_MODE = Label("mode", field="hard", values={True: "hard", False: "soft"})
+
+#: The events this plugin emits.
+EVENTS = (
+    EventSpec("budgets.threshold", "A charge took a budget's spend to or past 80 % or 100 % of "
+              "its limit (once per budget and period).",
+              fields=("budget_id", "scope", "subject", "model", "period", "period_start",
+                      "percent", "hard", "limit", "spent", "currency"),
+              level="WARNING",
+              metrics=(EventMetric("budget_thresholds", "Budget thresholds crossed, by scope, "
+                                   "period, percent (80, 100) and mode (hard, soft).",
+                                   ("scope", "period", "percent", _MODE)),)),
+    EventSpec("budgets.exceeded", "A request was refused: a hard budget that applies to it "
+              "reached its limit.", fields=("budget_id", "scope", "period", "retry_after"),
+              metrics=(EventMetric("budget_refusals", "Requests refused by a hard budget, by "
+                                   "scope and period.", ("scope", "period")),)),
+    EventSpec("budgets.fallback", "The spend backend became unusable (active: spend served "
+              "from memory, or refused in closed mode) or usable again.",
+              fields=("active", "reason", "failure_mode"),
+              levels=(LevelWhen("active", "WARNING"),),
+              metrics=(EventMetric("budget_fallbacks", "Times the spend backend became "
+                                   "unusable.", when="active"),)),
+    EventSpec("budgets.uncharged", "A request a budget applies to was not charged: its cost "
+              "is unknown (no price for its model) or in another currency (told once per "
+              "model and reason).", fields=("model", "reason"), level="WARNING"),
+)
+
+
+@hookimpl
+def sidecar_events() -> list[EventSpec]:
+    """The events this plugin emits."""
+    return list(EVENTS)
+
+
+@hookimpl
+def sidecar_settings() -> list[Setting]:
+    """How often budgets are re-read, and what a failing spend backend means."""
+    return [
+        Setting("budgets.refresh_seconds", "float", 2.0,
+                "How often every replica re-reads the budgets table (a budget set or cleared "
+                "applies everywhere within this time) and, without Redis, writes its charges "
+                "to the database and reads the other replicas'.", minimum=0.05),
+        Setting("budgets.failure_mode", "str", "open",
+                "When the spend backend (Redis, else the database) fails: 'open' serves "
+                "from what this replica knows (caps it saw reached stay reached), 'closed' "
+                "answers 503 to requests a budget applies to.", choices=("open", "closed")),
+        Setting("budgets.probe_interval_seconds", "float", 1.0,
+                "While the spend backend is failing, how often one request tries it again.",
+                minimum=0.01),
+    ]
+
+
+@hookimpl
+def register_commands(subparsers: argparse._SubParsersAction[Any]) -> None:
+    """``mistral-sidecar budgets set|list|clear``."""
+    from plugins.budgets.commands import register
+
+    register(subparsers)
+
+
+# --- lifecycle -------------------------------------------------------------------------------
+
+
+@hookimpl
+def startup(app: web.Application) -> Awaitable[None]:
+    """Read the budgets (without waiting long for the database: a replica that cannot read
+    them starts knowing none), open the spend backend, start the background refreshes."""
+
+    async def start() -> None:
+        settings = app[SETTINGS]
+        pricer = app.get(PRICES)
+        if pricer is None:
+            raise RuntimeError("the budgets plugin needs the prices plugin before it")
+        aliases = pricer.table.aliases
+        db_timeout = float(settings["db.timeout_seconds"])
+        book = BudgetBook(app[DATABASE], lambda model: aliases.get(model, model),
+                          refresh_interval=float(settings["budgets.refresh_seconds"]),
+                          timeout=db_timeout)
+        if not await book.refresh():
+            logger.warning("budgets: started without reading the budgets table; no budget "
+                           "applies until it can be read (failure mode %s)",
+                           settings["budgets.failure_mode"])
+        backend = spend_backend(settings, app[DATABASE])
+        ledger = Ledger(backend,
+                        timeout=redis_timeout(settings) if backend.name == "redis" else db_timeout,
+                        failure_mode=str(settings["budgets.failure_mode"]),
+                        probe_interval=float(settings["budgets.probe_interval_seconds"]),
+                        emit=lambda name, **fields: emit(app, name, **fields))
+        if isinstance(backend, DatabaseSpend):
+            await backend.sync()
+            backend.start()
+        await ledger.verify()
+        book.start()
+        app[BUDGETS] = BudgetState(
+            book, ledger, str(settings["budgets.failure_mode"]), utc_now,
+            report_threshold=emitter(app, "budgets.threshold"),
+            report_exceeded=emitter(app, "budgets.exceeded"),
+            report_uncharged=emitter(app, "budgets.uncharged"))
+        logger.info("budgets: %d budgets, spend in %s", len(book.index), backend.name)
+
+    return start()
+
+
+@hookimpl
+def shutdown(app: web.Application) -> Awaitable[None] | None:
+    """Stop refreshing; send the charges still held back; close connections."""
+    state = app.get(BUDGETS)
+    if state is None:
+        return None
+
+    async def stop() -> None:
+        await state.book.close()
+        await state.ledger.close()
+
+    return stop()
+
+
+@hookimpl
+def readiness(app: web.Application) -> Awaitable[dict[str, Any]] | None:
+    """``budgets``: the spend backend in use, how many budgets apply; not ok only in closed
+    mode while the backend fails or the budgets were never read."""
+    state = app.get(BUDGETS)
+    if state is None:
+        return None
+
+    async def check() -> dict[str, Any]:
+        ledger = state.ledger
+        shared = await ledger.check_shared()
+        usable = shared["ok"] and state.book.loaded
+        return {"budgets": {
+            "ok": usable or state.failure_mode == "open",
+            "backend": ledger.backend, "failure_mode": state.failure_mode,
+            "budgets": len(state.book.index), "read": state.book.loaded,
+            "stale": state.book.failing, "spend": shared,
+            "held_charges": ledger.memory.unsent}}
+
+    return check()
+
+
+@hookimpl
+def gauges(app: web.Application) -> list[tuple[str, dict[str, str], float]] | None:
+    """``budgets_fallback_active`` (1 while the spend backend is unusable) and
+    ``budgets_defined`` (budgets in force on this replica)."""
+    state = app.get(BUDGETS)
+    if state is None:
+        return None
+    return [("budgets_fallback_active", {}, 1.0 if state.ledger.switch.active else 0.0),
+            ("budgets_defined", {}, float(len(state.book.index)))]
+
+
+# --- one request -----------------------------------------------------------------------------
+
+
+def _requested_model(ctx: RequestContext) -> str | None:
+    body = ctx.json
+    model = body.get("model") if isinstance(body, dict) else None
+    return model if isinstance(model, str) and model else None
+
+
+def _unavailable(ctx: RequestContext, state: BudgetState) -> SidecarError:
+    ctx.log["budget"] = "unavailable"
+    retry = max(1, round(state.ledger.switch.probe_interval))
+    return SidecarError(503, "Budgets are temporarily unavailable; retry shortly.",
+                        type="service_unavailable", code="budget_unavailable",
+                        headers={"Retry-After": str(retry)})
+
+
+@hookimpl
+def on_request(ctx: RequestContext) -> Awaitable[None] | None:
+    """Refuse a request a reached hard budget applies to; add the budget headers."""
+    state = ctx.app.get(BUDGETS)
+    identity = ctx.identity
+    if state is None or identity is None or ctx.operation_name not in SPENDING:
+        return None
+    if not state.book.loaded and state.failure_mode == "closed":
+        raise _unavailable(ctx, state)
+    index = state.book.index
+    candidates = index.candidates(identity)
+    if not candidates:
+        return None
+    # Parsing the body is the costliest step of a pass-through: only for a model budget.
+    model = _requested_model(ctx) if any(model for _, model in candidates) else None
+    budgets = index.select(candidates, model)
+    if not budgets:
+        return None
+    return _check(ctx, state, budgets)
+
+
+async def _check(ctx: RequestContext, state: BudgetState, budgets: list[Budget]) -> None:
+    now = state.wall()
+    periods = [counter(budget, now) for budget in budgets]
+    try:
+        spent = await state.ledger.read([c for c, _ in periods])
+    except LedgerUnavailable:
+        raise _unavailable(ctx, state) from None
+    standings = [Standing(budget, current, total)
+                 for budget, (_, current), total in zip(budgets, periods, spent, strict=True)]
+    shown = headers(standings, now)
+    ctx.response_headers.update(shown)
+    if WARNING_HEADER in shown:
+        ctx.log["budget"] = "warning"
+    refused = refusal(standings, now)
+    if refused is None:
+        return
+    ctx.log["budget"] = "exceeded"
+    report = state.report_exceeded
+    if report is not None:
+        for standing in standings:
+            if standing.budget.hard and standing.reached:
+                report(ctx, {"budget_id": standing.budget.id, "scope": standing.budget.scope,
+                             "period": standing.budget.period,
+                             "retry_after": standing.span.seconds_left(now)})
+    raise refused
+
+
+@hookimpl
+def on_end(ctx: RequestContext) -> Awaitable[None] | None:
+    """Charge what the request cost to every budget applying to the model that answered."""
+    state = ctx.app.get(BUDGETS)
+    identity = ctx.identity
+    if state is None or identity is None:
+        return None
+    index = state.book.index
+    candidates = index.candidates(identity)
+    usage = ctx.usage if candidates else None
+    if usage is None:
+        return None
+    model = answered_model(ctx)
+    cost = usage.cost
+    if cost is None:
+        if usage.total_tokens or usage.pages or usage.audio_seconds:
+            _uncharged(ctx, state, index.select(candidates, model), model, "unpriced")
+        return None
+    amount = to_nanos(cost)
+    if amount <= 0:
+        return None
+    budgets = index.select(candidates, model)
+    other = [b for b in budgets if b.currency != usage.currency]
+    if other:
+        _uncharged(ctx, state, other, model, "currency")
+        budgets = [b for b in budgets if b.currency == usage.currency]
+    if not budgets:
+        return None
+    return _charge(ctx, state, budgets, amount)
+
+
+def _uncharged(ctx: RequestContext, state: BudgetState, budgets: list[Budget],
+               model: str | None, reason: str) -> None:
+    if not budgets:
+        return
+    ctx.log["budget"] = "not_charged"
+    told = (model or "", reason)
+    if told in state.uncharged or len(state.uncharged) >= 1000:
+        return
+    state.uncharged.add(told)
+    if state.report_uncharged is not None:
+        state.report_uncharged(ctx, {"model": model, "reason": reason})
+
+
+async def _charge(ctx: RequestContext, state: BudgetState, budgets: list[Budget],
+                  amount: int) -> None:
+    now = state.wall()
+    periods = [counter(budget, now) for budget in budgets]
+    totals = await state.ledger.charge([Charge(c, amount) for c, _ in periods])
+    report = state.report_threshold
+    for budget, (spent_counter, _), total in zip(budgets, periods, totals, strict=True):
+        for percent in crossed(budget, total - amount, total):
+            if not state.told.first_time(budget.id, spent_counter.label, percent):
+                continue
+            if report is not None:
+                report(ctx, {"budget_id": budget.id, "scope": budget.scope,
+                             "subject": budget.subject, "model": budget.model or None,
+                             "period": budget.period, "period_start": spent_counter.label,
+                             "percent": percent, "hard": budget.hard,
+                             "limit": format_amount(budget.limit),
+                             "spent": format_amount(total),
+                             "currency": budget.currency})
