@@ -12,10 +12,10 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from plugins.auth.keys import fingerprint
-from plugins.auth.keystore import KeyRecord, KeyStore
+from plugins.auth.keystore import KeyRecord, KeyStore, key_problem
 from plugins.auth.ownership import AGENT, KINDS, ORG_SCOPED, Ownership, upsert
 from plugins.store import run_with_database
-from plugins.store.db import Database
+from plugins.store.db import Database, Executor
 from proxy.settings import Settings
 
 _DURATION = re.compile(r"^(\d+)\s*([smhdw])$")
@@ -72,11 +72,9 @@ def _fail(message: str, code: int = 2) -> int:
 
 def cmd_create(args: argparse.Namespace, settings: Settings) -> int:
     """Create a key; the key itself is the last line printed."""
-    roles = settings["auth.roles"]
-    if args.role not in roles:
-        return _fail(f"--role: unknown role {args.role!r} (roles: {', '.join(roles)})")
-    if not args.owner.strip() or not args.org.strip():
-        return _fail("--owner and --org must not be empty")
+    problem = key_problem(args.owner, args.role, args.org, settings["auth.roles"], args.name)
+    if problem is not None:
+        return _fail(f"--{problem[0]}: {problem[1]}")
     expires_at = None
     if args.expires:
         try:
@@ -164,17 +162,35 @@ def cmd_fingerprint(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def adoption_problem(kind: str, resource_id: str, org: str, owner: str
+                     ) -> tuple[str, str] | None:
+    """Why ``resource_id`` cannot be put under ``org`` and ``owner``, as ``(field,
+    message)``; ``None`` when it can. ``adopt`` and the admin API ask this same question."""
+    if kind not in KINDS:
+        return "kind", f"unknown kind {kind!r} (kinds: {', '.join(KINDS)})"
+    for field, value in (("org", org), ("owner", owner), ("id", resource_id)):
+        if not value.strip():
+            return field, "must not be empty"
+    return None
+
+
+async def adopt(db: Executor, kind: str, resource_id: str, org: str, owner: str) -> Ownership:
+    """Record ``org`` and ``owner`` as the owners of a resource (check it with
+    :func:`adoption_problem` first); returns the record written."""
+    record = Ownership(kind, resource_id, org, owner, None)
+    # Replaces any record, however recent: the operator's word is final.
+    await upsert(db, record, replace_newer=True)
+    return record
+
+
 def _adopt(kind: str, resource_id: str, org: str, owner: str, settings: Settings) -> int:
-    if not org.strip():
-        return _fail("--org must not be empty")
-    if not owner.strip():
-        return _fail("--owner must not be empty")
-    if not resource_id.strip():
-        return _fail("the resource id must not be empty")
+    problem = adoption_problem(kind, resource_id, org, owner)
+    if problem is not None:
+        field, message = problem
+        return _fail(f"{'the resource id' if field == 'id' else '--' + field}: {message}")
 
     async def body(db: Database) -> int:
-        # Replaces any record, however recent: the operator's word is final.
-        await upsert(db, Ownership(kind, resource_id, org, owner, None), replace_newer=True)
+        await adopt(db, kind, resource_id, org, owner)
         whom = f"org {org}" if kind in ORG_SCOPED else f"{owner} in org {org}"
         print(f"{kind} {resource_id} now belongs to {whom}; every replica sees it within "
               f"{max(float(settings['auth.cache_ttl_seconds']), 30.0):g} s")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import builtins
 import time
-from collections.abc import Callable
+import unicodedata
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from plugins.auth.keys import format_key, hash_secret, new_key_id, new_secret
@@ -11,6 +13,31 @@ from plugins.store.db import Database, Row
 
 _COLUMNS = ("key_id, secret_hash, owner, org, role, name, created_at, expires_at, revoked_at, "
             "rotated_at")
+#: Longest owner, organisation or name a key may carry (they appear in logs and tables).
+MAX_LABEL_LENGTH = 200
+
+
+def key_problem(owner: str, role: str, org: str, roles: Iterable[str],
+                name: str | None = None) -> tuple[str, str] | None:
+    """Why a key for ``owner`` with ``role`` in ``org`` cannot be created, as ``(field,
+    message)``; ``None`` when it can. ``roles`` are the role names of ``auth.roles``.
+
+    The ``keys create`` command and the admin API ask this same question.
+    """
+    known = list(roles)
+    if role not in known:
+        return "role", f"unknown role {role!r} (roles: {', '.join(known)})"
+    for field, value in (("owner", owner), ("org", org), ("name", name)):
+        if value is None:
+            continue
+        if field != "name" and not value.strip():
+            return field, "must not be empty"
+        if len(value) > MAX_LABEL_LENGTH:
+            return field, f"must be at most {MAX_LABEL_LENGTH} characters"
+        # A line break in an owner would forge lines in tables and text logs.
+        if any(unicodedata.category(c) == "Cc" for c in value):
+            return field, "must not contain control characters"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +108,22 @@ class KeyStore:
         """Every key, oldest first."""
         rows = await self.db.fetchall(
             f"SELECT {_COLUMNS} FROM auth_keys ORDER BY created_at, key_id")
+        return [KeyRecord.from_row(r) for r in rows]
+
+    async def page(self, org: str, after: str | None, limit: int,
+                   owner: str | None = None) -> builtins.list[KeyRecord]:
+        """At most ``limit`` keys of ``org`` (and of ``owner``, if given) in key id order,
+        those after key id ``after`` only."""
+        where, params = "org = ?", [org]
+        if owner is not None:
+            where += " AND owner = ?"
+            params.append(owner)
+        if after is not None:
+            where += " AND key_id > ?"
+            params.append(after)
+        rows = await self.db.fetchall(
+            f"SELECT {_COLUMNS} FROM auth_keys WHERE {where} ORDER BY key_id LIMIT ?",
+            (*params, limit))
         return [KeyRecord.from_row(r) for r in rows]
 
     async def revoke(self, key_id: str) -> bool:

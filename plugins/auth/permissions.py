@@ -26,6 +26,17 @@ UNMAPPED = "unmapped"
 #: Not an operation: may read, append to, restart and delete every conversation, file and
 #: batch job of its organisation, and see resources created outside the sidecar.
 ORG_ADMIN = "org_admin"
+#: Not operations either: what the admin API (``plugins.admin``) lets a role do, each within
+#: its own organisation.
+#: Create, list, read, revoke and rotate the organisation's keys; list roles.
+ADMIN_KEYS = "admin:keys"
+#: Read the organisation's usage (requests, tokens, cost).
+ADMIN_USAGE = "admin:usage"
+#: List and read the organisation's agents and conversations; adopt unowned ones.
+ADMIN_RECORDS = "admin:records"
+#: Read the live state of this process (breaker, limiter, spool, key pool).
+ADMIN_STATE = "admin:state"
+ADMIN_ACTIONS = (ADMIN_KEYS, ADMIN_USAGE, ADMIN_RECORDS, ADMIN_STATE)
 
 #: Actions named after the operation they stand for (name without the ``_stream`` suffix).
 _BY_NAME: dict[str, str] = {
@@ -98,7 +109,8 @@ GENERIC_ACTIONS: tuple[str, ...] = tuple(
     f"{verb}_{family}" for family in dict.fromkeys(_FAMILIES.values())
     for verb in ("read", "write"))
 #: Every action a role table may name (``unmapped`` is granted by ``auth.unmapped_roles``).
-ACTIONS: frozenset[str] = frozenset((*SPECIFIC_ACTIONS, *GENERIC_ACTIONS, ORG_ADMIN))
+ACTIONS: frozenset[str] = frozenset((*SPECIFIC_ACTIONS, *GENERIC_ACTIONS, ORG_ADMIN,
+                                     *ADMIN_ACTIONS))
 
 _READ = ["list_agents", "read_agent", "list_conversations", "read_conversation",
          "list_models", "read_model", "list_files", "read_file", "list_batch_jobs",
