@@ -23,7 +23,7 @@ _ENV_LOCK = threading.Lock()
 
 def auth_env(store_env: Mapping[str, str], **extra: str) -> dict[str, str]:
     """Environment for a sidecar with the store and auth plugins on the given store."""
-    env = {"SIDECAR_PLUGINS": AUTH_PLUGINS, "SIDECAR_MIGRATE_ON_START": "true",
+    env = {"SIDECAR_PLUGINS_CHAIN": AUTH_PLUGINS, "SIDECAR_DB_MIGRATE_ON_START": "true",
            "SIDECAR_DB_TIMEOUT_SECONDS": "1"}
     env.update(store_env)
     env.update(extra)

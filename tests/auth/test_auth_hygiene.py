@@ -16,7 +16,7 @@ async def test_no_key_is_ever_logged_or_echoed(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     caplog.set_level(logging.DEBUG)
-    sidecar = await start_sidecar(**auth_env({}, SIDECAR_PLUGINS=plugins,
+    sidecar = await start_sidecar(**auth_env({}, SIDECAR_PLUGINS_CHAIN=plugins,
                                              SIDECAR_AUTH_CACHE_TTL_SECONDS="0"))
     url, env = sidecar.url, sidecar.env
     user = await create_key(env, "alice", "user")

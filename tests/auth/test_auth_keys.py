@@ -131,7 +131,7 @@ async def _stored_text(env: dict[str, str]) -> str:
         async with await psycopg.AsyncConnection.connect(conninfo) as conn:
             cur = await conn.execute("SELECT * FROM auth_keys")
             return repr(await cur.fetchall())
-    data = Path(env["SIDECAR_DATA_DIR"])
+    data = Path(env["SIDECAR_SERVER_DATA_DIR"])
     files = await asyncio.to_thread(lambda: [p.read_bytes() for p in data.glob("sidecar.db*")])
     return "".join(f.decode("latin-1") for f in files)
 

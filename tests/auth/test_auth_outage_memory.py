@@ -29,9 +29,9 @@ from tests.support.toxiproxy_fixture import listen_address
 
 PLUGINS = "store,auth,ratelimit,persistence"
 #: Records written behind the requests, retried quickly once the database is back.
-PERSIST = {"SIDECAR_PERSIST_FLUSH_INTERVAL_SECONDS": "0.02",
-           "SIDECAR_PERSIST_RETRY_MAX_SECONDS": "0.2",
-           "SIDECAR_PERSIST_WRITE_TIMEOUT_SECONDS": "2"}
+PERSIST = {"SIDECAR_PERSISTENCE_FLUSH_INTERVAL_SECONDS": "0.02",
+           "SIDECAR_PERSISTENCE_RETRY_MAX_SECONDS": "0.2",
+           "SIDECAR_PERSISTENCE_WRITE_TIMEOUT_SECONDS": "2"}
 KEYS = 10
 REQUESTS = 100
 #: The issue's bound on the median during the outage, relative to before it.
@@ -150,7 +150,7 @@ async def test_postgres_cut_costs_requests_nothing_and_loses_nothing(
 ) -> None:
     host, port = listen_address(pg_proxy)
     env = auth_env({**pg_database, "DB_HOST": host, "DB_PORT": str(port)},
-                   SIDECAR_PLUGINS=PLUGINS, **PERSIST)
+                   SIDECAR_PLUGINS_CHAIN=PLUGINS, **PERSIST)
     db = StoreReader(pg_database)
     direct = {**base_env, **auth_env(pg_database)}
     early = await _keys(direct, 0, 7)
@@ -222,7 +222,7 @@ async def test_redis_cut_costs_requests_nothing_and_loses_nothing(
     redis_prefix: str, http: aiohttp.ClientSession, base_env: dict[str, str],
 ) -> None:
     host, port = listen_address(redis_proxy)
-    env = auth_env(pg_database, SIDECAR_PLUGINS=PLUGINS, REDIS_HOST=host,
+    env = auth_env(pg_database, SIDECAR_PLUGINS_CHAIN=PLUGINS, REDIS_HOST=host,
                    REDIS_PORT=str(port), SIDECAR_REDIS_PREFIX=redis_prefix,
                    RATE_LIMIT_REQUESTS="100000", **PERSIST)
     db = StoreReader(pg_database)

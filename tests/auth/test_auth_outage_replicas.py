@@ -90,7 +90,7 @@ async def test_replica_started_during_an_outage_serves_keys_from_its_snapshot(
 
     first = await asyncio.to_thread(spawn_sidecar, **env)
     assert await _status(first.url, keys[0]) == 200
-    snapshot = Path(base_env["SIDECAR_DATA_DIR"]) / SNAPSHOT
+    snapshot = Path(base_env["SIDECAR_SERVER_DATA_DIR"]) / SNAPSHOT
     _assert_protected(snapshot, [*keys, revoked])
 
     proxy.disable()
@@ -144,8 +144,8 @@ def _serve(env: dict[str, str], data_dir: Path) -> subprocess.CompletedProcess[s
     clean = {k: v for k, v in os.environ.items()
              if not k.startswith(("SIDECAR_", "MISTRAL_", "DB_", "REDIS_"))}
     clean.update(env)
-    clean.update({"SIDECAR_DATA_DIR": str(data_dir), "MISTRAL_API_KEY": "k",
-                  "SIDECAR_PORT": str(free_port()), "SIDECAR_DB_STARTUP_WAIT_SECONDS": "1"})
+    clean.update({"SIDECAR_SERVER_DATA_DIR": str(data_dir), "MISTRAL_API_KEY": "k",
+                  "SIDECAR_SERVER_PORT": str(free_port()), "SIDECAR_DB_STARTUP_WAIT_SECONDS": "1"})
     return subprocess.run([sys.executable, "-m", "proxy.cli", "serve"], env=clean, cwd=REPO,
                           capture_output=True, text=True, timeout=60)
 
@@ -171,7 +171,7 @@ async def test_replica_without_a_usable_snapshot_refuses_to_start_with_one_line(
     # A snapshot older than auth.stale_ttl_seconds is no better.
     written = tmp_path / "written"
     await create_key({**base_env, **auth_env(pg_database)}, "alice", "user")
-    await start_sidecar(**auth_env(pg_database, SIDECAR_DATA_DIR=str(written)))
+    await start_sidecar(**auth_env(pg_database, SIDECAR_SERVER_DATA_DIR=str(written)))
     assert (written / SNAPSHOT).exists()
     await asyncio.sleep(1.1)
     result = await asyncio.to_thread(

@@ -71,8 +71,9 @@ async def test_callers_key_goes_upstream_and_ownership_follows_its_fingerprint(
 async def test_passthrough_roles_per_fingerprint(
     start_sidecar: SidecarFactory, two_key_upstream: str, tmp_path: Path
 ) -> None:
-    printed = await run_cli({"SIDECAR_PLUGINS": "store,auth", "SIDECAR_AUTH_MODE": "passthrough",
-                             "SIDECAR_DATA_DIR": str(tmp_path)},
+    printed = await run_cli({"SIDECAR_PLUGINS_CHAIN": "store,auth",
+                             "SIDECAR_AUTH_MODE": "passthrough",
+                             "SIDECAR_SERVER_DATA_DIR": str(tmp_path)},
                             "keys", "fingerprint", stdin=KEY_A + "\n")
     assert printed.code == 0 and printed.last_line == fingerprint(KEY_A)
     assert KEY_A not in printed.out

@@ -227,8 +227,8 @@ async def test_roles_are_configurable_in_yaml(start_sidecar: SidecarFactory,
 def test_bad_role_tables_and_missing_upstream_key_stop_start_up(tmp_path: Path) -> None:
     config = tmp_path / "bad.yaml"
     config.write_text("auth:\n  roles:\n    user: [use_model, fly]\n")
-    env = {"MISTRAL_API_KEY": MOCK_KEY, "SIDECAR_PLUGINS": "store,auth",
-           "SIDECAR_DATA_DIR": str(tmp_path)}
+    env = {"MISTRAL_API_KEY": MOCK_KEY, "SIDECAR_PLUGINS_CHAIN": "store,auth",
+           "SIDECAR_SERVER_DATA_DIR": str(tmp_path)}
     with pytest.raises(ConfigError) as caught:
         load(config, env)
     assert any("auth.roles" in p and "fly" in p for p in caught.value.problems)
@@ -240,5 +240,5 @@ def test_bad_role_tables_and_missing_upstream_key_stop_start_up(tmp_path: Path) 
                 "SIDECAR_AUTH_MODE": "passthrough"})
 
     with pytest.raises(ConfigError) as caught:
-        load(None, {**env, "SIDECAR_PLUGINS": "auth,store"})
+        load(None, {**env, "SIDECAR_PLUGINS_CHAIN": "auth,store"})
     assert any("store plugin before it" in p for p in caught.value.problems)

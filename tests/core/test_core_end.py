@@ -44,7 +44,7 @@ async def _ended_once(sidecar: Sidecar, request_id: str) -> tuple[str, str | Non
 async def test_a_plugin_that_raises_is_a_mistral_500_and_one_end(
     start_sidecar: SidecarFactory, hook: str
 ) -> None:
-    sidecar = await start_sidecar(SIDECAR_PLUGINS=COUNTING)
+    sidecar = await start_sidecar(SIDECAR_PLUGINS_CHAIN=COUNTING)
     request_id = f"raise-{hook.replace('_', '-')}"
     status, content_type, text = await _post(sidecar, CHAT, request_id, **{"X-Raise-In": hook})
     assert (status, content_type) == (500, "application/json")
@@ -58,7 +58,7 @@ async def test_a_plugin_that_raises_is_a_mistral_500_and_one_end(
 async def test_a_plugin_that_raises_mid_stream_cuts_it_and_ends_it_once(
     start_sidecar: SidecarFactory,
 ) -> None:
-    sidecar = await start_sidecar(SIDECAR_PLUGINS=COUNTING)
+    sidecar = await start_sidecar(SIDECAR_PLUGINS_CHAIN=COUNTING)
     status, _, text = await _post(sidecar, {**CHAT, "stream": True}, "raise-in-stream",
                                   **{"X-Raise-In": "on_stream_event"})
     assert status == 200 and "[DONE]" not in text  # cut, never complete-looking
@@ -67,7 +67,7 @@ async def test_a_plugin_that_raises_mid_stream_cuts_it_and_ends_it_once(
 
 
 async def test_an_observer_that_raises_changes_nothing(start_sidecar: SidecarFactory) -> None:
-    sidecar = await start_sidecar(SIDECAR_PLUGINS=COUNTING)
+    sidecar = await start_sidecar(SIDECAR_PLUGINS_CHAIN=COUNTING)
     status, _, _ = await _post(sidecar, CHAT, "raise-in-end", **{"X-Raise-In": "on_end"})
     assert status == 200
     assert await _ended_once(sidecar, "raise-in-end") == ("ok", None)
@@ -76,7 +76,7 @@ async def test_an_observer_that_raises_changes_nothing(start_sidecar: SidecarFac
 async def test_a_broken_stream_ends_once(
     start_sidecar: SidecarFactory, mock_upstream: MockUpstream
 ) -> None:
-    sidecar = await start_sidecar(SIDECAR_PLUGINS=COUNTING)
+    sidecar = await start_sidecar(SIDECAR_PLUGINS_CHAIN=COUNTING)
     await mock_upstream.fault(action="cut_stream", path_prefix="/v1/chat", after_frames=2)
     status, _, _ = await _post(sidecar, {**CHAT, "stream": True}, "broken-stream")
     assert status == 200
@@ -86,7 +86,7 @@ async def test_a_broken_stream_ends_once(
 async def test_a_caller_that_leaves_mid_stream_ends_once(
     start_sidecar: SidecarFactory, mock_upstream: MockUpstream
 ) -> None:
-    sidecar = await start_sidecar(SIDECAR_PLUGINS=COUNTING)
+    sidecar = await start_sidecar(SIDECAR_PLUGINS_CHAIN=COUNTING)
     await mock_upstream.settings(token_interval_ms=200)
     async with aiohttp.ClientSession() as http, http.post(
         sidecar.url + "/v1/chat/completions", json={**CHAT, "stream": True},
@@ -119,8 +119,8 @@ async def test_state_changes_are_recorded_when_the_caller_hangs_up(
     start_sidecar: SidecarFactory, store_env: dict[str, str]
 ) -> None:
     sidecar = await start_sidecar(
-        SIDECAR_PLUGINS="logs,store,auth,persistence,tests.core.end_plugins:counting",
-        SIDECAR_MIGRATE_ON_START="true", SIDECAR_PERSIST_FLUSH_INTERVAL_SECONDS="0.02",
+        SIDECAR_PLUGINS_CHAIN="logs,store,auth,persistence,tests.core.end_plugins:counting",
+        SIDECAR_DB_MIGRATE_ON_START="true", SIDECAR_PERSISTENCE_FLUSH_INTERVAL_SECONDS="0.02",
         **store_env)
     admin = await create_key(sidecar.env, "root", "admin", "default")
     sdk = sidecar.sdk(api_key=admin.key)
@@ -164,7 +164,7 @@ async def test_the_first_token_of_a_stream_is_timed_by_the_core(
 ) -> None:
     from tests.observability.obs_contexts import CONTEXTS
 
-    sidecar = await start_sidecar(SIDECAR_PLUGINS="tests.observability.obs_contexts")
+    sidecar = await start_sidecar(SIDECAR_PLUGINS_CHAIN="tests.observability.obs_contexts")
     await mock_upstream.settings(token_interval_ms=30)
     await _post(sidecar, {**CHAT, "stream": True}, "streamed")
     await _post(sidecar, CHAT, "plain")

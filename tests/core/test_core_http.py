@@ -15,7 +15,7 @@ CHAT = {"model": "mistral-small-latest", "messages": [{"role": "user", "content"
 
 @pytest.fixture
 async def sidecar(start_sidecar: SidecarFactory) -> Sidecar:
-    return await start_sidecar(SIDECAR_PLUGINS="via")
+    return await start_sidecar(SIDECAR_PLUGINS_CHAIN="via")
 
 
 def _headers_of(record: dict) -> dict[str, list[str]]:
@@ -89,7 +89,7 @@ async def test_upstream_errors_pass_through_unchanged(
 
 async def test_unreachable_upstream_is_502_in_mistral_shape(start_sidecar: SidecarFactory) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
-    sidecar = await start_sidecar(SIDECAR_PLUGINS="via", MISTRAL_BASE_URL=dead)
+    sidecar = await start_sidecar(SIDECAR_PLUGINS_CHAIN="via", MISTRAL_BASE_URL=dead)
     async with aiohttp.ClientSession() as http, http.post(
         sidecar.url + "/v1/chat/completions", json=CHAT
     ) as resp:
@@ -102,7 +102,8 @@ async def test_unreachable_upstream_is_502_in_mistral_shape(start_sidecar: Sidec
 async def test_upstream_timeout_is_504(
     start_sidecar: SidecarFactory, mock_upstream: MockUpstream
 ) -> None:
-    sidecar = await start_sidecar(SIDECAR_PLUGINS="via", SIDECAR_FIRST_BYTE_TIMEOUT_SECONDS="0.3")
+    sidecar = await start_sidecar(SIDECAR_PLUGINS_CHAIN="via",
+                                  SIDECAR_UPSTREAM_FIRST_BYTE_TIMEOUT_SECONDS="0.3")
     await mock_upstream.fault(path_prefix="/v1/chat", action="stall")
     async with aiohttp.ClientSession() as http, http.post(
         sidecar.url + "/v1/chat/completions", json=CHAT
@@ -114,7 +115,8 @@ async def test_upstream_timeout_is_504(
 async def test_idle_stream_is_cut_not_completed(
     start_sidecar: SidecarFactory, mock_upstream: MockUpstream
 ) -> None:
-    sidecar = await start_sidecar(SIDECAR_PLUGINS="via", SIDECAR_IDLE_TIMEOUT_SECONDS="0.3")
+    sidecar = await start_sidecar(SIDECAR_PLUGINS_CHAIN="via",
+                                  SIDECAR_UPSTREAM_IDLE_TIMEOUT_SECONDS="0.3")
     await mock_upstream.settings(token_interval_ms=1000, stream_tokens=3)
     async with aiohttp.ClientSession() as http, http.post(
         sidecar.url + "/v1/chat/completions", json={**CHAT, "stream": True}

@@ -18,7 +18,7 @@ MODEL = "mistral-small-latest"
 @pytest.fixture
 async def sidecar(start_sidecar: SidecarFactory) -> Sidecar:
     """A sidecar with only the example plugin: pure forwarding."""
-    return await start_sidecar(SIDECAR_PLUGINS="via")
+    return await start_sidecar(SIDECAR_PLUGINS_CHAIN="via")
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ def _cli(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items()
              if not k.startswith(("SIDECAR_", "MISTRAL_", "DB_", "REDIS_"))}
     return subprocess.run([sys.executable, "-m", "proxy.cli", *args],
-                          env={**clean, "SIDECAR_PLUGINS": f"metrics,{PLUGIN}", **env},
+                          env={**clean, "SIDECAR_PLUGINS_CHAIN": f"metrics,{PLUGIN}", **env},
                           capture_output=True, text=True, cwd=REPO, timeout=60)
 
 
@@ -30,7 +30,7 @@ def test_its_setting_its_check_and_its_command() -> None:
 
 
 async def test_its_metrics_join_the_exposition(start_sidecar: SidecarFactory) -> None:
-    sidecar = await start_sidecar(SIDECAR_PLUGINS=f"metrics,{PLUGIN}")
+    sidecar = await start_sidecar(SIDECAR_PLUGINS_CHAIN=f"metrics,{PLUGIN}")
     async with aiohttp.ClientSession() as http, http.get(sidecar.url + "/metrics") as resp:
         text = await resp.text()
     families = {family.name: family for family in text_string_to_metric_families(text)}

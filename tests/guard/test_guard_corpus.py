@@ -95,8 +95,9 @@ async def test_no_attempt_reaches_upstream_in_block_or_redact_mode(
     start_sidecar: SidecarFactory, mock_upstream: MockUpstream
 ) -> None:
     received: list[bytes] = mock_upstream.server.app[RECEIVED]
-    blocker = await start_sidecar(SIDECAR_PLUGINS="validate,guard", SIDECAR_GUARD_MODE="block")
-    redactor = await start_sidecar(SIDECAR_PLUGINS="validate,guard",
+    blocker = await start_sidecar(SIDECAR_PLUGINS_CHAIN="validate,guard",
+                                  SIDECAR_GUARD_MODE="block")
+    redactor = await start_sidecar(SIDECAR_PLUGINS_CHAIN="validate,guard",
                                    SIDECAR_GUARD_MODE="redact")
     blocked, redacted, problems = 0, 0, []
     async with aiohttp.ClientSession() as http:
@@ -132,8 +133,9 @@ async def test_benign_texts_pass_unflagged_and_unchanged(
     start_sidecar: SidecarFactory, mock_upstream: MockUpstream
 ) -> None:
     received: list[bytes] = mock_upstream.server.app[RECEIVED]
-    blocker = await start_sidecar(SIDECAR_PLUGINS="validate,guard", SIDECAR_GUARD_MODE="block")
-    redactor = await start_sidecar(SIDECAR_PLUGINS="validate,guard",
+    blocker = await start_sidecar(SIDECAR_PLUGINS_CHAIN="validate,guard",
+                                  SIDECAR_GUARD_MODE="block")
+    redactor = await start_sidecar(SIDECAR_PLUGINS_CHAIN="validate,guard",
                                    SIDECAR_GUARD_MODE="redact")
     flagged: list[str] = []
     changed: list[str] = []

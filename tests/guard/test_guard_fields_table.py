@@ -85,7 +85,8 @@ def test_the_table_covers_issue_18s_fields() -> None:
 async def test_every_row_of_the_table_is_scanned_by_the_sidecar(
     start_sidecar: SidecarFactory
 ) -> None:
-    sidecar = await start_sidecar(SIDECAR_PLUGINS="validate,guard", SIDECAR_GUARD_MODE="block")
+    sidecar = await start_sidecar(SIDECAR_PLUGINS_CHAIN="validate,guard",
+                                  SIDECAR_GUARD_MODE="block")
     index = OperationIndex.default()
     missed = []
     async with aiohttp.ClientSession() as http:
@@ -103,7 +104,8 @@ async def test_every_row_of_the_table_is_scanned_by_the_sidecar(
 async def test_a_batch_body_for_an_unknown_endpoint_is_scanned_whole(
     start_sidecar: SidecarFactory
 ) -> None:
-    sidecar = await start_sidecar(SIDECAR_PLUGINS="validate,guard", SIDECAR_GUARD_MODE="block")
+    sidecar = await start_sidecar(SIDECAR_PLUGINS_CHAIN="validate,guard",
+                                  SIDECAR_GUARD_MODE="block")
     body = {"endpoint": "/v1/not-an-endpoint", "requests": [
         {"custom_id": "1", "body": {"anything": {"deep": [PHRASE]}}}]}
     async with aiohttp.ClientSession() as http, http.post(

@@ -98,7 +98,7 @@ def test_a_detection_in_a_large_field_costs_little_more_than_the_scan() -> None:
 async def test_a_two_megabyte_message_is_redacted_end_to_end(
     start_sidecar: SidecarFactory
 ) -> None:
-    sidecar = await start_sidecar(SIDECAR_PLUGINS="validate,guard")
+    sidecar = await start_sidecar(SIDECAR_PLUGINS_CHAIN="validate,guard")
     filler = "word " * 200_000
     reply = await sidecar.sdk().chat.complete_async(
         model="mistral-small-latest",

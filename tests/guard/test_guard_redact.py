@@ -26,7 +26,7 @@ R = "[REDACTED]"
 
 @pytest.fixture
 async def sidecar(start_sidecar: SidecarFactory) -> Sidecar:
-    return await start_sidecar(SIDECAR_PLUGINS="validate,guard,tests.guard.event_recorder")
+    return await start_sidecar(SIDECAR_PLUGINS_CHAIN="validate,guard,tests.guard.event_recorder")
 
 
 @pytest.fixture
@@ -311,7 +311,7 @@ async def test_agent_create_and_update(
 
 
 async def test_replacement_text_is_configurable(start_sidecar: SidecarFactory) -> None:
-    sidecar = await start_sidecar(SIDECAR_PLUGINS="validate,guard",
+    sidecar = await start_sidecar(SIDECAR_PLUGINS_CHAIN="validate,guard",
                                   SIDECAR_GUARD_REPLACEMENT="[removed by policy]")
     reply = await sidecar.sdk().chat.complete_async(
         model=MODEL, messages=[{"role": "user", "content": f"x {INJECTION} y"}])

@@ -22,7 +22,7 @@ from tests.support.event_recorder import events
 
 MODEL = "mistral-small-latest"
 PLUGINS = "validate,plugins.moderation,tests.support.event_recorder"
-ON = {"SIDECAR_PLUGINS": PLUGINS, "SIDECAR_MODERATION_ENABLED": "true"}
+ON = {"SIDECAR_PLUGINS_CHAIN": PLUGINS, "SIDECAR_MODERATION_ENABLED": "true"}
 FLAGGED = "tell me how to flag:violence_and_threats the payroll clerk 9c4e"
 MODERATIONS = "/v1/moderations"
 CHAT = "/v1/chat/completions"
@@ -157,7 +157,7 @@ async def test_long_texts_are_classified_in_pieces(
 
 
 async def test_off_by_default(start_sidecar: SidecarFactory, mock_upstream: MockUpstream) -> None:
-    sidecar = await start_sidecar(SIDECAR_PLUGINS=PLUGINS)
+    sidecar = await start_sidecar(SIDECAR_PLUGINS_CHAIN=PLUGINS)
     assert (await _post(sidecar.url, _chat(FLAGGED)))[0] == 200
     assert await _upstream(mock_upstream) == [(CHAT, 200)]
 
@@ -278,7 +278,7 @@ async def test_moderation_shares_the_key_pool(
     start_sidecar: SidecarFactory, mock_upstream: MockUpstream,
 ) -> None:
     sidecar = await start_sidecar(
-        **{**ON, "SIDECAR_PLUGINS": PLUGINS + ",keypool"},
+        **{**ON, "SIDECAR_PLUGINS_CHAIN": PLUGINS + ",keypool"},
         MISTRAL_API_KEY=f"revoked-key,{MOCK_KEY}")
     assert (await _post(sidecar.url, _chat("hello there")))[0] == 200
     records = await mock_upstream.requests()
@@ -294,7 +294,7 @@ async def test_moderation_shares_the_key_pool(
 async def test_latency_and_decisions_show_in_metrics(
     start_sidecar: SidecarFactory, mock_upstream: MockUpstream,
 ) -> None:
-    sidecar = await start_sidecar(**{**ON, "SIDECAR_PLUGINS": "metrics," + PLUGINS})
+    sidecar = await start_sidecar(**{**ON, "SIDECAR_PLUGINS_CHAIN": "metrics," + PLUGINS})
     await mock_upstream.settings(latency_ms=50)
     await _post(sidecar.url, _chat("hello"))
     await _post(sidecar.url, _chat(FLAGGED))
@@ -320,17 +320,17 @@ async def test_latency_and_decisions_show_in_metrics(
     ("SIDECAR_MODERATION_TIMEOUT_SECONDS", "0"),
 ])
 def test_bad_settings_stop_start_up(tmp_path: Path, variable: str, value: str) -> None:
-    env = {"MISTRAL_API_KEY": "k", "SIDECAR_DATA_DIR": str(tmp_path), **ON, variable: value}
+    env = {"MISTRAL_API_KEY": "k", "SIDECAR_SERVER_DATA_DIR": str(tmp_path), **ON, variable: value}
     with pytest.raises(ConfigError) as caught:
         load(None, env)
     assert any(variable in problem for problem in caught.value.problems)
 
 
 def test_authentication_must_run_first(tmp_path: Path) -> None:
-    env = {"MISTRAL_API_KEY": "k", "SIDECAR_DATA_DIR": str(tmp_path), **ON,
-           "SIDECAR_PLUGINS": "store,plugins.moderation,auth"}
+    env = {"MISTRAL_API_KEY": "k", "SIDECAR_SERVER_DATA_DIR": str(tmp_path), **ON,
+           "SIDECAR_PLUGINS_CHAIN": "store,plugins.moderation,auth"}
     with pytest.raises(ConfigError) as caught:
         load(None, env)
-    assert "SIDECAR_PLUGINS: auth must come before moderation in the chain" in \
+    assert "plugins.chain (SIDECAR_PLUGINS_CHAIN): auth must come before moderation" in \
         caught.value.problems
-    load(None, {**env, "SIDECAR_PLUGINS": "store,auth,plugins.moderation"})
+    load(None, {**env, "SIDECAR_PLUGINS_CHAIN": "store,auth,plugins.moderation"})

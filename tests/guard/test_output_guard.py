@@ -19,7 +19,7 @@ from tests.support.event_recorder import events
 
 MODEL = "mistral-small-latest"
 PLUGINS = "validate,plugins.output_guard,tests.support.event_recorder"
-ON = {"SIDECAR_PLUGINS": PLUGINS, "SIDECAR_OUTPUT_GUARD_ENABLED": "true"}
+ON = {"SIDECAR_PLUGINS_CHAIN": PLUGINS, "SIDECAR_OUTPUT_GUARD_ENABLED": "true"}
 CARD = "4111 1111 1111 1111"
 KEY = "sk-proj-Qw3rTy8uIoPaSdFgHjKl"
 MISTRAL_KEY = "aB3dEfGhIjKlMnOpQrStUvWxYz012345"
@@ -160,7 +160,7 @@ async def test_configured_patterns_replace_the_defaults(start_sidecar: SidecarFa
 
 
 async def test_off_by_default(start_sidecar: SidecarFactory) -> None:
-    sidecar = await start_sidecar(SIDECAR_PLUGINS=PLUGINS)
+    sidecar = await start_sidecar(SIDECAR_PLUGINS_CHAIN=PLUGINS)
     status, reply = await _post(sidecar.url, _chat(SECRETS))
     assert status == 200 and _content(reply) == f"Echo: {SECRETS}"
 
@@ -177,7 +177,7 @@ def test_luhn() -> None:
     '{"x": "a"}',
 ])
 def test_bad_patterns_stop_start_up(tmp_path: Path, patterns: str) -> None:
-    env = {"MISTRAL_API_KEY": "k", "SIDECAR_DATA_DIR": str(tmp_path), **ON,
+    env = {"MISTRAL_API_KEY": "k", "SIDECAR_SERVER_DATA_DIR": str(tmp_path), **ON,
            "SIDECAR_OUTPUT_GUARD_PATTERNS": patterns}
     with pytest.raises(ConfigError) as caught:
         load(None, env)

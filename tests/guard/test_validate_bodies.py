@@ -21,9 +21,9 @@ UPLOAD_LIMIT = 64 * 1024
 @pytest.fixture
 async def sidecar(start_sidecar: SidecarFactory) -> Sidecar:
     return await start_sidecar(
-        SIDECAR_PLUGINS="validate,guard",
-        SIDECAR_MAX_JSON_BODY_BYTES=str(JSON_LIMIT),
-        SIDECAR_MAX_UPLOAD_BYTES=str(UPLOAD_LIMIT),
+        SIDECAR_PLUGINS_CHAIN="validate,guard",
+        SIDECAR_LIMITS_MAX_JSON_BODY_BYTES=str(JSON_LIMIT),
+        SIDECAR_LIMITS_MAX_UPLOAD_BYTES=str(UPLOAD_LIMIT),
     )
 
 
@@ -116,8 +116,8 @@ async def test_repeated_keys_are_400_so_guard_and_upstream_see_the_same_body(
 
 
 async def test_repeated_keys_can_be_allowed(start_sidecar: SidecarFactory) -> None:
-    sidecar = await start_sidecar(SIDECAR_PLUGINS="validate",
-                                  SIDECAR_REJECT_DUPLICATE_KEYS="false")
+    sidecar = await start_sidecar(SIDECAR_PLUGINS_CHAIN="validate",
+                                  SIDECAR_VALIDATE_REJECT_DUPLICATE_KEYS="false")
     raw = '{"model": "m", "model": "m", "messages": [{"role": "user", "content": "hi"}]}'
     status, _ = await _post(sidecar.url + "/v1/chat/completions", raw)
     assert status == 200

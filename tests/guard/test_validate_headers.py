@@ -16,8 +16,9 @@ CHAT = {"model": "mistral-small-latest", "messages": [{"role": "user", "content"
 
 @pytest.fixture
 async def sidecar(start_sidecar: SidecarFactory) -> Sidecar:
-    return await start_sidecar(SIDECAR_PLUGINS="validate,guard",
-                               SIDECAR_MAX_HEADER_COUNT="40", SIDECAR_MAX_HEADER_BYTES="8192")
+    return await start_sidecar(SIDECAR_PLUGINS_CHAIN="validate,guard",
+                               SIDECAR_SERVER_MAX_HEADER_COUNT="40",
+                               SIDECAR_SERVER_MAX_HEADER_BYTES="8192")
 
 
 async def _chat(sidecar: Sidecar, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:
@@ -58,7 +59,8 @@ async def test_headers_too_large_in_total_is_431(
 
 
 async def test_header_limits_apply_to_sdk_calls_too(start_sidecar: SidecarFactory) -> None:
-    sidecar = await start_sidecar(SIDECAR_PLUGINS="validate", SIDECAR_MAX_HEADER_COUNT="3")
+    sidecar = await start_sidecar(SIDECAR_PLUGINS_CHAIN="validate",
+                                  SIDECAR_SERVER_MAX_HEADER_COUNT="3")
     with pytest.raises(errors.SDKError) as caught:
         await sidecar.sdk().models.list_async()
     assert caught.value.status_code == 431

@@ -1,7 +1,7 @@
 """A test plugin that keeps every finished request's context (``CONTEXTS`` on the app), so a
 test can encode the same requests several ways after the traffic.
 
-Enable with ``SIDECAR_PLUGINS="...,tests.observability.obs_contexts"``.
+Enable with ``SIDECAR_PLUGINS_CHAIN="...,tests.observability.obs_contexts"``.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """A test plugin whose readiness check never answers (a hung dependency).
 
-Enable with ``SIDECAR_PLUGINS="...,tests.observability.obs_slow_ready"``.
+Enable with ``SIDECAR_PLUGINS_CHAIN="...,tests.observability.obs_slow_ready"``.
 """
 
 from __future__ import annotations

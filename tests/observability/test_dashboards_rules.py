@@ -210,7 +210,8 @@ async def test_every_metric_named_is_exposed_by_the_default_chain(
         start_sidecar: SidecarFactory, mock_upstream: MockUpstream, tmp_path: Path,
         redis_env: dict[str, str]) -> None:
     sidecar = await start_sidecar(
-        **redis_env, SIDECAR_PLUGINS=f"{DEFAULT_CHAIN},{PLUGIN}", SIDECAR_MIGRATE_ON_START="true",
+        **redis_env, SIDECAR_PLUGINS_CHAIN=f"{DEFAULT_CHAIN},{PLUGIN}",
+        SIDECAR_DB_MIGRATE_ON_START="true",
         SIDECAR_AUTH_MODE="passthrough", SIDECAR_LOG_STDOUT="false",
         SIDECAR_LOG_FILE=str(tmp_path / "sidecar.log"), SIDECAR_METRICS_OWNER_LABEL="true")
     client = sidecar.sdk(MOCK_KEY)

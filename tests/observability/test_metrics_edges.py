@@ -24,7 +24,7 @@ def _body(stream: bool = False, model: str = MODEL) -> dict[str, object]:
 
 async def test_a_stream_being_relayed_is_in_flight_until_it_ends(
         start_sidecar: SidecarFactory, mock_upstream: MockUpstream) -> None:
-    sidecar = await start_sidecar(SIDECAR_PLUGINS="metrics")
+    sidecar = await start_sidecar(SIDECAR_PLUGINS_CHAIN="metrics")
     await mock_upstream.settings(token_interval_ms=100)
     async with aiohttp.ClientSession() as http, http.post(
             sidecar.url + "/v1/chat/completions", json=_body(stream=True)) as resp:
@@ -36,7 +36,7 @@ async def test_a_stream_being_relayed_is_in_flight_until_it_ends(
 
 async def test_time_to_first_token_waits_for_the_first_word(
         start_sidecar: SidecarFactory, mock_upstream: MockUpstream) -> None:
-    sidecar = await start_sidecar(SIDECAR_PLUGINS="metrics")
+    sidecar = await start_sidecar(SIDECAR_PLUGINS_CHAIN="metrics")
     # The role-only frame comes at once, every later frame (the first word's too) 150 ms
     # after the one before.
     await mock_upstream.settings(token_interval_ms=150)
@@ -55,7 +55,7 @@ async def test_time_to_first_token_waits_for_the_first_word(
 
 async def test_broken_and_abandoned_streams_count_once(
         start_sidecar: SidecarFactory, mock_upstream: MockUpstream) -> None:
-    sidecar = await start_sidecar(SIDECAR_PLUGINS="logs,metrics", SIDECAR_LOG_STDOUT="false")
+    sidecar = await start_sidecar(SIDECAR_PLUGINS_CHAIN="logs,metrics", SIDECAR_LOG_STDOUT="false")
     async with aiohttp.ClientSession() as http:
         # upstream cuts the stream after two frames
         await mock_upstream.fault(action="cut_stream", path_prefix="/v1/chat",
@@ -93,7 +93,7 @@ async def test_broken_and_abandoned_streams_count_once(
 async def test_a_breaker_trip(start_sidecar: SidecarFactory,
                               mock_upstream: MockUpstream) -> None:
     sidecar = await start_sidecar(
-        SIDECAR_PLUGINS="metrics,retry,breaker", SIDECAR_RETRY_MAX_ATTEMPTS="1",
+        SIDECAR_PLUGINS_CHAIN="metrics,retry,breaker", SIDECAR_RETRY_MAX_ATTEMPTS="1",
         SIDECAR_BREAKER_WINDOW_SIZE="4", SIDECAR_BREAKER_MINIMUM_CALLS="2",
         SIDECAR_BREAKER_WAIT_SECONDS="60")
     await mock_upstream.fault(action="respond", status=502, path_prefix="/v1/chat", times=-1)
@@ -118,7 +118,7 @@ async def test_a_breaker_trip(start_sidecar: SidecarFactory,
 
 async def test_model_labels_are_capped(start_sidecar: SidecarFactory,
                                        mock_upstream: MockUpstream) -> None:
-    sidecar = await start_sidecar(SIDECAR_PLUGINS="metrics")
+    sidecar = await start_sidecar(SIDECAR_PLUGINS_CHAIN="metrics")
     async with aiohttp.ClientSession() as http:
         for n in range(110):
             async with http.post(sidecar.url + "/v1/chat/completions",
@@ -134,7 +134,7 @@ async def test_event_fields_of_any_shape_are_counted_with_safe_labels(
         start_sidecar: SidecarFactory) -> None:
     from tests.observability.obs_fakes import PLUGIN
 
-    sidecar = await start_sidecar(SIDECAR_PLUGINS=f"metrics,{PLUGIN}")
+    sidecar = await start_sidecar(SIDECAR_PLUGINS_CHAIN=f"metrics,{PLUGIN}")
     odd = [["retry.attempt", {"reason": ["a", "list"]}],
            ["retry.attempt", {"reason": {"a": 1}}],
            ["retry.attempt", {}],
@@ -157,7 +157,7 @@ async def test_event_fields_of_any_shape_are_counted_with_safe_labels(
 async def test_a_hung_dependency_does_not_hang_the_scrape(
         start_sidecar: SidecarFactory, tmp_path: Path) -> None:
     sidecar = await start_sidecar(
-        SIDECAR_PLUGINS="metrics,tests.observability.obs_slow_ready",
+        SIDECAR_PLUGINS_CHAIN="metrics,tests.observability.obs_slow_ready",
         SIDECAR_METRICS_READINESS_TIMEOUT_SECONDS="0.2")
     started = time.monotonic()
     m = await scrape(sidecar.url)
@@ -166,7 +166,7 @@ async def test_a_hung_dependency_does_not_hang_the_scrape(
                    dependency="tests.observability.obs_slow_ready") == 0
     assert m.value("mistral_sidecar_ready") == 0
 
-    quiet = await start_sidecar(SIDECAR_PLUGINS="metrics,tests.observability.obs_slow_ready",
+    quiet = await start_sidecar(SIDECAR_PLUGINS_CHAIN="metrics,tests.observability.obs_slow_ready",
                                 SIDECAR_METRICS_READINESS="false")
     m = await scrape(quiet.url)
     assert not m.find("mistral_sidecar_dependency_up") and not m.find("mistral_sidecar_ready")
@@ -177,7 +177,7 @@ async def test_redis_down_shows_while_the_limiter_stays_ready(
         start_sidecar: SidecarFactory) -> None:
     from tests.conftest import free_port
 
-    sidecar = await start_sidecar(SIDECAR_PLUGINS="metrics,ratelimit", REDIS_HOST="127.0.0.1",
+    sidecar = await start_sidecar(SIDECAR_PLUGINS_CHAIN="metrics,ratelimit", REDIS_HOST="127.0.0.1",
                                   REDIS_PORT=str(free_port()))
     m = await scrape(sidecar.url)
     assert m.value("mistral_sidecar_dependency_up", dependency="ratelimit") == 1

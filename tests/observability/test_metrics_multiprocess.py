@@ -27,7 +27,7 @@ async def test_workers_are_summed(spawn_sidecar: Callable[..., SidecarProcess],
     shared = tmp_path / "prometheus-multiproc"
     shared.mkdir()
     # The old batching interval is still accepted, and ignored.
-    env = {"SIDECAR_PLUGINS": "metrics", "MISTRAL_BASE_URL": mock_upstream.url,
+    env = {"SIDECAR_PLUGINS_CHAIN": "metrics", "MISTRAL_BASE_URL": mock_upstream.url,
            "PROMETHEUS_MULTIPROC_DIR": str(shared), "SIDECAR_METRICS_FLUSH_SECONDS": "30"}
     first, second = spawn_sidecar(**env), spawn_sidecar(**env)
     await _chat(first.url, 3)
@@ -58,7 +58,7 @@ async def test_a_workers_stream_in_flight_shows_in_the_others_scrape(
         tmp_path: Path) -> None:
     shared = tmp_path / "prometheus-multiproc"
     shared.mkdir()
-    env = {"SIDECAR_PLUGINS": "metrics", "MISTRAL_BASE_URL": mock_upstream.url,
+    env = {"SIDECAR_PLUGINS_CHAIN": "metrics", "MISTRAL_BASE_URL": mock_upstream.url,
            "PROMETHEUS_MULTIPROC_DIR": str(shared)}
     first, second = spawn_sidecar(**env), spawn_sidecar(**env)
     await mock_upstream.settings(token_interval_ms=500)
@@ -83,7 +83,7 @@ async def test_requests_refused_before_the_metrics_plugin_leave_in_flight_at_zer
     shared = tmp_path / "prometheus-multiproc"
     shared.mkdir()
     # The stand-in plugin rejects before the metrics plugin sees the request start.
-    env = {"SIDECAR_PLUGINS": f"{FAKES},metrics", "MISTRAL_BASE_URL": mock_upstream.url,
+    env = {"SIDECAR_PLUGINS_CHAIN": f"{FAKES},metrics", "MISTRAL_BASE_URL": mock_upstream.url,
            "PROMETHEUS_MULTIPROC_DIR": str(shared)}
     first, second = spawn_sidecar(**env), spawn_sidecar(**env)
     async with aiohttp.ClientSession() as http:

@@ -18,8 +18,8 @@ CHAIN = f"logs,metrics,tracing,store,{PLUGIN},retry,breaker"
 def obs_env(tmp_path: Path, **extra: str) -> dict[str, str]:
     """Environment of a sidecar with the observability plugins and the stand-ins."""
     env = {
-        "SIDECAR_PLUGINS": CHAIN,
-        "SIDECAR_MIGRATE_ON_START": "true",
+        "SIDECAR_PLUGINS_CHAIN": CHAIN,
+        "SIDECAR_DB_MIGRATE_ON_START": "true",
         "SIDECAR_RETRY_BASE_INTERVAL_SECONDS": "0.001",
         "SIDECAR_LOG_STDOUT": "false",
         "SIDECAR_LOG_FILE": str(tmp_path / "logs" / "sidecar.log"),
@@ -69,7 +69,8 @@ async def test_requests_durations_and_attempts(after_traffic: tuple[Sidecar, Tra
                    code="rate_limited") == 1
     assert m.value("mistral_sidecar_requests_in_flight") == 0
     assert m.types["mistral_sidecar_request_duration_seconds"] == "histogram"
-    assert m.value("mistral_sidecar_build_info", version=__version__) == 1
+    assert m.value("mistral_sidecar_build_info", version=__version__,
+                   environment="development") == 1
 
 
 async def test_tokens_streams_and_conversations(after_traffic: tuple[Sidecar, Traffic, Metrics]
@@ -157,7 +158,8 @@ async def test_labels_stay_bounded(after_traffic: tuple[Sidecar, Traffic, Metric
     _, traffic, m = after_traffic
     allowed = {"operation", "method", "status", "model", "kind", "code", "event", "limit",
                "decision", "scope", "reason", "from_state", "to_state", "state", "key_index",
-               "rule", "mode", "target", "outcome", "dependency", "version", "le", "stream"}
+               "rule", "mode", "target", "outcome", "dependency", "version", "environment", "le",
+               "stream"}
     assert len(traffic.resource_ids) == 3
     forbidden = traffic.resource_ids | set(traffic.request_ids)
     id_like = re.compile(r"^/|[0-9a-f]{16,}")

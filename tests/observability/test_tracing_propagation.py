@@ -18,7 +18,7 @@ CALLER_STATE = "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE"
 
 
 async def _sidecar(start_sidecar: SidecarFactory, tmp_path: Path) -> Sidecar:
-    return await start_sidecar(SIDECAR_PLUGINS="logs,tracing", SIDECAR_LOG_STDOUT="false",
+    return await start_sidecar(SIDECAR_PLUGINS_CHAIN="logs,tracing", SIDECAR_LOG_STDOUT="false",
                                SIDECAR_LOG_FILE=str(tmp_path / "sidecar.log"))
 
 
@@ -78,7 +78,7 @@ async def test_a_malformed_traceparent_is_not_joined_nor_duplicated(
 async def test_every_log_line_of_a_request_has_its_trace_id(
         start_sidecar: SidecarFactory, mock_upstream: MockUpstream, tmp_path: Path) -> None:
     sidecar = await start_sidecar(
-        SIDECAR_PLUGINS="logs,tracing,tests.observability.obs_fakes",
+        SIDECAR_PLUGINS_CHAIN="logs,tracing,tests.observability.obs_fakes",
         SIDECAR_LOG_STDOUT="false", SIDECAR_LOG_FILE=str(tmp_path / "sidecar.log"))
     await _chat(sidecar, "traced", traceparent=CALLER_PARENT)
     lines = [line for line in sidecar_log(sidecar, tmp_path / "sidecar.log")

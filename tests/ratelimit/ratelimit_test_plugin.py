@@ -2,7 +2,7 @@
 
 ``X-Test-Key-Id`` / ``X-Test-Role`` request headers become ``ctx.identity`` (what the auth
 plugin does from a real key); every event emitted is recorded on the app under ``EVENTS``.
-Enable with ``SIDECAR_PLUGINS="tests.ratelimit.ratelimit_test_plugin,ratelimit"``.
+Enable with ``SIDECAR_PLUGINS_CHAIN="tests.ratelimit.ratelimit_test_plugin,ratelimit"``.
 """
 
 from __future__ import annotations

@@ -49,8 +49,10 @@ async def test_past_the_cap_requests_queue_then_get_503_and_a_full_queue_refuses
         http: aiohttp.ClientSession) -> None:
     # The queue timeout leaves a loaded machine time to send the next request while the
     # queued one still waits; upstream holds the two slots longer than that.
-    sidecar = await start_sidecar(SIDECAR_PLUGINS="concurrency", SIDECAR_MAX_INFLIGHT="2",
-                                  SIDECAR_QUEUE_SIZE="1", SIDECAR_QUEUE_TIMEOUT_SECONDS="1.0")
+    sidecar = await start_sidecar(SIDECAR_PLUGINS_CHAIN="concurrency",
+                                  SIDECAR_CONCURRENCY_MAX_INFLIGHT="2",
+                                  SIDECAR_CONCURRENCY_QUEUE_SIZE="1",
+                                  SIDECAR_CONCURRENCY_QUEUE_TIMEOUT_SECONDS="1.0")
     await mock_upstream.fault(action="delay", delay_ms=2500, path_prefix="/v1/chat", times=2)
     slow = [asyncio.create_task(post(http, sidecar.url)) for _ in range(2)]
     await wait_for(lambda: sidecar.app[POOL].inflight == 2)
@@ -75,8 +77,9 @@ async def test_past_the_cap_requests_queue_then_get_503_and_a_full_queue_refuses
 async def test_queued_requests_are_served_in_arrival_order_as_slots_free(
         start_sidecar: SidecarFactory, mock_upstream: MockUpstream,
         http: aiohttp.ClientSession) -> None:
-    sidecar = await start_sidecar(SIDECAR_PLUGINS="concurrency", SIDECAR_MAX_INFLIGHT="1",
-                                  SIDECAR_QUEUE_TIMEOUT_SECONDS="10")
+    sidecar = await start_sidecar(SIDECAR_PLUGINS_CHAIN="concurrency",
+                                  SIDECAR_CONCURRENCY_MAX_INFLIGHT="1",
+                                  SIDECAR_CONCURRENCY_QUEUE_TIMEOUT_SECONDS="10")
     await mock_upstream.settings(latency_ms=100)
     finished: list[int] = []
 
@@ -97,8 +100,9 @@ async def test_queued_requests_are_served_in_arrival_order_as_slots_free(
 async def test_a_stream_holds_its_slot_until_its_last_frame(
         start_sidecar: SidecarFactory, mock_upstream: MockUpstream,
         http: aiohttp.ClientSession) -> None:
-    sidecar = await start_sidecar(SIDECAR_PLUGINS="concurrency", SIDECAR_MAX_INFLIGHT="1",
-                                  SIDECAR_QUEUE_TIMEOUT_SECONDS="0.05")
+    sidecar = await start_sidecar(SIDECAR_PLUGINS_CHAIN="concurrency",
+                                  SIDECAR_CONCURRENCY_MAX_INFLIGHT="1",
+                                  SIDECAR_CONCURRENCY_QUEUE_TIMEOUT_SECONDS="0.05")
     await mock_upstream.settings(token_interval_ms=60, stream_tokens=6)
     async with http.post(sidecar.url + "/v1/chat/completions", json=STREAM,
                          headers={"Authorization": "Bearer caller-key"}) as stream:
@@ -113,9 +117,9 @@ async def test_a_stream_holds_its_slot_until_its_last_frame(
 async def test_a_caller_at_its_own_cap_does_not_hold_up_other_callers(
         start_sidecar: SidecarFactory, mock_upstream: MockUpstream,
         http: aiohttp.ClientSession) -> None:
-    sidecar = await start_sidecar(SIDECAR_PLUGINS="concurrency",
-                                  SIDECAR_MAX_INFLIGHT_PER_KEY="1",
-                                  SIDECAR_QUEUE_TIMEOUT_SECONDS="0.1")
+    sidecar = await start_sidecar(SIDECAR_PLUGINS_CHAIN="concurrency",
+                                  SIDECAR_CONCURRENCY_MAX_INFLIGHT_PER_KEY="1",
+                                  SIDECAR_CONCURRENCY_QUEUE_TIMEOUT_SECONDS="0.1")
     await mock_upstream.fault(action="delay", delay_ms=800, path_prefix="/v1/chat", times=1)
     busy = asyncio.create_task(post(http, sidecar.url, key="busy-key"))
     await wait_for(lambda: sidecar.app[POOL].inflight == 1)
@@ -129,9 +133,10 @@ async def test_callers_going_away_give_back_slots_and_queue_places(
         spawn_sidecar: Callable[..., SidecarProcess], mock_upstream: MockUpstream,
         http: aiohttp.ClientSession) -> None:
     # A real server process: it cancels the handler of a caller that disconnects.
-    sidecar = spawn_sidecar(SIDECAR_PLUGINS="concurrency", MISTRAL_BASE_URL=mock_upstream.url,
-                            SIDECAR_MAX_INFLIGHT="1", SIDECAR_QUEUE_SIZE="1",
-                            SIDECAR_QUEUE_TIMEOUT_SECONDS="10")
+    sidecar = spawn_sidecar(SIDECAR_PLUGINS_CHAIN="concurrency", MISTRAL_BASE_URL=mock_upstream.url,
+                            SIDECAR_CONCURRENCY_MAX_INFLIGHT="1",
+                            SIDECAR_CONCURRENCY_QUEUE_SIZE="1",
+                            SIDECAR_CONCURRENCY_QUEUE_TIMEOUT_SECONDS="10")
 
     async def abandon(body: dict[str, Any], after_first_line: bool) -> None:
         async with http.post(sidecar.url + "/v1/chat/completions", json=body,

@@ -53,7 +53,7 @@ def sdk(sidecar: Sidecar) -> Mistral:
 async def test_the_request_after_the_limit_gets_429_with_both_header_styles(
         start_sidecar: SidecarFactory, http: aiohttp.ClientSession,
         backend_env: dict[str, str]) -> None:
-    sidecar = await start_sidecar(SIDECAR_PLUGINS="ratelimit", RATE_LIMIT_REQUESTS="5",
+    sidecar = await start_sidecar(SIDECAR_PLUGINS_CHAIN="ratelimit", RATE_LIMIT_REQUESTS="5",
                                   RATE_LIMIT_WINDOW="60", **backend_env)
     for remaining in (4, 3, 2, 1):
         response = await chat(http, sidecar)
@@ -90,7 +90,7 @@ async def test_the_request_after_the_limit_gets_429_with_both_header_styles(
 async def test_every_response_carries_the_headers(
         start_sidecar: SidecarFactory, http: aiohttp.ClientSession,
         redis_env: dict[str, str]) -> None:
-    sidecar = await start_sidecar(SIDECAR_PLUGINS="ratelimit", RATE_LIMIT_REQUESTS="100",
+    sidecar = await start_sidecar(SIDECAR_PLUGINS_CHAIN="ratelimit", RATE_LIMIT_REQUESTS="100",
                                   **redis_env)
     async with http.get(sidecar.url + "/v1/models", headers=AUTH) as models:
         assert models.status == 200
@@ -112,7 +112,7 @@ async def test_every_response_carries_the_headers(
 async def test_upstream_429_and_its_rate_limit_headers_pass_through_untouched(
         start_sidecar: SidecarFactory, mock_upstream: MockUpstream,
         http: aiohttp.ClientSession, redis_env: dict[str, str]) -> None:
-    sidecar = await start_sidecar(SIDECAR_PLUGINS="ratelimit", RATE_LIMIT_REQUESTS="5",
+    sidecar = await start_sidecar(SIDECAR_PLUGINS_CHAIN="ratelimit", RATE_LIMIT_REQUESTS="5",
                                   **redis_env)
     upstream_body = {"object": "error", "message": "Requests rate limit exceeded",
                      "type": "rate_limited", "param": None, "code": "1300"}
@@ -148,8 +148,8 @@ async def test_upstream_429_and_its_rate_limit_headers_pass_through_untouched(
 async def test_token_limits_bite_once_usage_is_reported(
         start_sidecar: SidecarFactory, backend_env: dict[str, str], streamed: bool,
         http: aiohttp.ClientSession) -> None:
-    sidecar = await start_sidecar(SIDECAR_PLUGINS="ratelimit", RATE_LIMIT_REQUESTS="100",
-                                  SIDECAR_TOKENS_PER_MINUTE="30", **backend_env)
+    sidecar = await start_sidecar(SIDECAR_PLUGINS_CHAIN="ratelimit", RATE_LIMIT_REQUESTS="100",
+                                  SIDECAR_RATELIMIT_TOKENS_PER_MINUTE="30", **backend_env)
     client = sdk(sidecar)
     messages: Any = [{"role": "user", "content": TEN_WORDS}]
     # 10 prompt + 11 completion words: 21 of the 30 tokens; the next request still passes.
@@ -176,7 +176,7 @@ async def test_token_limits_bite_once_usage_is_reported(
 async def test_log_only_mode_refuses_nothing_and_reports_what_it_would_refuse(
         start_sidecar: SidecarFactory, http: aiohttp.ClientSession,
         redis_env: dict[str, str]) -> None:
-    sidecar = await start_sidecar(SIDECAR_PLUGINS=f"{PLUGIN},ratelimit",
+    sidecar = await start_sidecar(SIDECAR_PLUGINS_CHAIN=f"{PLUGIN},ratelimit",
                                   RATE_LIMIT_REQUESTS="2", SIDECAR_RATELIMIT_ENFORCE="false",
                                   **redis_env)
     statuses = []
@@ -201,7 +201,7 @@ async def test_overrides_per_role_and_per_key_from_the_config_file(
         "      admin: {requests: 4}\n"
         "    keys:\n"
         "      k-vip: {requests: 6, window: 600}\n")
-    sidecar = await start_sidecar(config_file=config, SIDECAR_PLUGINS=f"{PLUGIN},ratelimit")
+    sidecar = await start_sidecar(config_file=config, SIDECAR_PLUGINS_CHAIN=f"{PLUGIN},ratelimit")
 
     async def admitted(key_id: str, role: str) -> int:
         headers = {**AUTH, "X-Test-Key-Id": key_id, "X-Test-Role": role}

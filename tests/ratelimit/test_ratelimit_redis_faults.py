@@ -44,7 +44,7 @@ async def sidecar_behind(start_sidecar: SidecarFactory, proxy: Proxy, prefix: st
                          **env: str) -> Sidecar:
     host, port = listen_address(proxy)
     return await start_sidecar(
-        SIDECAR_PLUGINS=f"{PLUGIN},ratelimit", REDIS_HOST=host, REDIS_PORT=str(port),
+        SIDECAR_PLUGINS_CHAIN=f"{PLUGIN},ratelimit", REDIS_HOST=host, REDIS_PORT=str(port),
         SIDECAR_REDIS_PREFIX=prefix, RATE_LIMIT_REQUESTS="1000",
         SIDECAR_RATELIMIT_PROBE_INTERVAL_SECONDS="0.1", **env)
 
@@ -146,7 +146,7 @@ async def test_fail_closed_refuses_with_503_while_redis_is_down(
 
 async def test_a_sidecar_starts_without_its_redis_and_serves_in_fail_open(
         start_sidecar: SidecarFactory, http: aiohttp.ClientSession) -> None:
-    sidecar = await start_sidecar(SIDECAR_PLUGINS=f"{PLUGIN},ratelimit",
+    sidecar = await start_sidecar(SIDECAR_PLUGINS_CHAIN=f"{PLUGIN},ratelimit",
                                   REDIS_HOST="127.0.0.1", REDIS_PORT=str(free_port()),
                                   RATE_LIMIT_REQUESTS="2")
     statuses = [(await timed_chat(http, sidecar))[0] for _ in range(3)]
@@ -213,7 +213,8 @@ async def test_a_connection_closed_in_the_middle_of_a_reply_falls_back_at_once(
 async def test_an_error_reply_from_redis_falls_back_instead_of_failing_the_request(
         start_sidecar: SidecarFactory, redis_env: dict[str, str], redis_prefix: str,
         http: aiohttp.ClientSession) -> None:
-    sidecar = await start_sidecar(SIDECAR_PLUGINS=f"{PLUGIN},ratelimit", RATE_LIMIT_REQUESTS="5",
+    sidecar = await start_sidecar(SIDECAR_PLUGINS_CHAIN=f"{PLUGIN},ratelimit",
+                                  RATE_LIMIT_REQUESTS="5",
                                   SIDECAR_RATELIMIT_PROBE_INTERVAL_SECONDS="0.1", **redis_env)
     client = redis.Redis(host=REDIS_HOST, port=REDIS_PORT)
     try:

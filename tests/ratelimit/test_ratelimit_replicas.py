@@ -20,7 +20,7 @@ TEN_WORDS = "one two three four five six seven eight nine ten"
 
 def three_replicas(spawn_sidecar: Callable[..., SidecarProcess], mock: MockProcess,
                    redis_env: dict[str, str], **env: str) -> list[SidecarProcess]:
-    return [spawn_sidecar(SIDECAR_PLUGINS="ratelimit", MISTRAL_BASE_URL=mock.url,
+    return [spawn_sidecar(SIDECAR_PLUGINS_CHAIN="ratelimit", MISTRAL_BASE_URL=mock.url,
                           **redis_env, **env) for _ in range(3)]
 
 
@@ -61,7 +61,7 @@ async def test_token_budgets_are_shared_across_replicas_streams_included(
         redis_env: dict[str, str]) -> None:
     mock = spawn_mock()
     replicas = three_replicas(spawn_sidecar, mock, redis_env, RATE_LIMIT_REQUESTS="1000",
-                              SIDECAR_TOKENS_PER_MINUTE="100")
+                              SIDECAR_RATELIMIT_TOKENS_PER_MINUTE="100")
     statuses: list[int] = []
     async with aiohttp.ClientSession() as http:
         # Each answer uses 21 tokens; the budget of 100 is empty after the fifth.

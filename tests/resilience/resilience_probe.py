@@ -1,7 +1,7 @@
 """A test-only plugin for the resilience tests: records events, and imitates an authentication
 plugin in pass-through mode (the caller's own key goes upstream).
 
-Load it with ``SIDECAR_PLUGINS="retry,breaker,keypool,tests.resilience.resilience_probe"``.
+Load it with ``SIDECAR_PLUGINS_CHAIN="retry,breaker,keypool,tests.resilience.resilience_probe"``.
 """
 
 from __future__ import annotations

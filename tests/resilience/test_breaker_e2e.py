@@ -21,7 +21,7 @@ from tests.resilience.resilience_support import (
 
 WAIT = 0.5  # the breaker's open time here: the only real waiting in the breaker tests
 SMALL_BREAKER = {
-    "SIDECAR_PLUGINS": PLUGINS,
+    "SIDECAR_PLUGINS_CHAIN": PLUGINS,
     "SIDECAR_BREAKER_WINDOW_SIZE": "4",
     "SIDECAR_BREAKER_MINIMUM_CALLS": "4",
     "SIDECAR_BREAKER_WAIT_SECONDS": str(WAIT),
@@ -112,7 +112,8 @@ async def test_callers_errors_never_open_the_breaker(start_sidecar: SidecarFacto
 
 async def test_forced_open_by_configuration(start_sidecar: SidecarFactory,
                                             mock_upstream: MockUpstream) -> None:
-    sidecar = await start_sidecar(SIDECAR_PLUGINS=PLUGINS, SIDECAR_BREAKER_STATE="forced_open",
+    sidecar = await start_sidecar(SIDECAR_PLUGINS_CHAIN=PLUGINS,
+                                  SIDECAR_BREAKER_STATE="forced_open",
                                   SIDECAR_BREAKER_WAIT_SECONDS="45")
     reply = await send(sidecar.url)
     assert reply.status == 503 and reply.headers["Retry-After"] == "45"

@@ -34,8 +34,8 @@ async def sidecar_through_proxy(start_sidecar: SidecarFactory, mock_upstream: Mo
         Sidecar, Proxy]:
     """A sidecar whose upstream traffic passes through a Toxiproxy proxy."""
     proxy, base_url = upstream_proxy(toxiproxy_server, mock_upstream.url)
-    sidecar = await start_sidecar(SIDECAR_PLUGINS=PLUGINS, MISTRAL_BASE_URL=base_url,
-                                  SIDECAR_FIRST_BYTE_TIMEOUT_SECONDS=str(first_byte_timeout))
+    sidecar = await start_sidecar(SIDECAR_PLUGINS_CHAIN=PLUGINS, MISTRAL_BASE_URL=base_url,
+                                  SIDECAR_UPSTREAM_FIRST_BYTE_TIMEOUT_SECONDS=str(first_byte_timeout))
     return sidecar, proxy
 
 

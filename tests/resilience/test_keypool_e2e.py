@@ -44,7 +44,8 @@ class Clock:
 
 async def test_requests_rotate_round_robin(start_sidecar: SidecarFactory,
                                            mock_upstream: MockUpstream) -> None:
-    sidecar = await start_sidecar(SIDECAR_PLUGINS=PLUGINS, MISTRAL_API_KEY="key-a,key-b,key-c")
+    sidecar = await start_sidecar(SIDECAR_PLUGINS_CHAIN=PLUGINS,
+                                  MISTRAL_API_KEY="key-a,key-b,key-c")
     with sdk_without_retries(sidecar.url) as sdk:
         for _ in range(4):
             answer = await sdk.chat.complete_async(
@@ -55,8 +56,8 @@ async def test_requests_rotate_round_robin(start_sidecar: SidecarFactory,
 
 async def test_a_refused_key_is_skipped_while_it_cools_down(
         start_sidecar: SidecarFactory, mock_upstream: MockUpstream) -> None:
-    sidecar = await start_sidecar(SIDECAR_PLUGINS=PLUGINS, MISTRAL_API_KEY="bad-key,key-a",
-                                  SIDECAR_KEY_COOLDOWN_SECONDS="60")
+    sidecar = await start_sidecar(SIDECAR_PLUGINS_CHAIN=PLUGINS, MISTRAL_API_KEY="bad-key,key-a",
+                                  SIDECAR_KEYPOOL_COOLDOWN_SECONDS="60")
     clock = Clock()
     sidecar.app[KEYPOOL].clock = clock
 
@@ -81,7 +82,7 @@ async def test_a_refused_key_is_skipped_while_it_cools_down(
 
 async def test_a_rate_limited_key_cools_for_upstreams_retry_after(
         start_sidecar: SidecarFactory, mock_upstream: MockUpstream) -> None:
-    sidecar = await start_sidecar(SIDECAR_PLUGINS=PLUGINS, MISTRAL_API_KEY="key-a,key-b")
+    sidecar = await start_sidecar(SIDECAR_PLUGINS_CHAIN=PLUGINS, MISTRAL_API_KEY="key-a,key-b")
     await mock_upstream.fault(action="respond", status=429, times=1, path_prefix=CHAT_PATH,
                               headers={"Retry-After": "5"})
     reply = await send(sidecar.url)
@@ -95,7 +96,7 @@ async def test_a_rate_limited_key_cools_for_upstreams_retry_after(
 
 async def test_when_every_key_is_refused_upstreams_answer_passes_through(
         start_sidecar: SidecarFactory, mock_upstream: MockUpstream) -> None:
-    sidecar = await start_sidecar(SIDECAR_PLUGINS=PLUGINS, MISTRAL_API_KEY="bad-1,bad-2")
+    sidecar = await start_sidecar(SIDECAR_PLUGINS_CHAIN=PLUGINS, MISTRAL_API_KEY="bad-1,bad-2")
     reply = await send(sidecar.url)
     assert (reply.status, reply.attempts) == (401, 2)
     assert reply.headers["WWW-Authenticate"] == "Bearer"
@@ -109,7 +110,7 @@ async def test_when_every_key_is_refused_upstreams_answer_passes_through(
 
 async def test_a_callers_own_key_is_left_alone(start_sidecar: SidecarFactory,
                                                mock_upstream: MockUpstream) -> None:
-    sidecar = await start_sidecar(SIDECAR_PLUGINS=PLUGINS, MISTRAL_API_KEY="key-a,key-b")
+    sidecar = await start_sidecar(SIDECAR_PLUGINS_CHAIN=PLUGINS, MISTRAL_API_KEY="key-a,key-b")
     reply = await send(sidecar.url, headers={PASSTHROUGH_HEADER: "callers-wrong-key"})
     assert (reply.status, reply.attempts) == (401, 1)
     reply = await send(sidecar.url, headers={PASSTHROUGH_HEADER: "key-c"})
@@ -120,7 +121,7 @@ async def test_a_callers_own_key_is_left_alone(start_sidecar: SidecarFactory,
 
 async def test_a_streamed_upload_does_not_move_to_another_key(
         start_sidecar: SidecarFactory, mock_upstream: MockUpstream) -> None:
-    sidecar = await start_sidecar(SIDECAR_PLUGINS=PLUGINS, MISTRAL_API_KEY="bad-key,key-a")
+    sidecar = await start_sidecar(SIDECAR_PLUGINS_CHAIN=PLUGINS, MISTRAL_API_KEY="bad-key,key-a")
     async with aiohttp.ClientSession() as session, session.post(
             sidecar.url + "/v1/files", data=jsonl_upload()) as response:
         # The body went out with the first key and cannot be sent again: upstream's refusal

@@ -30,7 +30,7 @@ from tests.resilience.resilience_support import (
 
 async def test_two_503s_then_success_reaches_the_sdk_as_success(
         start_sidecar: SidecarFactory, mock_upstream: MockUpstream) -> None:
-    sidecar = await start_sidecar(SIDECAR_PLUGINS=PLUGINS)
+    sidecar = await start_sidecar(SIDECAR_PLUGINS_CHAIN=PLUGINS)
     await mock_upstream.fault(action="respond", status=503, times=2, path_prefix=CHAT_PATH)
     with sdk_without_retries(sidecar.url) as sdk:
         answer = await sdk.chat.complete_async(
@@ -45,7 +45,7 @@ async def test_two_503s_then_success_reaches_the_sdk_as_success(
 
 async def test_attempt_count_header_and_exhausted_retries(
         start_sidecar: SidecarFactory, mock_upstream: MockUpstream) -> None:
-    sidecar = await start_sidecar(SIDECAR_PLUGINS=PLUGINS)
+    sidecar = await start_sidecar(SIDECAR_PLUGINS_CHAIN=PLUGINS)
     await mock_upstream.fault(action="respond", status=502, times=2, path_prefix=CHAT_PATH)
     reply = await send(sidecar.url)
     assert (reply.status, reply.attempts) == (200, 3)
@@ -60,7 +60,7 @@ async def test_attempt_count_header_and_exhausted_retries(
 
 async def test_plain_500_is_not_retried(start_sidecar: SidecarFactory,
                                          mock_upstream: MockUpstream) -> None:
-    sidecar = await start_sidecar(SIDECAR_PLUGINS=PLUGINS)
+    sidecar = await start_sidecar(SIDECAR_PLUGINS_CHAIN=PLUGINS)
     await mock_upstream.fault(action="respond", status=500, times=1, path_prefix=CHAT_PATH)
     reply = await send(sidecar.url)
     assert (reply.status, reply.attempts) == (500, 1)
@@ -69,7 +69,7 @@ async def test_plain_500_is_not_retried(start_sidecar: SidecarFactory,
 
 async def test_max_attempts_setting(start_sidecar: SidecarFactory,
                                     mock_upstream: MockUpstream) -> None:
-    sidecar = await start_sidecar(SIDECAR_PLUGINS=PLUGINS, SIDECAR_RETRY_MAX_ATTEMPTS="1")
+    sidecar = await start_sidecar(SIDECAR_PLUGINS_CHAIN=PLUGINS, SIDECAR_RETRY_MAX_ATTEMPTS="1")
     await mock_upstream.fault(action="respond", status=503, times=1, path_prefix=CHAT_PATH)
     reply = await send(sidecar.url)
     assert (reply.status, reply.attempts) == (503, 1)
@@ -77,7 +77,7 @@ async def test_max_attempts_setting(start_sidecar: SidecarFactory,
 
 async def test_unreachable_upstream_gives_502_with_the_attempt_count(
         start_sidecar: SidecarFactory) -> None:
-    sidecar = await start_sidecar(SIDECAR_PLUGINS=PLUGINS,
+    sidecar = await start_sidecar(SIDECAR_PLUGINS_CHAIN=PLUGINS,
                                   MISTRAL_BASE_URL=f"http://127.0.0.1:{free_port()}")
     reply = await send(sidecar.url)
     assert (reply.status, reply.attempts) == (502, 3)
@@ -88,7 +88,7 @@ async def test_unreachable_upstream_gives_502_with_the_attempt_count(
 
 async def test_429_retry_after_is_honoured(start_sidecar: SidecarFactory,
                                            mock_upstream: MockUpstream) -> None:
-    sidecar = await start_sidecar(SIDECAR_PLUGINS=PLUGINS)
+    sidecar = await start_sidecar(SIDECAR_PLUGINS_CHAIN=PLUGINS)
     await mock_upstream.fault(action="respond", status=429, times=1, path_prefix=CHAT_PATH,
                               headers={"retry-after-ms": "150", "Retry-After": "1"})
     reply = await send(sidecar.url)
@@ -99,7 +99,8 @@ async def test_429_retry_after_is_honoured(start_sidecar: SidecarFactory,
 
 async def test_429_asking_for_too_long_goes_straight_back_to_the_caller(
         start_sidecar: SidecarFactory, mock_upstream: MockUpstream) -> None:
-    sidecar = await start_sidecar(SIDECAR_PLUGINS=PLUGINS, SIDECAR_RETRY_AFTER_CAP_SECONDS="5")
+    sidecar = await start_sidecar(SIDECAR_PLUGINS_CHAIN=PLUGINS,
+                                  SIDECAR_RETRY_RETRY_AFTER_CAP_SECONDS="5")
     await mock_upstream.fault(action="respond", status=429, times=1, path_prefix=CHAT_PATH,
                               headers={"Retry-After": "60"})
     reply = await send(sidecar.url)
@@ -112,7 +113,7 @@ async def test_429_asking_for_too_long_goes_straight_back_to_the_caller(
 
 async def test_conversation_start_is_not_retried_after_a_502(
         start_sidecar: SidecarFactory, mock_upstream: MockUpstream) -> None:
-    sidecar = await start_sidecar(SIDECAR_PLUGINS=PLUGINS)
+    sidecar = await start_sidecar(SIDECAR_PLUGINS_CHAIN=PLUGINS)
     await mock_upstream.fault(action="respond", status=502, times=1,
                               path_prefix="/v1/conversations")
     with sdk_without_retries(sidecar.url) as sdk, pytest.raises(errors.SDKError) as caught:
@@ -125,7 +126,7 @@ async def test_conversation_start_is_not_retried_after_a_502(
 
 async def test_conversation_start_is_retried_after_an_overloaded_503(
         start_sidecar: SidecarFactory, mock_upstream: MockUpstream) -> None:
-    sidecar = await start_sidecar(SIDECAR_PLUGINS=PLUGINS)
+    sidecar = await start_sidecar(SIDECAR_PLUGINS_CHAIN=PLUGINS)
     await mock_upstream.fault(action="respond", status=503, times=1,
                               path_prefix="/v1/conversations")
     with sdk_without_retries(sidecar.url) as sdk:
@@ -139,7 +140,7 @@ async def test_conversation_start_is_retried_after_a_connect_failure(
         start_sidecar: SidecarFactory, mock_upstream: MockUpstream,
         toxiproxy_server: Toxiproxy) -> None:
     proxy, base_url = upstream_proxy(toxiproxy_server, mock_upstream.url)
-    sidecar = await start_sidecar(SIDECAR_PLUGINS=PLUGINS, MISTRAL_BASE_URL=base_url)
+    sidecar = await start_sidecar(SIDECAR_PLUGINS_CHAIN=PLUGINS, MISTRAL_BASE_URL=base_url)
     await asyncio.to_thread(proxy.disable)
     sidecar.app[RETRIER].sleep = sleep_then(lambda: asyncio.to_thread(proxy.enable))
 
@@ -154,7 +155,7 @@ async def test_conversation_start_is_retried_after_a_connect_failure(
 
 async def test_conversation_start_is_not_retried_after_a_dropped_connection(
         start_sidecar: SidecarFactory, mock_upstream: MockUpstream) -> None:
-    sidecar = await start_sidecar(SIDECAR_PLUGINS=PLUGINS)
+    sidecar = await start_sidecar(SIDECAR_PLUGINS_CHAIN=PLUGINS)
     await mock_upstream.fault(action="drop", times=1, path_prefix="/v1/conversations")
     reply = await send(sidecar.url, "/v1/conversations",
                        {"model": "mistral-small-latest", "inputs": "hi"})
@@ -165,7 +166,8 @@ async def test_conversation_start_is_not_retried_after_a_dropped_connection(
 
 async def test_non_idempotent_override_retries_conversation_start(
         start_sidecar: SidecarFactory, mock_upstream: MockUpstream) -> None:
-    sidecar = await start_sidecar(SIDECAR_PLUGINS=PLUGINS, SIDECAR_RETRY_NON_IDEMPOTENT="true")
+    sidecar = await start_sidecar(SIDECAR_PLUGINS_CHAIN=PLUGINS,
+                                  SIDECAR_RETRY_NON_IDEMPOTENT="true")
     await mock_upstream.fault(action="respond", status=502, times=1,
                               path_prefix="/v1/conversations")
     reply = await send(sidecar.url, "/v1/conversations",
@@ -175,7 +177,8 @@ async def test_non_idempotent_override_retries_conversation_start(
 
 async def test_streamed_upload_is_never_replayed(start_sidecar: SidecarFactory,
                                                  mock_upstream: MockUpstream) -> None:
-    sidecar = await start_sidecar(SIDECAR_PLUGINS=PLUGINS, SIDECAR_RETRY_NON_IDEMPOTENT="true")
+    sidecar = await start_sidecar(SIDECAR_PLUGINS_CHAIN=PLUGINS,
+                                  SIDECAR_RETRY_NON_IDEMPOTENT="true")
     await mock_upstream.fault(action="respond", status=503, times=1, path_prefix="/v1/files")
     async with aiohttp.ClientSession() as session, session.post(
             sidecar.url + "/v1/files", data=jsonl_upload()) as response:
@@ -189,7 +192,7 @@ async def test_streamed_upload_is_never_replayed(start_sidecar: SidecarFactory,
 
 async def test_stream_is_retried_before_its_first_byte(start_sidecar: SidecarFactory,
                                                        mock_upstream: MockUpstream) -> None:
-    sidecar = await start_sidecar(SIDECAR_PLUGINS=PLUGINS)
+    sidecar = await start_sidecar(SIDECAR_PLUGINS_CHAIN=PLUGINS)
     await mock_upstream.fault(action="respond", status=503, times=1, path_prefix=CHAT_PATH)
     reply = await send(sidecar.url, payload=CHAT_STREAM)
     assert (reply.status, reply.attempts) == (200, 2)
@@ -198,7 +201,7 @@ async def test_stream_is_retried_before_its_first_byte(start_sidecar: SidecarFac
 
 async def test_stream_is_never_retried_after_its_first_frame(
         start_sidecar: SidecarFactory, mock_upstream: MockUpstream) -> None:
-    sidecar = await start_sidecar(SIDECAR_PLUGINS=PLUGINS)
+    sidecar = await start_sidecar(SIDECAR_PLUGINS_CHAIN=PLUGINS)
     await mock_upstream.fault(action="cut_stream", after_frames=2, times=1,
                               path_prefix=CHAT_PATH)
     received = await read_broken_stream(sidecar.url)
@@ -209,7 +212,7 @@ async def test_stream_is_never_retried_after_its_first_frame(
 
 async def test_sdk_sees_a_broken_stream_not_a_second_one(
         start_sidecar: SidecarFactory, mock_upstream: MockUpstream) -> None:
-    sidecar = await start_sidecar(SIDECAR_PLUGINS=PLUGINS)
+    sidecar = await start_sidecar(SIDECAR_PLUGINS_CHAIN=PLUGINS)
     await mock_upstream.fault(action="cut_stream", after_frames=3, times=1,
                               path_prefix=CHAT_PATH)
     chunks = []

@@ -3,9 +3,9 @@ that never ends or never finishes, and what the sidecar logs about it.
 
 Every answer the door makes is Mistral-shaped JSON with an ``X-Request-ID`` and never repeats
 the caller's bytes (a key in a folded ``Authorization`` line included); slow heads are cut
-after ``SIDECAR_HEADER_TIMEOUT_SECONDS`` while idle keep-alive connections are not; a head
-larger than ``SIDECAR_MAX_HEADER_BYTES`` is refused while it is being read. Run in-process and
-against ``mistral-sidecar serve``, over raw sockets.
+after ``SIDECAR_SERVER_HEADER_TIMEOUT_SECONDS`` while idle keep-alive connections are not; a
+head larger than ``SIDECAR_SERVER_MAX_HEADER_BYTES`` is refused while it is being read. Run
+in-process and against ``mistral-sidecar serve``, over raw sockets.
 """
 
 from __future__ import annotations
@@ -64,10 +64,10 @@ def _assert_no_key(*texts: str | bytes) -> None:
 @pytest.fixture
 async def sidecar(start_sidecar: SidecarFactory, tmp_path: Path) -> Sidecar:
     """The default chain, logging to a file, with a short header timeout and header limit."""
-    return await start_sidecar(SIDECAR_MIGRATE_ON_START="true",
+    return await start_sidecar(SIDECAR_DB_MIGRATE_ON_START="true",
                                SIDECAR_LOG_FILE=str(tmp_path / "sidecar.log"),
-                               SIDECAR_HEADER_TIMEOUT_SECONDS="1",
-                               SIDECAR_MAX_HEADER_BYTES="8192")
+                               SIDECAR_SERVER_HEADER_TIMEOUT_SECONDS="1",
+                               SIDECAR_SERVER_MAX_HEADER_BYTES="8192")
 
 
 def _log_text(tmp_path: Path) -> str:
@@ -216,8 +216,8 @@ def served(spawn_mock: Callable[..., MockProcess],
     """``mistral-sidecar serve`` (default chain) in front of the mock, with a 2 s header
     timeout and an ops port."""
     mock = spawn_mock()
-    return spawn_sidecar(MISTRAL_BASE_URL=mock.url, SIDECAR_MIGRATE_ON_START="true",
-                         SIDECAR_HEADER_TIMEOUT_SECONDS="2", SIDECAR_OPS_PORT=str(ops_port))
+    return spawn_sidecar(MISTRAL_BASE_URL=mock.url, SIDECAR_DB_MIGRATE_ON_START="true",
+                         SIDECAR_SERVER_HEADER_TIMEOUT_SECONDS="2", SIDECAR_OPS_PORT=str(ops_port))
 
 
 async def test_the_served_sidecar_echoes_and_logs_no_key_of_a_malformed_request(

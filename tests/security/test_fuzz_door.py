@@ -85,9 +85,9 @@ async def _world(start_sidecar: SidecarFactory, mock_upstream: MockUpstream,
     revoked key, and a conversation, an agent and a file owned by each organisation."""
     # The request limit is raised (not disabled) so that the fuzzer's few hundred requests
     # per key exercise everything behind the rate limiter rather than its 429.
-    sidecar = await start_sidecar(SIDECAR_MIGRATE_ON_START="true",
+    sidecar = await start_sidecar(SIDECAR_DB_MIGRATE_ON_START="true",
                                   RATE_LIMIT_REQUESTS="1000000",
-                                  SIDECAR_HEADER_TIMEOUT_SECONDS="2", LOG_LEVEL="WARNING")
+                                  SIDECAR_SERVER_HEADER_TIMEOUT_SECONDS="2", LOG_LEVEL="WARNING")
     keys: dict[str, str] = {}
     for org in ORGS:
         for role in ROLES:

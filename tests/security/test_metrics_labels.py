@@ -60,7 +60,8 @@ async def _scrape(url: str) -> tuple[str, dict[tuple[str, str], set[str]]]:
 
 async def test_hostile_model_names_from_upstream_keep_metrics_parseable(
         start_sidecar: SidecarFactory, mock_upstream: MockUpstream) -> None:
-    sidecar = await start_sidecar(SIDECAR_PLUGINS="metrics", SIDECAR_METRICS_FLUSH_SECONDS="0")
+    sidecar = await start_sidecar(SIDECAR_PLUGINS_CHAIN="metrics",
+                                  SIDECAR_METRICS_FLUSH_SECONDS="0")
     async with aiohttp.ClientSession() as http:
         for model in HOSTILE_MODELS:
             await mock_upstream.fault(action="respond", status=200, path_prefix="/v1/chat",
@@ -83,7 +84,8 @@ async def test_hostile_model_names_from_upstream_keep_metrics_parseable(
 
 async def test_callers_cannot_grow_model_labels_without_bound(
         start_sidecar: SidecarFactory) -> None:
-    sidecar = await start_sidecar(SIDECAR_PLUGINS="metrics", SIDECAR_METRICS_FLUSH_SECONDS="0")
+    sidecar = await start_sidecar(SIDECAR_PLUGINS_CHAIN="metrics",
+                                  SIDECAR_METRICS_FLUSH_SECONDS="0")
     async with aiohttp.ClientSession() as http:
         for n in range(130):
             stream = n % 2 == 1

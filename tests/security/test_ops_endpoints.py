@@ -2,7 +2,7 @@
 the details of /readyz and /metrics answer only with the ops token or on the ops port, and
 never carry a secret.
 
-This module is also a plugin (``SIDECAR_PLUGINS=...,tests.security.test_ops_endpoints``):
+This module is also a plugin (``SIDECAR_PLUGINS_CHAIN=...,tests.security.test_ops_endpoints``):
 its readiness check carelessly reports configured secrets, as a third-party plugin might.
 """
 
@@ -85,7 +85,7 @@ async def _ops_site(sidecar: Sidecar, port: int) -> str:
 
 async def test_without_settings_a_pod_local_sidecar_shows_everything(
         start_sidecar: SidecarFactory) -> None:
-    sidecar = await start_sidecar(SIDECAR_PLUGINS="metrics,breaker")
+    sidecar = await start_sidecar(SIDECAR_PLUGINS_CHAIN="metrics,breaker")
     status, body = await _json(sidecar.url, "/readyz")
     assert status == 200 and body["status"] == "ready"
     assert body["checks"]["breaker"]["state"] == "closed"
@@ -94,7 +94,7 @@ async def test_without_settings_a_pod_local_sidecar_shows_everything(
 
 
 async def test_the_ops_token_guards_details_and_metrics(start_sidecar: SidecarFactory) -> None:
-    sidecar = await start_sidecar(SIDECAR_PLUGINS="metrics,breaker", SIDECAR_OPS_TOKEN=TOKEN)
+    sidecar = await start_sidecar(SIDECAR_PLUGINS_CHAIN="metrics,breaker", SIDECAR_OPS_TOKEN=TOKEN)
     url = sidecar.url
 
     assert (await _json(url, "/healthz"))[0] == 200
@@ -121,7 +121,7 @@ async def test_the_ops_token_guards_details_and_metrics(start_sidecar: SidecarFa
 async def test_an_unready_sidecar_tells_probes_its_status_and_nothing_more(
         start_sidecar: SidecarFactory) -> None:
     sidecar = await start_sidecar(
-        SIDECAR_PLUGINS="ratelimit", SIDECAR_OPS_TOKEN=TOKEN, REDIS_HOST="127.0.0.1",
+        SIDECAR_PLUGINS_CHAIN="ratelimit", SIDECAR_OPS_TOKEN=TOKEN, REDIS_HOST="127.0.0.1",
         REDIS_PORT=str(free_port()), SIDECAR_RATELIMIT_FAILURE_MODE="closed")
     assert await _json(sidecar.url, "/readyz") == (503, {"status": "unready"})
     status, body = await _json(sidecar.url, "/readyz", TOKEN)
@@ -131,7 +131,7 @@ async def test_an_unready_sidecar_tells_probes_its_status_and_nothing_more(
 async def test_the_ops_port_alone_serves_details_and_metrics(
         spawn_sidecar: Callable[..., SidecarProcess], mock_upstream: MockUpstream) -> None:
     port = free_port()
-    sidecar = spawn_sidecar(SIDECAR_PLUGINS="metrics,breaker", SIDECAR_OPS_PORT=str(port),
+    sidecar = spawn_sidecar(SIDECAR_PLUGINS_CHAIN="metrics,breaker", SIDECAR_OPS_PORT=str(port),
                             MISTRAL_BASE_URL=mock_upstream.url)
     ops = f"http://127.0.0.1:{port}"
     # `serve` opens the ops port right after the main one.
@@ -162,7 +162,7 @@ async def test_the_ops_port_alone_serves_details_and_metrics(
 
 async def test_port_and_token_together_both_apply(start_sidecar: SidecarFactory) -> None:
     port = free_port()
-    sidecar = await start_sidecar(SIDECAR_PLUGINS="metrics", SIDECAR_OPS_PORT=str(port),
+    sidecar = await start_sidecar(SIDECAR_PLUGINS_CHAIN="metrics", SIDECAR_OPS_PORT=str(port),
                                   SIDECAR_OPS_TOKEN=TOKEN)
     ops = await _ops_site(sidecar, port)
     assert (await _get(sidecar.url, "/metrics", TOKEN))[0] == 404
@@ -175,7 +175,7 @@ async def test_port_and_token_together_both_apply(start_sidecar: SidecarFactory)
 
 async def test_readyz_details_never_carry_secrets(start_sidecar: SidecarFactory) -> None:
     sidecar = await start_sidecar(
-        SIDECAR_PLUGINS=f"breaker,{LEAKY}", SIDECAR_OPS_TOKEN=TOKEN,
+        SIDECAR_PLUGINS_CHAIN=f"breaker,{LEAKY}", SIDECAR_OPS_TOKEN=TOKEN,
         MISTRAL_API_KEY=f"{MOCK_KEY},second-upstream-key-93b1")
     status, _headers, text = await _get(sidecar.url, "/readyz", TOKEN)
     assert status == 200

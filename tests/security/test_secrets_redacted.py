@@ -45,7 +45,8 @@ CHAIN = "logs,tests.security.door_support,tracing,store,ratelimit"
 
 
 def _env(**extra: str) -> dict[str, str]:
-    return {"SIDECAR_PLUGINS": CHAIN, "SIDECAR_MIGRATE_ON_START": "true", **SECRETS, **extra}
+    return {"SIDECAR_PLUGINS_CHAIN": CHAIN, "SIDECAR_DB_MIGRATE_ON_START": "true", **SECRETS,
+            **extra}
 
 
 def _assert_nothing_secret(text: str) -> None:

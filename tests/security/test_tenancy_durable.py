@@ -148,8 +148,8 @@ async def test_ownership_written_during_an_outage_is_spooled_and_replayed(
     first_dir, replica_dir = tmp_path / "first", tmp_path / "replica"
     first = await start_sidecar(**auth_env(
         {**pg_database, "DB_HOST": host, "DB_PORT": str(port)},
-        SIDECAR_AUTH_DB_TIMEOUT_SECONDS="0.5", SIDECAR_DATA_DIR=str(first_dir)))
-    replica = await start_sidecar(**auth_env(pg_database, SIDECAR_DATA_DIR=str(replica_dir)))
+        SIDECAR_AUTH_DB_TIMEOUT_SECONDS="0.5", SIDECAR_SERVER_DATA_DIR=str(first_dir)))
+    replica = await start_sidecar(**auth_env(pg_database, SIDECAR_SERVER_DATA_DIR=str(replica_dir)))
     alice = await create_key(replica.env, "alice", "user", "acme")
     globex = await create_key(replica.env, "gary", "admin", "globex")
     assert (await call(first.url, "GET", "/v1/models", alice.key)).status == 200
@@ -204,7 +204,7 @@ async def test_spooled_ownership_is_replayed_at_the_next_start(
         sidecar.signal(signal.SIGKILL)
         await asyncio.to_thread(sidecar.proc.wait, 10)
     assert conversation not in owners_in_database(pg_database)
-    assert _spooled_lines(Path(base_env["SIDECAR_DATA_DIR"]))
+    assert _spooled_lines(Path(base_env["SIDECAR_SERVER_DATA_DIR"]))
 
     # The next process on the same data directory writes it before it serves anything.
     restarted = await asyncio.to_thread(spawn_sidecar, **direct)
@@ -212,7 +212,7 @@ async def test_spooled_ownership_is_replayed_at_the_next_start(
     path = f"/v1/conversations/{conversation}"
     assert (await call(restarted.url, "GET", path, alice.key)).status == 200
     assert is_not_found(await call(restarted.url, "GET", path, globex.key))
-    assert not _spooled_lines(Path(base_env["SIDECAR_DATA_DIR"]))
+    assert not _spooled_lines(Path(base_env["SIDECAR_SERVER_DATA_DIR"]))
 
 
 async def test_concurrent_creates_on_two_replicas_all_land(

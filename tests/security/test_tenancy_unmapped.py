@@ -48,8 +48,8 @@ async def test_unmapped_roles_let_named_roles_through(
 
 
 def test_unmapped_access_is_configured_in_one_place(tmp_path: Path) -> None:
-    env = {"MISTRAL_API_KEY": MOCK_KEY, "SIDECAR_PLUGINS": "store,auth",
-           "SIDECAR_DATA_DIR": str(tmp_path)}
+    env = {"MISTRAL_API_KEY": MOCK_KEY, "SIDECAR_PLUGINS_CHAIN": "store,auth",
+           "SIDECAR_SERVER_DATA_DIR": str(tmp_path)}
     config = tmp_path / "roles.yaml"
     config.write_text("auth:\n  roles:\n    admin: ['*']\n    user: [use_model, unmapped]\n")
     with pytest.raises(ConfigError) as caught:

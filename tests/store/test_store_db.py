@@ -19,8 +19,8 @@ from tests.conftest import REPO
 
 
 async def _open(env: dict[str, str], tmp_path: Path) -> Database:
-    settings, _chain = load(None, {"SIDECAR_PLUGINS": "store",
-                                   "SIDECAR_DATA_DIR": str(tmp_path), **env})
+    settings, _chain = load(None, {"SIDECAR_PLUGINS_CHAIN": "store",
+                                   "SIDECAR_SERVER_DATA_DIR": str(tmp_path), **env})
     return await open_database(settings)
 
 
@@ -76,8 +76,8 @@ async def test_concurrent_migrations_on_postgres_do_not_race(pg_database: dict[s
 def test_serve_refuses_an_unmigrated_database_with_one_line(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("SIDECAR_", "MISTRAL_", "DB_", "REDIS_"))}
-    env.update({"SIDECAR_PLUGINS": "store", "SIDECAR_DATA_DIR": str(tmp_path),
-                "MISTRAL_API_KEY": "k", "SIDECAR_PORT": "0"})
+    env.update({"SIDECAR_PLUGINS_CHAIN": "store", "SIDECAR_SERVER_DATA_DIR": str(tmp_path),
+                "MISTRAL_API_KEY": "k", "SIDECAR_SERVER_PORT": "0"})
     result = subprocess.run([sys.executable, "-m", "proxy.cli", "serve"], env=env, cwd=REPO,
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
@@ -98,7 +98,7 @@ async def test_readyz_reports_an_unreachable_database_but_stays_ready(
 
     proxy = toxiproxy_server.create(upstream="127.0.0.1:5432", name="pg", listen="127.0.0.1:0")
     host, port = listen_address(proxy)
-    sidecar = await start_sidecar(SIDECAR_PLUGINS="store", SIDECAR_MIGRATE_ON_START="true",
+    sidecar = await start_sidecar(SIDECAR_PLUGINS_CHAIN="store", SIDECAR_DB_MIGRATE_ON_START="true",
                                   SIDECAR_DB_TIMEOUT_SECONDS="0.5",
                                   **{**pg_database, "DB_HOST": host, "DB_PORT": str(port)})
 

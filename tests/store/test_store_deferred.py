@@ -35,8 +35,8 @@ def test_without_a_plugin_that_serves_without_it_the_store_refuses_to_start(
 ) -> None:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("SIDECAR_", "MISTRAL_", "DB_", "REDIS_"))}
-    env.update({"SIDECAR_PLUGINS": plugins, "SIDECAR_DATA_DIR": str(tmp_path),
-                "MISTRAL_API_KEY": "k", "SIDECAR_PORT": str(free_port()),
+    env.update({"SIDECAR_PLUGINS_CHAIN": plugins, "SIDECAR_SERVER_DATA_DIR": str(tmp_path),
+                "MISTRAL_API_KEY": "k", "SIDECAR_SERVER_PORT": str(free_port()),
                 "DB_HOST": "127.0.0.1", "DB_PORT": str(free_port()), "DB_USER": "postgres",
                 "SIDECAR_DB_STARTUP_WAIT_SECONDS": "0.5"})
     result = subprocess.run([sys.executable, "-m", "proxy.cli", "serve"], env=env, cwd=REPO,
@@ -51,7 +51,7 @@ async def test_a_schema_known_to_be_behind_stops_the_start(
     start_sidecar: SidecarFactory, pg_database: dict[str, str]
 ) -> None:
     with pytest.raises(RuntimeError, match=r"database needs \d+ migration"):
-        await start_sidecar(**auth_env(pg_database, SIDECAR_MIGRATE_ON_START="false"))
+        await start_sidecar(**auth_env(pg_database, SIDECAR_DB_MIGRATE_ON_START="false"))
 
 
 @pytest.fixture
@@ -72,7 +72,7 @@ async def test_a_database_found_behind_after_a_deferred_start_is_not_used_until_
     empty_database: dict[str, str], toxiproxy_server: Toxiproxy, tmp_path: Path,
 ) -> None:
     data_dir = str(tmp_path / "shared")
-    first = await start_sidecar(**auth_env(pg_database, SIDECAR_DATA_DIR=data_dir))
+    first = await start_sidecar(**auth_env(pg_database, SIDECAR_SERVER_DATA_DIR=data_dir))
     key = await create_key(first.env, "alice", "user")
     await wait_for(lambda: (Path(data_dir) / "auth" / "keys.json").exists())
     await asyncio.sleep(2.5)  # the background refresh writes alice's key to the snapshot
@@ -83,7 +83,7 @@ async def test_a_database_found_behind_after_a_deferred_start_is_not_used_until_
     proxy.disable()
     replica = await start_sidecar(**auth_env(
         {**empty_database, "DB_HOST": host, "DB_PORT": str(port)},
-        SIDECAR_DATA_DIR=data_dir, SIDECAR_MIGRATE_ON_START="false",
+        SIDECAR_SERVER_DATA_DIR=data_dir, SIDECAR_DB_MIGRATE_ON_START="false",
         SIDECAR_DB_TIMEOUT_SECONDS="0.5"))
     report = await _database_check(replica.url)
     assert report["ok"] and report["reachable"] is False

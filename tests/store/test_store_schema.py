@@ -12,8 +12,8 @@ from proxy.loader import load
 
 
 async def _open(env: dict[str, str], tmp_path: Path) -> Database:
-    settings, _chain = load(None, {"SIDECAR_PLUGINS": "store",
-                                   "SIDECAR_DATA_DIR": str(tmp_path), **env})
+    settings, _chain = load(None, {"SIDECAR_PLUGINS_CHAIN": "store",
+                                   "SIDECAR_SERVER_DATA_DIR": str(tmp_path), **env})
     return await open_database(settings)
 
 
