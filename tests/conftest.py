@@ -115,6 +115,8 @@ def base_env(tmp_path: Path) -> dict[str, str]:
         "MISTRAL_API_KEY": MOCK_KEY,
         "SIDECAR_SERVER_DATA_DIR": str(tmp_path / "data"),
         "LOG_LEVEL": "INFO",
+        # Tests read a request's lines right after its answer: no batching interval.
+        "SIDECAR_LOG_ACCESS_FLUSH_SECONDS": "0",
     }
 
 

@@ -57,8 +57,6 @@ logger = logging.getLogger("mistral_sidecar.logs")
 ACCESS_LOGGER = logging.getLogger("mistral_sidecar.access")
 EVENT_LOGGER = logging.getLogger("mistral_sidecar.event")
 
-#: Default of the ignored ``log.access_flush_seconds``.
-_FLUSH_DEFAULT = 0.1
 
 
 @dataclass
@@ -93,8 +91,9 @@ def sidecar_settings() -> list[Setting]:
         Setting("log.access", "bool", True, "Write one access line per request (whatever "
                 "LOG_LEVEL says).", deprecated_env=("SIDECAR_ACCESS_LOG",)),
         Setting("log.access_flush_seconds", "float", 0.1,
-                "Deprecated, ignored: each access line is handed to the writing thread as "
-                "its request ends. Accepted so that configurations that set it still load.",
+                "Log lines (access lines included) are written by a background thread in "
+                "batches, at most this long after they were logged; 0 wakes it for every "
+                "line (much more CPU under load).",
                 deprecated_env=("SIDECAR_ACCESS_LOG_FLUSH_SECONDS",), minimum=0),
         Setting("log.content", "bool", False, "Include request and response bodies (message "
                 "content) in access lines."),
@@ -124,9 +123,6 @@ def startup(app: web.Application) -> None:
     if state.access:
         ACCESS_LOGGER.setLevel(logging.INFO)
     app[LOGS] = state
-    if settings["log.access_flush_seconds"] != _FLUSH_DEFAULT:
-        logger.warning("log.access_flush_seconds is deprecated and ignored: each access "
-                       "line is handed to the writing thread as its request ends")
 
 
 @hookimpl
