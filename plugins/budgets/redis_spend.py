@@ -15,25 +15,17 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from plugins.budgets.spend import Charge, Counter, SpendUnavailable
-from plugins.ratelimit.redis_limiter import redis_client
-from plugins.ratelimit.resp import RespConnection, encode
+from plugins.ratelimit.redis_link import RedisLink, failure_reason
+from plugins.ratelimit.resp import encode
 
 __all__ = ["RedisSpend"]
 
 
 def _unavailable(exc: BaseException) -> SpendUnavailable:
-    if isinstance(exc, TimeoutError | RedisTimeoutError):
-        reason = "timeout"
-    elif isinstance(exc, OSError | RedisConnectionError):
-        reason = "unreachable"
-    else:
-        reason = "error"
-    return SpendUnavailable(reason, str(exc))
+    return SpendUnavailable(failure_reason(exc), str(exc))
 
 
 class RedisSpend:
@@ -48,15 +40,10 @@ class RedisSpend:
 
     def __init__(self, host: str, port: int, prefix: str, *, timeout: float,
                  password: str = "", db: int = 0, connect_timeout: float = 1.0) -> None:
-        self.host, self.port, self.db = host, port, db
         self.prefix = prefix + "budget:"
         self.timeout = timeout
-        self.connect_timeout = connect_timeout
-        self._password = password
-        self.client = redis_client(host, port, connect_timeout=connect_timeout,
-                                   password=password, db=db)
-        self._pipeline: RespConnection | None = None
-        self._connecting: asyncio.Task[RespConnection] | None = None
+        self.link = RedisLink(host, port, timeout=timeout, password=password, db=db,
+                              connect_timeout=connect_timeout)
 
     def key(self, counter: Counter) -> str:
         """The Redis key of ``counter``."""
@@ -89,44 +76,19 @@ class RedisSpend:
     async def _send(self, commands: list[bytes]) -> list[Any]:
         deadline = asyncio.get_running_loop().time() + self.timeout
         try:
-            pipeline = self._pipeline
-            if pipeline is None or pipeline.closed:
-                async with asyncio.timeout_at(deadline):
-                    pipeline = await self._connection()
+            pipeline = await self.link.pipeline(deadline)
             futures = [pipeline.send(command, deadline) for command in commands]
             return list(await asyncio.gather(*futures))
         except (TimeoutError, RedisError, OSError) as exc:
             raise _unavailable(exc) from exc
 
-    async def _connection(self) -> RespConnection:
-        if self._connecting is None:
-            self._connecting = asyncio.get_running_loop().create_task(self._connect())
-            self._connecting.add_done_callback(self._connected)
-        # Shielded: one caller giving up must not cancel the connect the others wait for.
-        return await asyncio.shield(self._connecting)
-
-    async def _connect(self) -> RespConnection:
-        async with asyncio.timeout(self.connect_timeout):
-            return await RespConnection.open(self.host, self.port, self.timeout,
-                                             self._password, self.db)
-
-    def _connected(self, task: asyncio.Task[RespConnection]) -> None:
-        self._connecting = None
-        if not task.cancelled() and task.exception() is None:
-            self._pipeline = task.result()
-
     async def check(self) -> None:
         """``PING`` Redis (the caller bounds the wait)."""
         try:
-            await self.client.ping()
+            await self.link.client.ping()
         except (RedisError, OSError) as exc:
             raise _unavailable(exc) from exc
 
     async def close(self) -> None:
-        """Close the pipelined connection and the client."""
-        if self._connecting is not None:
-            self._connecting.cancel()
-        if self._pipeline is not None:
-            self._pipeline.abort()
-            self._pipeline = None
-        await self.client.aclose()
+        """Close the connections."""
+        await self.link.close()

@@ -7,7 +7,7 @@ clocks still agree. The arithmetic is :func:`plugins.ratelimit.gcra.decide`, in 
 
 Decisions go out as ``EVALSHA`` of the script registered with redis-py (``register_script``)
 on the pipelined connection of :mod:`plugins.ratelimit.resp` (why it exists is measured
-there). Everything else goes through a ``redis.asyncio`` client (:func:`redis_client`): health
+there). Everything else goes through a ``redis.asyncio`` client (:mod:`.redis_link`): health
 checks, and the decision that meets ``NOSCRIPT`` (Redis restarted, failed over or flushed its
 scripts), which redis-py's script support loads again and retries. redis-py's errors become
 :class:`~plugins.ratelimit.limiter.BackendUnavailable` here, so the rest of the plugin knows
@@ -20,16 +20,12 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-from redis.asyncio import Redis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from plugins.ratelimit.gcra import Decision, Limit, LimitState
 from plugins.ratelimit.limiter import BackendUnavailable
-from plugins.ratelimit.resp import RespConnection, encode
+from plugins.ratelimit.redis_link import RedisLink, failure_reason
+from plugins.ratelimit.resp import encode
 
 # KEYS[i]: one bucket per limit. ARGV: four numbers per limit: quota, window (us), units that
 # must be available (0 = no check), units to take if every limit passes.
@@ -84,27 +80,9 @@ return out
 """
 
 
-def redis_client(host: str, port: int, *, connect_timeout: float, password: str = "",
-                 db: int = 0) -> Redis:
-    """A ``redis.asyncio`` client (with its connection pool) for the limiter's other calls.
-
-    No retries: the limiter's fallback decides what a failure means, and a retry loop inside
-    the client would only stretch the wait. Connecting is bounded by ``connect_timeout``;
-    callers bound each call as a whole.
-    """
-    return Redis(host=host, port=port, db=db, password=password or None,
-                 socket_connect_timeout=connect_timeout, retry=Retry(NoBackoff(), 0))
-
-
 def unavailable(exc: BaseException) -> BackendUnavailable:
     """What a failed Redis call means for the limiter (``timeout``, ``unreachable``, ``error``)."""
-    if isinstance(exc, TimeoutError | RedisTimeoutError):
-        reason = "timeout"
-    elif isinstance(exc, OSError | RedisConnectionError):
-        reason = "unreachable"
-    else:
-        reason = "error"
-    return BackendUnavailable(reason, str(exc))
+    return BackendUnavailable(failure_reason(exc), str(exc))
 
 
 class RedisLimiter:
@@ -118,16 +96,11 @@ class RedisLimiter:
 
     def __init__(self, host: str, port: int, prefix: str, *, timeout: float,
                  password: str = "", db: int = 0, connect_timeout: float = 1.0) -> None:
-        self.host, self.port, self.db = host, port, db
         self.prefix = prefix
         self.timeout = timeout
-        self.connect_timeout = connect_timeout
-        self._password = password
-        self.client = redis_client(host, port, connect_timeout=connect_timeout,
-                                   password=password, db=db)
-        self.script = self.client.register_script(GCRA_SCRIPT)
-        self._pipeline: RespConnection | None = None
-        self._connecting: asyncio.Task[RespConnection] | None = None
+        self.link = RedisLink(host, port, timeout=timeout, password=password, db=db,
+                              connect_timeout=connect_timeout)
+        self.script = self.link.client.register_script(GCRA_SCRIPT)
 
     async def evaluate(self, limits: Sequence[Limit]) -> Decision:
         """Decide on ``limits`` atomically on Redis and record what the decision took."""
@@ -137,10 +110,7 @@ class RedisLimiter:
         for limit in limits:
             args.extend((limit.quota, limit.window * 1_000_000, limit.check, limit.consume))
         try:
-            pipeline = self._pipeline
-            if pipeline is None or pipeline.closed:
-                async with asyncio.timeout_at(deadline):
-                    pipeline = await self._connection()
+            pipeline = await self.link.pipeline(deadline)
             try:
                 reply: Any = await pipeline.send(
                     encode(b"EVALSHA", self.script.sha, len(keys), *keys, *args), deadline)
@@ -155,35 +125,13 @@ class RedisLimiter:
                        for i in range(len(limits)))
         return Decision(bool(reply[0]), int(reply[1]) / 1e6, states)
 
-    async def _connection(self) -> RespConnection:
-        if self._connecting is None:
-            self._connecting = asyncio.get_running_loop().create_task(self._connect())
-            self._connecting.add_done_callback(self._connected)
-        # Shielded: one caller giving up must not cancel the connect the others wait for.
-        return await asyncio.shield(self._connecting)
-
-    async def _connect(self) -> RespConnection:
-        async with asyncio.timeout(self.connect_timeout):
-            return await RespConnection.open(self.host, self.port, self.timeout,
-                                             self._password, self.db)
-
-    def _connected(self, task: asyncio.Task[RespConnection]) -> None:
-        self._connecting = None
-        if not task.cancelled() and task.exception() is None:
-            self._pipeline = task.result()
-
     async def check(self) -> None:
         """PING Redis (the caller bounds the wait)."""
         try:
-            await self.client.ping()
+            await self.link.client.ping()
         except (RedisError, OSError) as exc:
             raise unavailable(exc) from exc
 
     async def close(self) -> None:
-        """Close the pipelined connection and the client."""
-        if self._connecting is not None:
-            self._connecting.cancel()
-        if self._pipeline is not None:
-            self._pipeline.abort()
-            self._pipeline = None
-        await self.client.aclose()
+        """Close the connections."""
+        await self.link.close()
