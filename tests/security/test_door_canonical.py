@@ -295,7 +295,8 @@ async def test_head_is_authorised_as_get(
     assert deleted.status == got.status
 
 
-@pytest.mark.parametrize("target", ["/sk-sidecar-abcd-0123456789abcdef", "/x%0Ay", "/not-an-endpoint"])
+@pytest.mark.parametrize("target", ["/sk-sidecar-abcd-0123456789abcdef", "/x%0Ay",
+                                    "/not-an-endpoint"])
 async def test_paths_outside_the_api_are_a_json_404_that_repeats_nothing(
     sidecar: Sidecar, mock_upstream: MockUpstream, target: str
 ) -> None:
