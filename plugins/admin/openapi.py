@@ -216,6 +216,8 @@ _OPERATIONS: dict[str, dict[str, Any]] = {
     "adoptConversation": {"summary": "Put a conversation nobody owns under the caller's "
                           "organisation and an owner (admins of auth.unowned_org only)",
                           "body": "Adopt", "ok": ("200", "Adopted"), "errors": ["409"]},
+    "listBudgets": {"summary": "The organisation's budgets and what each spent this period "
+                    "(budgets plugin)", "ok": ("200", None)},
     "getState": {"summary": "Live state of the answering process: breaker, limiter, spool, "
                  "key pool", "ok": ("200", "State")},
 }

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from plugins.admin import keys, records, state, usage
+from plugins.admin import budgets, keys, records, state, usage
 from plugins.admin.access import authenticate
 from plugins.admin.openapi import document
 from plugins.admin.plumbing import AdminRequest, answer, query
@@ -70,6 +70,7 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", f"{PREFIX}/keys/{{key_id}}/rotate", keys.rotate_key, ADMIN_KEYS,
           "rotateKey"),
     Route("GET", f"{PREFIX}/usage", usage.usage, ADMIN_USAGE, "getUsage"),
+    Route("GET", f"{PREFIX}/budgets", budgets.list_budgets, ADMIN_USAGE, "listBudgets"),
     Route("GET", f"{PREFIX}/agents", records.list_agents, ADMIN_RECORDS, "listAgents"),
     Route("POST", f"{PREFIX}/agents/{{agent_id}}/adopt", records.adopt_agent, ADMIN_RECORDS,
           "adoptAgent"),

@@ -196,7 +196,9 @@ async def _spend(settings: Settings, db: Database, budgets: Sequence[Budget]
             await backend.close()
 
 
-def _row(budget: Budget, spent: int | None) -> dict[str, Any]:
+def budget_row(budget: Budget, spent: int | None) -> dict[str, Any]:
+    """``budget`` as ``budgets list --json`` and the admin API show it, with what it spent in
+    its current period (``None``: unknown)."""
     now = utc_now()
     _counter, current = counter(budget, now)
     return {
@@ -233,7 +235,7 @@ def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     async def work(db: Database) -> int:
         budgets = await load_all(db)
         spent = await _spend(settings, db, budgets)
-        rows = [_row(b, s) for b, s in zip(budgets, spent, strict=True)]
+        rows = [budget_row(b, s) for b, s in zip(budgets, spent, strict=True)]
         if args.json:
             print(json.dumps(rows, indent=2))
         elif rows:
