@@ -110,6 +110,19 @@ def _cost_cell(row: dict[str, Any]) -> str:
     return f"{number(cost)} {row.get('currency') or ''}".strip()
 
 
+def _budgets(rows: list[dict[str, Any]]) -> Html:
+    """The organisation's budgets and their spend this period (nothing when it has none)."""
+    if not rows:
+        return Html("")
+    cells = [[f"{row['scope']} {row['subject']}", row.get("model") or "all models",
+              row["period"], row["mode"], f"{row['limit']} {row['currency']}",
+              "unknown" if row["spent"] is None else f"{row['spent']} {row['currency']}",
+              "" if row["percent"] is None else f"{row['percent']} %"] for row in rows]
+    return join([Html('<h2 id="budgets">Budgets this period</h2>'),
+                 table(("Budget", "Model", "Period", "Mode", "Limit", "Spent", "Used"), cells,
+                       empty="No budgets.", class_="grid numbers")])
+
+
 async def usage_page(visit: Visit) -> web.StreamResponse:
     """``GET /admin/usage``: usage between ``from`` and ``to`` (UTC days; the last 30 days
     by default), optionally of one ``owner`` or ``model``."""
@@ -132,9 +145,10 @@ async def usage_page(visit: Visit) -> web.StreamResponse:
             raise
         return visit.page("Usage", join([form, notice("error", error.message)]),
                           current="/admin/usage", status=400)
+    budgets = _budgets((await visit.api("listBudgets"))["data"])
     rows = daily["data"]
     if not rows:
-        body = join([form, fill('<p class="empty">No usage in this period.</p>')])
+        body = join([form, fill('<p class="empty">No usage in this period.</p>'), budgets])
         return visit.page("Usage", body, current="/admin/usage")
     days = _days(since, until, {row["day"] for row in rows})
     day_rows = [[row["day"], row.get("model") or _NO_MODEL, number(row["requests"]),
@@ -153,5 +167,6 @@ async def usage_page(visit: Visit) -> web.StreamResponse:
         Html('<h2 id="by-owner">By owner</h2>'),
         table(("Owner", "Requests", "Errors", "Tokens", "Cost"), owner_rows,
               empty="No usage.", class_="grid numbers"),
+        budgets,
     ])
     return visit.page("Usage", body, current="/admin/usage")

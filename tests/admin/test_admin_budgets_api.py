@@ -16,6 +16,7 @@ from tests.budgets.budgets_support import (
     set_budget,
 )
 from tests.conftest import SidecarFactory
+from tests.console.console_support import ConsoleClient
 
 BUDGETS = "/admin/v1/budgets"
 
@@ -24,7 +25,7 @@ async def test_an_org_admin_sees_its_budgets_and_their_spend_only(
         start_sidecar: SidecarFactory, tmp_path: Path, redis_env: dict[str, str]) -> None:
     await after_midnight_margin()
     sidecar = await start_sidecar(**budget_env(
-        tmp_path, {}, SIDECAR_PLUGINS_CHAIN=f"{CHAIN},persistence,admin", **redis_env))
+        tmp_path, {}, SIDECAR_PLUGINS_CHAIN=f"{CHAIN},persistence,admin,console", **redis_env))
     env, url = sidecar.env, sidecar.url
     acme_admin = await create_key(env, "root", "admin", "acme")
     alice = await create_key(env, "alice", "user", "acme")
@@ -54,3 +55,14 @@ async def test_an_org_admin_sees_its_budgets_and_their_spend_only(
     assert_error(await call(url, "GET", BUDGETS, None), 401)
     assert_error(await call(url, "GET", BUDGETS, acme_admin.key, params={"org": "globex"}),
                  400)
+
+    # The console's usage page shows the same budgets.
+    browser = ConsoleClient(url)
+    try:
+        await browser.login(acme_admin.key)
+        page = await browser.get("/admin/usage")
+    finally:
+        await browser.close()
+    assert page.status == 200 and "Budgets this period" in page.text
+    assert "org acme" in page.text and "owner alice" in page.text
+    assert gus.key_id not in page.text
