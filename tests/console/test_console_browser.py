@@ -74,7 +74,12 @@ class Pages:
         """Click something that loads another page, and wait until it has."""
         old = self.driver.find_element(By.TAG_NAME, "html")
         element.click()
-        WebDriverWait(self.driver, 10).until(expected_conditions.staleness_of(old))
+        wait = WebDriverWait(self.driver, 10)
+        wait.until(expected_conditions.staleness_of(old))
+        # The old page is gone; the new one may still be parsing, and an element found now
+        # could belong to a document about to be replaced.
+        wait.until(lambda driver: driver.execute_script("return document.readyState")
+                   == "complete")
 
     def text(self, selector: str = "main") -> str:
         """The visible text of an element."""
