@@ -15,12 +15,11 @@ from pathlib import Path
 
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import NoSuchElementException
+from selenium.common.exceptions import NoSuchElementException, WebDriverException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
-from selenium.webdriver.support import expected_conditions
 from selenium.webdriver.support.wait import WebDriverWait
 
 from tests.conftest import MockProcess, SidecarProcess
@@ -74,8 +73,18 @@ class Pages:
         """Click something that loads another page, and wait until it has."""
         old = self.driver.find_element(By.TAG_NAME, "html")
         element.click()
-        wait = WebDriverWait(self.driver, 10)
-        wait.until(expected_conditions.staleness_of(old))
+        # A command sent while Chrome swaps documents may fail; the wait asks again.
+        wait = WebDriverWait(self.driver, 10, ignored_exceptions=(WebDriverException,))
+
+        def gone(_driver: WebDriver) -> bool:
+            try:
+                old.is_enabled()
+            except WebDriverException:
+                # Stale, or, while Chrome swaps documents, "does not belong to the document".
+                return True
+            return False
+
+        wait.until(gone)
         # The old page is gone; the new one may still be parsing, and an element found now
         # could belong to a document about to be replaced.
         wait.until(lambda driver: driver.execute_script("return document.readyState")
