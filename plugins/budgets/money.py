@@ -1,25 +1,18 @@
-"""Amounts of money as budgets keep them: whole billionths of the currency ("nanos").
-
-Usage rows store a request's cost in billionths too (``usage_log.cost_nanos``), rounded the
-same way, so a budget's spend and the ``usage`` report add up to the same amount.
-"""
+"""Amounts of money as budgets keep them: whole billionths of the currency, as usage rows
+do (:mod:`proxy.money`); limits as operators write them."""
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation
+
+from proxy.money import NANOS, format_amount, to_nanos
 
 __all__ = ["MAX_DECIMALS", "NANOS", "format_amount", "parse_amount", "to_nanos"]
 
-NANOS = Decimal(10) ** 9
 #: Decimals an operator may give a limit with (a millionth of a cent is plenty).
 MAX_DECIMALS = 6
 #: Counters are 64-bit signed integers in Redis and in the databases.
 _LIMIT = 2 ** 63
-
-
-def to_nanos(cost: Decimal) -> int:
-    """``cost`` in billionths, rounded half up (as usage rows store it)."""
-    return int((cost * NANOS).to_integral_value(ROUND_HALF_UP))
 
 
 def parse_amount(text: str) -> int:
@@ -41,9 +34,3 @@ def parse_amount(text: str) -> int:
     if nanos >= _LIMIT:
         raise ValueError(f"too large, got {text!r}")
     return nanos
-
-
-def format_amount(nanos: int) -> str:
-    """Nanos as a plain decimal in currency units, without trailing zeros (``12.5``)."""
-    amount = (Decimal(nanos) / NANOS).normalize()
-    return format(amount, "f")

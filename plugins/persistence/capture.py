@@ -351,7 +351,7 @@ def usage_record(record_id: str, request_id: str, owner: str, operation: str,
                  org: str | None = None, cost_nanos: int | None = None,
                  currency: str | None = None) -> Record:
     """The usage-log record of one model call (``operation`` without ``_stream``); its cost
-    in billionths of ``currency`` (:data:`plugins.persistence.records.NANOS`), ``None`` when
+    in billionths of ``currency`` (:mod:`proxy.money`), ``None`` when
     unknown."""
     prompt, completion, total = usage or (0, 0, 0)
     # Positional, in USAGE_COLUMNS order: this runs for every model call.

@@ -8,12 +8,13 @@ acknowledgement was lost) without changing the result.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from decimal import ROUND_HALF_UP, Decimal
+from decimal import Decimal
 from typing import Any
 
 import orjson
 
 from proxy import jsoncodec
+from proxy.money import to_nanos
 from proxy.timefmt import utc_date_time
 
 #: Record kinds, one per kind of row change (see :mod:`plugins.persistence.writer`).
@@ -33,11 +34,8 @@ _ROW_LENGTH = 2 + len(USAGE_COLUMNS)
 #: Columns a usage line spooled before keys, organisations and costs were recorded lacks.
 _ADDED_COLUMNS = 4
 
-#: A cost is stored as an integer number of billionths of its currency (``cost_nanos``):
-#: exact for every request priced per million tokens at up to three decimals (each token
-#: then costs a whole number of billionths), so sums over millions of small requests stay
-#: exact where millionths would round each one.
-NANOS = Decimal(10) ** 9
+#: A cost is stored as an integer number of billionths of its currency (``cost_nanos``,
+#: :mod:`proxy.money`).
 _BIGINT = 2 ** 63
 
 
@@ -46,7 +44,7 @@ def cost_nanos(cost: Decimal | None) -> int | None:
     beyond what the column holds (a 64-bit integer), which would fail its whole batch."""
     if cost is None:
         return None
-    nanos = int((cost * NANOS).to_integral_value(ROUND_HALF_UP))
+    nanos = to_nanos(cost)
     return nanos if -_BIGINT <= nanos < _BIGINT else None
 
 

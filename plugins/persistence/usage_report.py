@@ -15,6 +15,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from plugins.store.db import Executor
+from proxy.money import format_amount
 
 __all__ = ["DEFAULT_GROUPS", "FILTERS", "GROUPS", "format_usage", "parse_groups",
            "read_usage", "summarise", "usage_query"]
@@ -29,7 +30,6 @@ _COLUMNS = {"owner": "owner_id", "key": "key_id", "org": "org", "model": "model"
 #: The UTC day of a row, per dialect (SQLite keeps times as canonical UTC text).
 _DAY = {"postgres": "to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
         "sqlite": "substr(created_at, 1, 10)"}
-_NANOS = Decimal(10) ** 9
 #: Decimals of a cost in the table (the JSON carries it exactly).
 _SHOWN = Decimal("0.000001")
 _SUMS = ("requests", "errors", "prompt_tokens", "completion_tokens", "total_tokens")
@@ -111,15 +111,10 @@ def _line(groups: Sequence[str], key: tuple[Any, ...],
     unpriced = sum(int(member["unpriced"] or 0) for member in members)
     nanos = sum(int(member["cost_nanos"] or 0) for member in members)
     currency = next((member["currency"] for member in members if member["currency"]), None)
-    line["cost"] = None if unpriced else _decimal_text(nanos)
+    line["cost"] = None if unpriced else format_amount(nanos)
     line["currency"] = currency
     line["unpriced"] = unpriced
     return line
-
-
-def _decimal_text(nanos: int) -> str:
-    """Billionths as exact decimal text: ``1500`` is ``"0.0000015"``."""
-    return format((Decimal(nanos) / _NANOS).normalize(), "f")
 
 
 def format_usage(rows: list[dict[str, Any]], groups: Sequence[str] = DEFAULT_GROUPS) -> str:
