@@ -23,7 +23,7 @@ from aiohttp import web
 
 from plugins.admin.access import Roles
 from plugins.admin.audit import AUDIT_LOGGER
-from plugins.admin.plumbing import ADMIN, AdminConfig
+from plugins.admin.plumbing import ADMIN, AdminConfig, finish_detached
 from plugins.admin.routes import ROUTES, route_defs
 from plugins.auth.permissions import ADMIN_ACTIONS
 from proxy import hookimpl
@@ -69,8 +69,9 @@ def startup(app: web.Application) -> None:
 
 
 @hookimpl
-def shutdown(app: web.Application) -> None:
-    """Put the audit logger's level back."""
+async def shutdown(app: web.Application) -> None:
+    """Finish the changes whose callers hung up; put the audit logger's level back."""
+    await finish_detached(app)
     previous = app.get(_PREVIOUS_AUDIT_LEVEL)
     if previous is not None:
         AUDIT_LOGGER.setLevel(previous)

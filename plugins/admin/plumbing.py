@@ -8,10 +8,11 @@ being ignored, so that a typo never silently widens what a request does.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Awaitable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
@@ -40,11 +41,32 @@ _JSON_TYPES = ("application/json",)
 
 @dataclass(frozen=True, slots=True)
 class AdminConfig:
-    """The admin plugin's own settings and the facts it reads once at start-up."""
+    """The admin plugin's own settings and the facts it reads once at start-up, and the
+    changes still running for callers that hung up."""
 
     query_timeout: float
     unowned_org: str
     roles: Roles
+    detached: set[asyncio.Task[Any]] = field(default_factory=set)
+
+
+async def to_the_end(app: web.Application, change: Awaitable[T]) -> T:
+    """Await ``change`` (a key created, revoked, rotated, a record adopted) so that it runs
+    to its end, audit line included, even if the caller hangs up and its handler is
+    cancelled: what the database took is then also in the audit log. Shutdown waits for
+    such changes (:func:`finish_detached`)."""
+    task = asyncio.ensure_future(change)
+    detached = app[ADMIN].detached
+    detached.add(task)
+    task.add_done_callback(detached.discard)
+    return await asyncio.shield(task)
+
+
+async def finish_detached(app: web.Application) -> None:
+    """Wait for the changes whose callers hung up."""
+    config = app.get(ADMIN)
+    if config is not None and config.detached:
+        await asyncio.gather(*config.detached, return_exceptions=True)
 
 
 ADMIN = web.AppKey("admin_config", AdminConfig)

@@ -18,7 +18,7 @@ from aiohttp import web
 from plugins.admin import budgets, keys, records, state, usage
 from plugins.admin.access import authenticate
 from plugins.admin.openapi import document
-from plugins.admin.plumbing import AdminRequest, answer, query
+from plugins.admin.plumbing import AdminRequest, answer, query, to_the_end
 from plugins.auth.permissions import ADMIN_KEYS, ADMIN_RECORDS, ADMIN_STATE, ADMIN_USAGE
 from proxy.app import OPS
 from proxy.errors import SidecarError
@@ -88,7 +88,10 @@ def _serve(route: Route) -> Callable[[web.Request], Awaitable[web.StreamResponse
     async def handle(request: web.Request) -> web.StreamResponse:
         try:
             caller = await authenticate(request, route.action)
-            return await route.handler(AdminRequest(request, caller))
+            handled = route.handler(AdminRequest(request, caller))
+            if route.method == "GET":
+                return await handled
+            return await to_the_end(request.app, handled)
         except SidecarError as error:
             return error.to_response({"Cache-Control": "no-store"})
         except Exception:

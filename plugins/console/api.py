@@ -22,7 +22,7 @@ from multidict import CIMultiDict, CIMultiDictProxy, MultiDict, MultiDictProxy
 
 from plugins.admin import ROUTES
 from plugins.admin.access import authenticate
-from plugins.admin.plumbing import AdminRequest
+from plugins.admin.plumbing import AdminRequest, to_the_end
 from proxy.errors import SidecarError
 
 logger = logging.getLogger("mistral_sidecar.console")
@@ -89,7 +89,8 @@ async def call(app: web.Application, key: str, operation_id: str, *,
                     data)
     try:
         caller = await authenticate(cast(web.Request, request), route.action)
-        response = await route.handler(AdminRequest(cast(web.Request, request), caller))
+        handled = route.handler(AdminRequest(cast(web.Request, request), caller))
+        response = await (handled if route.method == "GET" else to_the_end(app, handled))
     except SidecarError as error:
         raise ApiError(error.status, error.message, error.code) from None
     except Exception:
