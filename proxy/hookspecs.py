@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import pluggy
 
@@ -80,6 +80,56 @@ def register_commands(subparsers: argparse._SubParsersAction[Any]) -> None:
     Add a parser with ``subparsers.add_parser(name, help=...)`` and set its handler with
     ``parser.set_defaults(handler=func)``; ``func(args, settings) -> int`` returns the exit code.
     Called for every installed plugin in the chain, before arguments are parsed.
+    """
+
+
+class UsageSection(TypedDict):
+    """One section a plugin adds to ``mistral-sidecar usage`` (:func:`usage_report_sections`).
+
+    ``name`` is its key under ``"sections"`` in ``usage --json --sections`` (lower case,
+    unique in the chain); ``title`` the line above it in the table output; ``text`` what the
+    table output shows under the title (lines ending in a newline); ``rows`` the same as JSON
+    objects (what ``--json`` of the plugin's own command prints, ideally).
+    """
+
+    name: str
+    title: str
+    text: str
+    rows: list[dict[str, Any]]
+
+
+@hookspec
+def usage_report_sections(settings: Settings, db: Any, owner: str | None, since: str | None
+                          ) -> Awaitable[list[UsageSection] | None] | list[UsageSection] | None:
+    """Add sections to the ``mistral-sidecar usage`` report, after its own table.
+
+    Called by the ``usage`` command (the persistence plugin's), in chain order, each result
+    awaited before the next plugin is called: for the table output always, for JSON only with
+    ``--json --sections`` (plain ``--json`` prints the list of usage rows, as it always did,
+    and calls no plugin). ``db`` is the store's open database
+    (:class:`plugins.store.db.Database`); ``owner`` is ``--owner`` (``None``: everyone) and
+    ``since`` is ``--since`` as canonical UTC text (``None``: from the start). Narrow what
+    you show by them where they mean something to you, and say in the title what you show
+    otherwise ("this period").
+
+    Return a list of :class:`UsageSection` (or an awaitable of one), or ``None`` (or ``[]``)
+    when there is nothing to show: then the report is exactly what it would be without the
+    plugin. The table output prints each section as a blank line, its title and its
+    ``text``; ``--json --sections`` prints ``{"usage": [rows], "sections": {name: {"title":
+    ..., "rows": [...]}}}``. Two plugins reporting one ``name`` make the command fail. What
+    an implementation raises fails the command too: a dependency it cannot reach should be
+    a note on standard error and a section without those figures instead. The budgets
+    plugin shows the budgets in force with their spend this period::
+
+        @hookimpl
+        def usage_report_sections(settings, db, owner):
+            async def sections():
+                rows = await budget_rows(settings, db, owner=owner)
+                if not rows:
+                    return None
+                return [UsageSection(name="budgets", title="Budgets this period",
+                                     text=format_rows(rows), rows=rows)]
+            return sections()
     """
 
 

@@ -24,6 +24,9 @@ Spend is kept per budget and period in Redis when ``redis.host`` is set
 from memory while the backend fails (``budgets.failure_mode`` ``open``) or answers 503
 (``closed``) (:mod:`.ledger`).
 
+``budgets list`` shows each budget's spend this period, and ``mistral-sidecar usage`` the same
+after its table (``usage_report_sections``), from one function (:mod:`.commands`).
+
 Needs ``store``, ``auth`` and ``prices`` before it in the chain.
 """
 
@@ -58,13 +61,15 @@ from plugins.budgets.spend import Charge
 from plugins.prices import PRICES
 from plugins.prices.charging import answered_model
 from plugins.store import DATABASE
+from plugins.store.db import Database
 from proxy import hookimpl
 from proxy.app import SETTINGS
 from proxy.context import RequestContext
 from proxy.errors import SidecarError
 from proxy.event_registry import EventMetric, EventSpec, Label, LevelWhen
 from proxy.events import emit, emitter
-from proxy.settings import Setting
+from proxy.hookspecs import UsageSection
+from proxy.settings import Setting, Settings
 
 __all__ = ["BUDGETS", "EVENTS", "BudgetState"]
 
@@ -153,6 +158,16 @@ def register_commands(subparsers: argparse._SubParsersAction[Any]) -> None:
     from plugins.budgets.commands import register
 
     register(subparsers)
+
+
+@hookimpl
+def usage_report_sections(settings: Settings, db: Database, owner: str | None
+                          ) -> Awaitable[list[UsageSection] | None]:
+    """``mistral-sidecar usage``: the budgets in force (with ``--owner``, that owner's and
+    its keys') with their spend this period, as ``budgets list`` shows them."""
+    from plugins.budgets.commands import usage_sections
+
+    return usage_sections(settings, db, owner)
 
 
 # --- lifecycle -------------------------------------------------------------------------------

@@ -2,8 +2,9 @@
 
 Budgets are rows of the ``budgets`` table; replicas pick up a change within
 ``budgets.refresh_seconds``. ``list`` shows each budget's spend in its current period, read
-from where the sidecar keeps it (Redis, else the database). Mistakes in the arguments are one
-line on standard error and exit code 2; an unreachable database is exit code 1.
+from where the sidecar keeps it (Redis, else the database); ``usage`` shows the same after its
+table (:func:`usage_sections`). Mistakes in the arguments are one line on standard error and
+exit code 2; an unreachable database is exit code 1.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
+from plugins.auth.keystore import KeyStore
 from plugins.budgets.backends import redis_timeout, spend_backend
 from plugins.budgets.budget import KEY, ORG, OWNER, Budget
 from plugins.budgets.db_spend import DatabaseSpend
@@ -24,9 +26,13 @@ from plugins.budgets.periods import PERIODS, utc_now
 from plugins.budgets.spend import SpendUnavailable
 from plugins.store import run_with_database
 from plugins.store.db import Database
+from proxy.hookspecs import UsageSection
 from proxy.settings import Settings
 
-__all__ = ["register"]
+__all__ = ["budget_rows", "register", "usage_sections"]
+
+#: The title of the budgets' section in ``usage``.
+USAGE_TITLE = "Budgets this period"
 
 #: The longest a command waits for Redis (a person is waiting, not a request).
 _CLI_REDIS_TIMEOUT = 2.0
@@ -229,13 +235,51 @@ def format_rows(rows: list[dict[str, Any]]) -> str:
                    .rstrip() + "\n" for line in lines)
 
 
+async def budget_rows(settings: Settings, db: Database, owner: str | None = None
+                      ) -> list[dict[str, Any]]:
+    """Every budget, oldest first, as :func:`budget_row` shows it with its spend this period;
+    with ``owner``, only that owner's (:func:`owned_by`). ``budgets list`` and ``usage``
+    both show budgets through this."""
+    budgets = await load_all(db)
+    if owner is not None:
+        budgets = await owned_by(db, budgets, owner)
+    spent = await _spend(settings, db, budgets)
+    return [budget_row(b, s) for b, s in zip(budgets, spent, strict=True)]
+
+
+async def owned_by(db: Database, budgets: Sequence[Budget], owner: str) -> list[Budget]:
+    """Of ``budgets``, those only ``owner``'s spend counts against: on that owner (in one
+    organisation or in every one) and on its keys. An organisation's budget is shared by its
+    owners, so it is no one owner's."""
+    keys = KeyStore(db)
+    mine = []
+    for budget in budgets:
+        if budget.scope == OWNER:
+            if budget.subject == owner:
+                mine.append(budget)
+        elif budget.scope == KEY:
+            record = await keys.get(budget.subject)
+            if record is not None and record.owner == owner:
+                mine.append(budget)
+    return mine
+
+
+async def usage_sections(settings: Settings, db: Database, owner: str | None
+                         ) -> list[UsageSection] | None:
+    """The budgets' section of ``usage`` (``usage_report_sections``): what ``budgets list``
+    prints, narrowed to ``owner``; ``None`` when no budget is in force."""
+    rows = await budget_rows(settings, db, owner)
+    if not rows:
+        return None
+    return [UsageSection(name="budgets", title=USAGE_TITLE, text=format_rows(rows),
+                         rows=rows)]
+
+
 def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
     """Print every budget and its spend this period."""
 
     async def work(db: Database) -> int:
-        budgets = await load_all(db)
-        spent = await _spend(settings, db, budgets)
-        rows = [budget_row(b, s) for b, s in zip(budgets, spent, strict=True)]
+        rows = await budget_rows(settings, db)
         if args.json:
             print(json.dumps(rows, indent=2))
         elif rows:

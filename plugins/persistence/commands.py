@@ -12,12 +12,18 @@ from plugins.persistence.records import canonical_time
 from plugins.persistence.usage_report import (
     DEFAULT_GROUPS,
     GROUPS,
+    SectionClash,
+    format_sections,
     format_usage,
     parse_groups,
     read_usage,
+    report_document,
+    report_sections,
 )
 from plugins.store import run_with_database
 from plugins.store.db import Database, Executor, Row
+from proxy.chain import PluginChain
+from proxy.hookspecs import UsageSection
 from proxy.settings import Settings
 
 
@@ -41,7 +47,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         description="Sum the usage log (chat, FIM, embeddings, agent completions and "
         "conversations) per owner and model, or per the groups --by names. A group's cost "
         "is unknown when a request in it reported tokens of a model without a price "
-        "(counted as unpriced).")
+        "(counted as unpriced). Plugins add sections after the table (the budgets plugin: "
+        "the budgets in force and their spend this period).")
     usage.add_argument("--by", metavar="GROUPS", type=_groups, default=DEFAULT_GROUPS,
                        help="comma-separated groups: " + ", ".join(GROUPS)
                        + f" (UTC days); default {','.join(DEFAULT_GROUPS)}")
@@ -49,7 +56,11 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
                        help="only requests at or after DATE (YYYY-MM-DD or ISO-8601, UTC "
                        "unless it names a zone)")
     usage.add_argument("--owner", help="only this owner")
-    usage.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    usage.add_argument("--json", action="store_true",
+                       help="print the usage rows as a JSON list instead of a table")
+    usage.add_argument("--sections", action="store_true",
+                       help='with --json: print {"usage": [rows], "sections": {name: {"title", '
+                       '"rows"}}} with the sections plugins add (the table always shows them)')
     usage.add_argument("--config", metavar="FILE", help="YAML configuration file")
     usage.set_defaults(handler=cmd_usage)
 
@@ -145,16 +156,34 @@ def cmd_usage(args: argparse.Namespace, settings: Settings) -> int:
                   "2025-01-31 or an ISO-8601 time", file=sys.stderr)
             return 2
 
+    owner = args.owner or None
+
     async def work(db: Database) -> int:
-        summary = await read_usage(db, db.dialect, args.by, since=since,
-                                   owner=args.owner or None)
+        summary = await read_usage(db, db.dialect, args.by, since=since, owner=owner)
+        sections: list[UsageSection] = []
+        # Plain --json is the list scripts read: no plugin is asked, nothing is added.
+        if args.sections or not args.json:
+            try:
+                sections = await usage_sections(settings, db, owner=owner, since=since)
+            except SectionClash as exc:
+                print(f"mistral-sidecar: usage: {exc}", file=sys.stderr)
+                return 1
         if args.json:
-            print(json.dumps(summary, indent=2))
+            document = report_document(summary, sections) if args.sections else summary
+            print(json.dumps(document, indent=2))
         else:
-            sys.stdout.write(format_usage(summary, args.by))
+            sys.stdout.write(format_usage(summary, args.by) + format_sections(sections))
         return 0
 
     return _run(settings, work)
+
+
+async def usage_sections(settings: Settings, db: Database, *, owner: str | None,
+                         since: str | None) -> list[UsageSection]:
+    """What the plugins in the chain add to the report (``usage_report_sections``)."""
+    # The command is handed the settings only; the chain they name is loaded already.
+    chain = PluginChain(list(settings["plugins.chain"]))
+    return await report_sections(chain, settings=settings, db=db, owner=owner, since=since)
 
 
 def _groups(text: str) -> tuple[str, ...]:

@@ -6,6 +6,9 @@ currency) when every request in it that reported tokens has one; when some did n
 without a price, a row older than pricing), the cost is unknown, shown as ``unknown`` and
 ``null``, and ``unpriced`` counts those requests. A request that reported no tokens (an
 error) costs nothing whatever its price. Groups in different currencies are never added up.
+
+Other plugins add sections after the table (the budgets plugin its budgets) through the
+``usage_report_sections`` hook (:func:`report_sections`); this module knows none of them.
 """
 
 from __future__ import annotations
@@ -15,10 +18,13 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from plugins.store.db import Executor
+from proxy.chain import PluginChain, await_me_maybe
+from proxy.hookspecs import UsageSection
 from proxy.money import format_amount
 
-__all__ = ["DEFAULT_GROUPS", "FILTERS", "GROUPS", "format_usage", "parse_groups",
-           "read_usage", "summarise", "usage_query"]
+__all__ = ["DEFAULT_GROUPS", "FILTERS", "GROUPS", "SectionClash", "format_sections",
+           "format_usage", "parse_groups", "read_usage", "report_document", "report_sections",
+           "summarise", "usage_query"]
 
 #: What ``--by`` may name, in the order the report lists them.
 GROUPS = ("owner", "key", "org", "model", "day")
@@ -157,3 +163,51 @@ def _shown(cost: str | None) -> str:
 
 def _cell(value: Any) -> str:
     return "-" if value is None or value == "" else str(value)
+
+
+# --- sections from other plugins -------------------------------------------------------------
+
+
+class SectionClash(Exception):
+    """Two ``usage_report_sections`` results carry one name."""
+
+
+async def report_sections(chain: PluginChain, **arguments: Any) -> list[UsageSection]:
+    """Every plugin's ``usage_report_sections`` in chain order, each awaited before the next
+    plugin is called; ``arguments`` are the hook's, by name. Raises :class:`SectionClash`
+    when a name comes twice (it is a key of the JSON report)."""
+    found: list[UsageSection] = []
+    reported_by: dict[str, str] = {}
+    for caller in chain.callers("usage_report_sections"):
+        for section in await await_me_maybe(caller(**arguments)) or ():
+            name = section["name"]
+            if name in reported_by:
+                raise SectionClash(_clash(reported_by[name], caller.plugin_name, name))
+            reported_by[name] = caller.plugin_name
+            found.append(section)
+    return found
+
+
+def _clash(first: str, second: str, name: str) -> str:
+    if first == second:
+        return f"plugin {first} reports two sections named {name!r}"
+    return f"plugins {first} and {second} both report a section named {name!r}"
+
+
+def format_sections(sections: Sequence[UsageSection]) -> str:
+    """The sections as the table output shows them after the usage table: a blank line,
+    the title, the section's text; nothing at all when there are none."""
+    return "".join(f"\n{section['title']}\n{_ended(section['text'])}" for section in sections)
+
+
+def _ended(text: str) -> str:
+    return text if not text or text.endswith("\n") else text + "\n"
+
+
+def report_document(rows: list[dict[str, Any]], sections: Sequence[UsageSection]
+                    ) -> dict[str, Any]:
+    """``usage --json --sections``: the usage rows and each section's title and rows by
+    name, in chain order (always this shape, with or without sections)."""
+    return {"usage": rows,
+            "sections": {section["name"]: {"title": section["title"], "rows": section["rows"]}
+                         for section in sections}}
