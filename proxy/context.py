@@ -13,6 +13,7 @@ from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from proxy import jsoncodec
+from proxy.estimate import estimate_tokens
 
 if TYPE_CHECKING:
     from decimal import Decimal
@@ -94,6 +95,10 @@ class Usage:
     cost: Decimal | None = None
     #: The ISO 4217 code of ``cost``'s currency.
     currency: str | None = None
+    #: Upstream reported nothing: the request was cut short (the caller hung up, a stream
+    #: broke) after it reached upstream, and these figures are the sidecar's estimate
+    #: (:mod:`proxy.estimate`), charged and recorded as such.
+    estimated: bool = False
 
     @classmethod
     def from_json(cls, data: Any) -> Usage | None:
@@ -338,8 +343,9 @@ class RequestContext:
 
     @property
     def usage(self) -> Usage | None:
-        """Usage from the response (streamed or not; an OCR answer's pages), ``None`` when it
-        reported none."""
+        """Usage from the response (streamed or not; an OCR answer's pages), or the
+        sidecar's estimate (``usage.estimated``) for a billed call cut short before upstream
+        reported it; ``None`` when there is neither."""
         if self._usage is _UNSET:
             body = self.response_json
             self._usage = None
@@ -349,3 +355,18 @@ class RequestContext:
                     self._usage = Usage.from_ocr(body["usage_info"])
         usage: Usage | None = self._usage
         return usage
+
+    def estimate_usage(self, output_events: int = 0, output_chars: int = 0) -> None:
+        """Give a call cut short after it reached upstream the estimate of
+        :func:`proxy.estimate.estimate_tokens` as its usage, when upstream bills its operation
+        by usage and reported none: ``output_events`` events carrying output, of
+        ``output_chars`` characters in all, were relayed to the caller."""
+        operation = self.operation
+        if (operation is None or not operation.reports_usage or not self.attempts
+                or self.body is None or self.usage is not None):
+            return
+        status = self.upstream_status
+        if status is not None and status >= 400:
+            return
+        prompt, completion = estimate_tokens(len(self.body), output_events, output_chars)
+        self._usage = Usage(prompt, completion, prompt + completion, estimated=True)

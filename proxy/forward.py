@@ -451,6 +451,9 @@ class Forwarder:
         ctx.timing.finished = _now()
         if assembler is not None:
             ctx.response_json = assembler.result()
+            if assembler.usage is None:
+                # Cut short before its last event, or upstream left usage out.
+                ctx.estimate_usage(assembler.output_events, assembler.output_chars)
         elif capture is not None:
             ctx.set_response_body(b"".join(capture))
 
@@ -537,6 +540,9 @@ class Forwarder:
         ctx.error = error
         if ctx.timing.finished is None:
             ctx.timing.finished = _now()
+        if outcome is Outcome.CLIENT_GONE and ctx.response_json is None:
+            # Gone before any answer: upstream may have read the prompt all the same.
+            ctx.estimate_usage()
         hooks = self.end_hooks
         for index, hook in enumerate(hooks):
             result = _observe(hook, ctx)

@@ -269,9 +269,13 @@ def on_end(ctx: RequestContext) -> Awaitable[None] | None:
     :class:`proxy.errors.SidecarError` of ``ERROR`` and ``BROKEN``, else ``None``.
     ``ctx.response_status``, ``ctx.response_json`` (the parsed body, or the object reassembled
     from a stream), ``ctx.usage`` and ``ctx.timing`` are filled in as far as the request got.
-    ``ctx.usage.cost`` (a ``Decimal`` in ``ctx.usage.currency``) is what the request cost,
-    set by the prices plugin, which ends each request before the plugins after it; ``None``
-    when nothing priced it or its model has no price (the cost is unknown, never guessed).
+    A call upstream bills by usage that was cut short after it reached upstream (``BROKEN``,
+    ``CLIENT_GONE``: no usage reported) carries the core's estimate instead, with
+    ``ctx.usage.estimated`` true (:mod:`proxy.estimate`): charge it as usage, show it as an
+    estimate. ``ctx.usage.cost`` (a ``Decimal`` in ``ctx.usage.currency``) is what the
+    request cost, set by the prices plugin, which ends each request before the plugins after
+    it; ``None`` when nothing priced it or its model has no price (the cost is unknown, never
+    guessed).
 
     Persistence, usage accounting, metrics and access logging hang here. It runs to
     completion even when the caller has gone (the core shields it from the handler's

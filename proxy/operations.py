@@ -24,7 +24,8 @@ class Operation:
     body. ``request_kind`` is ``json``, ``multipart``, ``none`` or ``other``; ``response_kind``
     is ``json``, ``sse``, ``binary`` or ``none``. Chat and FIM completions and speech declare
     both JSON and an event stream and are recorded as ``json``: they stream only when the body
-    asks for it.
+    asks for it. ``reports_usage``: the answer says what the call used (``usage``): upstream
+    bills it by the tokens, pages or seconds it processed.
     """
 
     operation_id: str
@@ -36,6 +37,7 @@ class Operation:
     response_kind: str
     tags: tuple[str, ...]
     deprecated: bool
+    reports_usage: bool = False
 
 
 @dataclass(frozen=True, slots=True)

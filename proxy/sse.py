@@ -94,6 +94,10 @@ class ChatStreamAssembler:
         self.done = False
         #: Whether an event carried output yet (content or a tool call): the first token.
         self.has_output = False
+        #: Choices' deltas carrying output, and their characters (text and tool-call
+        #: arguments): what an estimate of usage counts when the stream reports none.
+        self.output_events = 0
+        self.output_chars = 0
 
     def add(self, event: SSEEvent) -> None:
         """Fold one event in."""
@@ -124,6 +128,8 @@ class ChatStreamAssembler:
         content = delta.get("content")
         if content or delta.get("tool_calls"):
             self.has_output = True
+            self.output_events += 1
+            self.output_chars += _output_chars(content)
         if isinstance(content, str):
             if isinstance(message["content"], str):
                 message["content"] += content
@@ -137,6 +143,8 @@ class ChatStreamAssembler:
             message["content"].extend(content)
         for call in delta.get("tool_calls") or ():
             _merge_tool_call(message.setdefault("tool_calls", []), call)
+            if isinstance(call, dict) and isinstance(call.get("function"), dict):
+                self.output_chars += _output_chars(call["function"].get("arguments"))
         if choice.get("finish_reason"):
             slot["finish_reason"] = choice["finish_reason"]
 
@@ -203,6 +211,10 @@ class ConversationStreamAssembler:
         self.done_at: str | None = None
         #: Whether an event carried output yet (message text or function-call arguments).
         self.has_output = False
+        #: Events carrying output, and their characters: what an estimate of usage counts
+        #: when the stream reports none.
+        self.output_events = 0
+        self.output_chars = 0
 
     def add(self, event: SSEEvent) -> None:
         """Fold one event in."""
@@ -239,6 +251,7 @@ class ConversationStreamAssembler:
         if kind == "message.output.delta" and content is not None:
             _append_content(entry, content)
             self.has_output = self.has_output or bool(content)
+            self._count_output(content)
         arguments = data.get("arguments")
         if isinstance(arguments, str) and kind in ("function.call.delta",
                                                    "tool.execution.started",
@@ -246,6 +259,13 @@ class ConversationStreamAssembler:
             entry["arguments"] = entry.get("arguments", "") + arguments
             if kind == "function.call.delta" and arguments:
                 self.has_output = True
+                self._count_output(arguments)
+
+    def _count_output(self, content: Any) -> None:
+        chars = _output_chars(content)
+        if chars:
+            self.output_events += 1
+            self.output_chars += chars
 
     def result(self) -> dict[str, Any]:
         """The reassembled conversation response."""
@@ -278,6 +298,17 @@ def _append_content(entry: dict[str, Any], content: Any) -> None:
             entry["content"] = ([{"type": "text", "text": current}] if current else []) + chunks
         else:
             current.extend(chunks)
+
+
+def _output_chars(content: Any) -> int:
+    """Characters of output in a delta's ``content`` (text, or a list of parts) or a tool
+    call's ``arguments``; 0 for anything else."""
+    if isinstance(content, str):
+        return len(content)
+    if isinstance(content, list):
+        return sum(len(part["text"]) for part in content
+                   if isinstance(part, dict) and isinstance(part.get("text"), str))
+    return 0
 
 
 def assembler_for(first_event: SSEEvent) -> ChatStreamAssembler | ConversationStreamAssembler:

@@ -94,8 +94,10 @@ SCHEMAS: dict[str, Any] = {
         "cost": _nullable("string", description="Exact decimal; null when a request of the "
                           "group reported tokens of a model without a price."),
         "currency": _nullable("string"), "unpriced": {"type": "integer"},
+        "estimated": {"type": "integer", "description": "Requests whose tokens are the "
+                      "sidecar's estimate: cut short before upstream reported them."},
     }, ["requests", "errors", "prompt_tokens", "completion_tokens", "total_tokens", "cost",
-        "currency", "unpriced"],
+        "currency", "unpriced", "estimated"],
         description="One group; it carries the columns `by` named."),
     "Usage": _obj({"object": {"const": "list"}, "by": {"type": "array", "items": _STRING},
                    "from": _nullable("string", format="date"),

@@ -68,6 +68,9 @@ def _summary(rows: list[dict[str, Any]]) -> Html:
              ("Tokens", number(tokens)), ("Cost", cost_text)]
     if unpriced:
         items.append(("Unpriced requests", number(unpriced)))
+    estimated = sum(int(r.get("estimated") or 0) for r in rows)
+    if estimated:
+        items.append(("Estimated (cut short)", number(estimated)))
     cells = [fill('<div class="stat"><span>$label</span><strong>$value</strong></div>',
                   label=label, value=value) for label, value in items]
     return fill('<div class="stats" id="usage-totals">$cells</div>', cells=join(cells))

@@ -44,6 +44,8 @@ def access_fields(ctx: RequestContext, content: bool = False,
         fields["prompt_tokens"] = usage.prompt_tokens
         fields["completion_tokens"] = usage.completion_tokens
         fields["total_tokens"] = usage.total_tokens
+        if usage.estimated:
+            fields["usage_estimated"] = True
     _add_timing(ctx, fields)
     fields["bytes"] = ctx.response_bytes
     if ctx.body is not None:
@@ -58,8 +60,8 @@ def access_fields(ctx: RequestContext, content: bool = False,
 
 def _named_in(ctx: RequestContext, status: int | None) -> tuple[Any, Any, Any, Usage | None]:
     """The agent, conversation and model ``ctx`` names, and its token usage (answers below
-    400 only): from the path first, then the response; the request body only when those do
-    not name the model (conversations, errors)."""
+    400, and requests left before any answer): from the path first, then the response; the
+    request body only when those do not name the model (conversations, errors)."""
     params = ctx.path_params or {}
     agent_id = params.get("agent_id")
     conversation_id = params.get("conversation_id")
@@ -73,6 +75,9 @@ def _named_in(ctx: RequestContext, status: int | None) -> tuple[Any, Any, Any, U
                 agent_id = body.get("id")
         if conversation_id is None:
             conversation_id = body.get("conversation_id")
+        usage = ctx.usage
+    elif status is None:
+        # Gone before any answer: what usage there is, is the sidecar's estimate.
         usage = ctx.usage
     if not model:
         ids = ctx.resource_ids

@@ -204,16 +204,18 @@ def exchange_from(ctx: RequestContext, record_id: str) -> Exchange:
                     ctx.response_json, usage, *_billing(ctx))
 
 
-def _billing(ctx: RequestContext) -> tuple[str | None, str | None, int | None, str | None]:
-    """The caller's key id and organisation, and the request's cost in billionths of its
+def _billing(ctx: RequestContext
+             ) -> tuple[str | None, str | None, int | None, str | None, bool]:
+    """The caller's key id and organisation, the request's cost in billionths of its
     currency and that currency, as a pricing plugin earlier in the chain set them on
-    ``ctx.usage`` (``None`` where unknown)."""
+    ``ctx.usage`` (``None`` where unknown), and whether its usage is an estimate."""
     identity = ctx.identity
     usage = ctx.usage
     cost, currency = (None, None) if usage is None else (usage.cost, usage.currency)
     return (None if identity is None else identity.key_id,
             None if identity is None else identity.org,
-            cost_nanos(cost), None if cost is None else currency)
+            cost_nanos(cost), None if cost is None else currency,
+            usage is not None and usage.estimated)
 
 
 def _facts(ctx: RequestContext

@@ -90,6 +90,8 @@ class Exchange:
     org: str | None = None
     cost_nanos: int | None = None
     currency: str | None = None
+    #: The usage is the sidecar's estimate of a call cut short (``Usage.estimated``).
+    estimated: bool = False
 
     def request_body(self) -> dict[str, Any]:
         """The request body as a dict (empty if it was not a JSON object)."""
@@ -340,7 +342,7 @@ def _usage(ex: Exchange, op: str, chat_content: bool) -> Record:
     return usage_record(ex.record_id, ex.request_id, ex.owner, op, model,
                         _str(request.get("agent_id")), conversation_id, ex.status, ex.streamed,
                         ex.usage, ex.latency_ms, ex.started_at, content,
-                        ex.key_id, ex.org, ex.cost_nanos, ex.currency)
+                        ex.key_id, ex.org, ex.cost_nanos, ex.currency, ex.estimated)
 
 
 def usage_record(record_id: str, request_id: str, owner: str, operation: str,
@@ -349,7 +351,7 @@ def usage_record(record_id: str, request_id: str, owner: str, operation: str,
                  latency_ms: float | None, started_at: float,
                  content: dict[str, Any] | None = None, key_id: str | None = None,
                  org: str | None = None, cost_nanos: int | None = None,
-                 currency: str | None = None) -> Record:
+                 currency: str | None = None, estimated: bool = False) -> Record:
     """The usage-log record of one model call (``operation`` without ``_stream``); its cost
     in billionths of ``currency`` (:mod:`proxy.money`), ``None`` when
     unknown."""
@@ -360,7 +362,7 @@ def usage_record(record_id: str, request_id: str, owner: str, operation: str,
         status, streamed, prompt, completion, total,
         # Three decimals, rounded half up (round(x, 3) costs several times more).
         None if latency_ms is None else int(latency_ms * 1000 + 0.5) / 1000,
-        iso_from_unix(started_at), content, key_id, org, cost_nanos, currency)
+        iso_from_unix(started_at), content, key_id, org, cost_nanos, currency, estimated)
 
 
 def _str(value: Any) -> str | None:

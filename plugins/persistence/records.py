@@ -29,10 +29,13 @@ KINDS = frozenset({AGENT, AGENT_DELETED, CONVERSATION, ENTRY, USAGE})
 USAGE_COLUMNS = ("id", "request_id", "owner_id", "operation", "model", "agent_id",
                  "conversation_id", "status", "streamed", "prompt_tokens", "completion_tokens",
                  "total_tokens", "latency_ms", "created_at", "content", "key_id", "org",
-                 "cost_nanos", "currency")
+                 "cost_nanos", "currency", "estimated")
 _ROW_LENGTH = 2 + len(USAGE_COLUMNS)
-#: Columns a usage line spooled before keys, organisations and costs were recorded lacks.
-_ADDED_COLUMNS = 4
+#: What a usage line spooled by an earlier version lacks, by the columns added since: keys,
+#: organisations and costs (``None``: unknown), then whether the usage was estimated (no:
+#: earlier versions recorded only what upstream reported).
+_ADDED_COLUMNS = (None, None, None, None, False)
+_OLDER_LENGTHS = frozenset({_ROW_LENGTH - 1, _ROW_LENGTH - len(_ADDED_COLUMNS)})
 
 #: A cost is stored as an integer number of billionths of its currency (``cost_nanos``,
 #: :mod:`proxy.money`).
@@ -112,9 +115,10 @@ class Record:
     def from_line(cls, line: bytes) -> Record:
         """Parse a spool line; raises ``ValueError`` if it is not a record."""
         obj = jsoncodec.loads(line)
-        if (isinstance(obj, list) and obj[0:1] == [USAGE] and len(obj) in (
-                _ROW_LENGTH, _ROW_LENGTH - _ADDED_COLUMNS) and isinstance(obj[1], int | float)):
-            row = tuple(obj) + (None,) * (_ROW_LENGTH - len(obj))
+        if (isinstance(obj, list) and obj[0:1] == [USAGE] and isinstance(obj[1], int | float)
+                and (len(obj) == _ROW_LENGTH or len(obj) in _OLDER_LENGTHS)):
+            missing = _ROW_LENGTH - len(obj)
+            row = tuple(obj) + (_ADDED_COLUMNS[-missing:] if missing else ())
             return cls(USAGE, None, float(obj[1]), row)
         if not isinstance(obj, dict) or obj.get("kind") not in KINDS or not isinstance(
                 obj.get("data"), dict):

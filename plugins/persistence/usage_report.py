@@ -81,7 +81,8 @@ def usage_query(groups: Sequence[str], dialect: str, where: Sequence[str]) -> st
         "SUM(prompt_tokens) AS prompt_tokens, SUM(completion_tokens) AS completion_tokens, "
         "SUM(total_tokens) AS total_tokens, SUM(cost_nanos) AS cost_nanos, "
         "SUM(CASE WHEN cost_nanos IS NULL AND (prompt_tokens > 0 OR completion_tokens > 0 "
-        "OR total_tokens > 0) THEN 1 ELSE 0 END) AS unpriced "
+        "OR total_tokens > 0) THEN 1 ELSE 0 END) AS unpriced, "
+        "SUM(CASE WHEN estimated THEN 1 ELSE 0 END) AS estimated "
         f"FROM usage_log {clause}GROUP BY {', '.join([*keys, 'currency'])}")
 
 
@@ -120,17 +121,23 @@ def _line(groups: Sequence[str], key: tuple[Any, ...],
     line["cost"] = None if unpriced else format_amount(nanos)
     line["currency"] = currency
     line["unpriced"] = unpriced
+    line["estimated"] = sum(int(member["estimated"] or 0) for member in members)
     return line
 
 
 def format_usage(rows: list[dict[str, Any]], groups: Sequence[str] = DEFAULT_GROUPS) -> str:
-    """The report as an aligned table with a total line; costs to six decimals."""
+    """The report as an aligned table with a total line; costs to six decimals. An
+    ``estimated`` column counts the requests whose tokens are the sidecar's estimate (cut
+    short before upstream reported them), shown only when there are some."""
+    estimated = any(r.get("estimated") for r in rows)
     header = [*groups, "requests", "errors", "prompt", "completion", "total", "cost",
-              "currency", "unpriced"]
+              "currency", "unpriced"] + (["estimated"] if estimated else [])
     table = [[_cell(r[_JSON_NAMES[g]]) for g in groups]
              + [str(r[name]) for name in _SUMS]
-             + [_shown(r["cost"]), r["currency"] or "-", str(r["unpriced"])] for r in rows]
-    table.append(["TOTAL", *[""] * (len(groups) - 1), *_totals(rows)])
+             + [_shown(r["cost"]), r["currency"] or "-", str(r["unpriced"])]
+             + ([str(r["estimated"])] if estimated else []) for r in rows]
+    table.append(["TOTAL", *[""] * (len(groups) - 1), *_totals(rows)]
+                 + ([str(sum(int(r["estimated"]) for r in rows))] if estimated else []))
     widths = [max(len(h), *(len(row[i]) for row in table)) for i, h in enumerate(header)]
     out = []
     for row in [header, *table]:

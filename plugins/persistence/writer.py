@@ -133,7 +133,8 @@ INSERT INTO conversation_entries (id, conversation_id, seq, type, role, content,
 _USAGE_INSERT = """
 INSERT INTO usage_log (id, request_id, owner_id, operation, model, agent_id, conversation_id,
                        status, streamed, prompt_tokens, completion_tokens, total_tokens,
-                       latency_ms, created_at, content, key_id, org, cost_nanos, currency)
+                       latency_ms, created_at, content, key_id, org, cost_nanos, currency,
+                       estimated)
 """
 
 # Usage rows (one per model call: the hot path) go in one statement per batch, as the JSON
@@ -141,12 +142,13 @@ INSERT INTO usage_log (id, request_id, owner_id, operation, model, agent_id, con
 # written to the spool: no per-value encoding in Python, one statement to plan.
 _USAGE_ROWS_FROM_JSON = _insert_from_json_rows("usage_log", tuple(zip(USAGE_COLUMNS, (
     "text", "text", "text", "text", "text", "text", "text", "int", "boolean", "int", "int",
-    "int", "float8", "timestamptz", "jsonb", "text", "text", "bigint", "text"), strict=True)),
+    "int", "float8", "timestamptz", "jsonb", "text", "text", "bigint", "text", "boolean"),
+    strict=True)),
     first=2)
 # Usage records in the object form (spooled by earlier versions) go as the JSON array of
 # their data; columns with a default get it when a record lacks them.
 _USAGE_DEFAULTS = {"streamed": "false", "prompt_tokens": "0", "completion_tokens": "0",
-                   "total_tokens": "0"}
+                   "total_tokens": "0", "estimated": "false"}
 
 
 def _usage_select(extract: str) -> str:
@@ -273,7 +275,8 @@ def _usage_params(d: dict[str, Any]) -> tuple[Any, ...]:
             bool(d.get("streamed")), int(d.get("prompt_tokens") or 0),
             int(d.get("completion_tokens") or 0), int(d.get("total_tokens") or 0),
             d.get("latency_ms"), d["created_at"], _j(d.get("content")), _t(d.get("key_id")),
-            _t(d.get("org")), d.get("cost_nanos"), d.get("currency"))
+            _t(d.get("org")), d.get("cost_nanos"), d.get("currency"),
+            bool(d.get("estimated")))
 
 
 def _statement(kind: str, mode: str) -> tuple[str, Callable[[dict[str, Any]], tuple[Any, ...]]]:

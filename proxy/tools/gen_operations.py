@@ -139,6 +139,7 @@ class OperationRecord(NamedTuple):
     response_kind: str
     tags: tuple[str, ...]
     deprecated: bool
+    reports_usage: bool
 
 
 class SpecError(Exception):
@@ -189,6 +190,28 @@ def response_kind(operation: Mapping[str, Any]) -> str:
     if any(ct == "text/event-stream" for ct in content_types):
         return "sse"
     return "binary"
+
+
+def reports_usage(operation: Mapping[str, Any], schemas: Mapping[str, Any]) -> bool:
+    """Whether the success answer's JSON carries what the call used (``usage``, or
+    ``usage_info`` for OCR): the operations upstream bills by what they process."""
+    responses = operation.get("responses") or {}
+    answer = responses.get("200") or responses.get("201") or {}
+    return any(_has_usage(content.get("schema"), schemas)
+               for content in (answer.get("content") or {}).values())
+
+
+def _has_usage(schema: Any, schemas: Mapping[str, Any], depth: int = 0) -> bool:
+    while isinstance(schema, dict) and "$ref" in schema:
+        schema = schemas.get(str(schema["$ref"]).rsplit("/", 1)[-1])
+    # Usage sits on the answer object or one level of composition below it.
+    if not isinstance(schema, dict) or depth > 3:
+        return False
+    properties = schema.get("properties") or {}
+    if "usage" in properties or "usage_info" in properties:
+        return True
+    return any(_has_usage(part, schemas, depth + 1)
+               for key in ("allOf", "anyOf", "oneOf") for part in schema.get(key) or ())
 
 
 def namespace_for(tags: Sequence[str]) -> str:
@@ -262,6 +285,7 @@ def name_for(operation_id: str, path: str, method: str, tags: Sequence[str]) -> 
 def collect_operations(spec: Mapping[str, Any]) -> list[OperationRecord]:
     """Build the sorted, validated list of operations from a parsed spec."""
     records: list[OperationRecord] = []
+    schemas = (spec.get("components") or {}).get("schemas") or {}
     for spec_key, item in spec["paths"].items():
         # "#stream" keys are body-selected stream twins; other fragments ("#id", "#idOrName")
         # only keep keys apart in the spec and are dropped from the HTTP path.
@@ -284,8 +308,13 @@ def collect_operations(spec: Mapping[str, Any]) -> list[OperationRecord]:
                     response_kind=response_kind(operation),
                     tags=tags,
                     deprecated=bool(operation.get("deprecated", False)),
+                    reports_usage=reports_usage(operation, schemas),
                 )
             )
+    # A stream twin's events carry the usage its JSON twin's answer declares.
+    billed = {(r.method, r.path) for r in records if r.reports_usage}
+    records = [r._replace(reports_usage=True)
+               if r.stream_variant and (r.method, r.path) in billed else r for r in records]
     records.sort(key=lambda r: (r.path, r.method, r.stream_variant))
     validate(records)
     return records
@@ -340,12 +369,12 @@ def render(records: Sequence[OperationRecord], spec_name: str, spec_sha256: str)
         '"""Operations of the Mistral API, one row per (method, path, stream variant).',
         "",
         "Columns: operation_id, name, method, path, stream_variant, request_kind, response_kind,",
-        "tags, deprecated. Read it through :mod:`proxy.operations`.",
+        "tags, deprecated, reports_usage. Read it through :mod:`proxy.operations`.",
         '"""',
         "",
         f"SPEC_SHA256 = {_literal(spec_sha256)}",
         "",
-        "Row = tuple[str, str, str, str, bool, str, str, tuple[str, ...], bool]",
+        "Row = tuple[str, str, str, str, bool, str, str, tuple[str, ...], bool, bool]",
         "",
         "# fmt: off",
         "OPERATIONS: tuple[Row, ...] = (",

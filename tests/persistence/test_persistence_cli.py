@@ -122,7 +122,7 @@ async def test_conversations_show_and_usage(
     summary = json.loads(alice[1])
     assert summary == [{"owner_id": "alice", "model": MODEL, "requests": 2, "errors": 0,
                         "prompt_tokens": 4, "completion_tokens": 6, "total_tokens": 10,
-                        "cost": None, "currency": None, "unpriced": 2}]
+                        "cost": None, "currency": None, "unpriced": 2, "estimated": 0}]
     assert future[0] == 0 and future[1].splitlines()[-1].split()[:2] == ["TOTAL", "0"]
     assert unknown[0] == 1 and "conv_nope" in unknown[2]
     assert bad_date[0] == 2 and "--since" in bad_date[2]

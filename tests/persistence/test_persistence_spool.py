@@ -11,6 +11,7 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import orjson
 import pytest
 
 from plugins.persistence.config import Options
@@ -208,7 +209,7 @@ async def test_usage_lines_of_both_forms_give_the_same_rows(
               "status": 200, "streamed": True, "prompt_tokens": 3, "completion_tokens": 4,
               "total_tokens": 7, "latency_ms": 12.5, "created_at": iso_from_unix(now),
               "content": {"request": {"messages": []}}, "key_id": "k", "org": "acme",
-              "cost_nanos": 1500, "currency": "USD"}
+              "cost_nanos": 1500, "currency": "USD", "estimated": True}
     as_row = Record.usage_row(now, *({"id": "row", **values}[c] for c in USAGE_COLUMNS))
     as_object = Record(USAGE, {"id": "object", **values}, now)
     lines = [record.to_line() for record in (as_row, as_object)]
@@ -227,7 +228,8 @@ async def test_usage_lines_of_both_forms_give_the_same_rows(
     rows = {r["id"]: dict(r) for r in await sqlite_db.fetchall("SELECT * FROM usage_log")}
     assert rows["row"] == {**rows["object"], "id": "row"}
     assert (rows["row"]["streamed"], rows["row"]["latency_ms"], rows["row"]["total_tokens"],
-            json.loads(rows["row"]["content"])) == (1, 12.5, 7, values["content"])
+            json.loads(rows["row"]["content"]), rows["row"]["estimated"]) == (
+        1, 12.5, 7, values["content"], 1)
 
 
 _MOUNTINFO = """\
@@ -266,3 +268,16 @@ async def test_on_a_copy_on_write_filesystem_the_spool_appends_with_write(
     assert [r.data["id"] for p in options.spool_dir.rglob("*.jsonl")
             for r in Spool.iter_records(p)] == ["u40"]
     await pipeline.stop()
+
+
+def test_a_usage_line_spooled_before_estimates_were_recorded_replays_as_reported() -> None:
+    # The version before: the columns up to currency, no "estimated".
+    line = orjson.dumps([USAGE, 1.0, "old", "r", "o", "chat.complete", "m", None, None, 200,
+                         False, 1, 2, 3, 4.5, "1970-01-01T00:00:01.000000Z", None, "k",
+                         "acme", 30, "USD"])
+    record = Record.from_line(line)
+    assert (record.data["cost_nanos"], record.data["estimated"]) == (30, False)
+    # One column too many or too few is not a usage line of any version.
+    for broken in ([*orjson.loads(line), False, "extra"], orjson.loads(line)[:-2]):
+        with pytest.raises(ValueError):
+            Record.from_line(orjson.dumps(broken))
