@@ -12,9 +12,18 @@ organisation and it is on every model or on the model the request names.
   ends, so it never goes upstream. Every such request carries the tightest budget's
   ``X-Sidecar-Budget-Limit``, ``-Remaining`` and ``-Reset`` headers, and
   ``X-Sidecar-Budget-Warning`` from 80 % on (:mod:`.enforce`).
-* **After it** (``on_end``): what the request cost, as the prices plugin set it on
-  ``ctx.usage.cost`` (streams from the usage of their last event; a cached answer costs
-  nothing), is charged to every budget applying to the model that answered. A charge that
+* **Reservations**: so that requests running together cannot all pass that check before any
+  is charged, a request a priced hard budget applies to *holds* what it may cost (its
+  prompt estimated from its body, ``max_tokens`` or ``budgets.reserve_output_tokens`` of
+  output) in the same round trip as the read, on held counters apart from the spend
+  (:mod:`.holds`). It is refused (429 ``budget_exceeded``, ``Retry-After: 1``) when the
+  spend plus what *other* requests hold reached the limit, and then gives its hold back at
+  once. Holds count for ``ceil(upstream.total_timeout_seconds / 60) + 1`` minutes at most:
+  one a killed replica never settled stops blocking the budget after that.
+* **After it** (``on_end``, whatever the outcome): the request gives its hold back and, in
+  the same call, what it cost, as the prices plugin set it on ``ctx.usage.cost`` (streams
+  from the usage of their last event; a cached answer costs nothing), is charged to every
+  budget applying to the model that answered. A charge that
   takes a budget to 80 % or 100 % of its limit reports ``budgets.threshold`` (a log line with
   the logs plugin, a counter with metrics). A request whose cost is unknown (its model has no
   price) is not charged: the first such request per model says so (``budgets.uncharged``).
@@ -36,11 +45,12 @@ import argparse
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from aiohttp import web
 
-from plugins.budgets.backends import redis_timeout, spend_backend
+from plugins.budgets.backends import hold_window, redis_timeout, spend_backend
 from plugins.budgets.book import BudgetBook
 from plugins.budgets.budget import Budget
 from plugins.budgets.db_spend import DatabaseSpend
@@ -52,19 +62,22 @@ from plugins.budgets.enforce import (
     counter,
     crossed,
     headers,
+    held_refusal,
     refusal,
 )
+from plugins.budgets.holds import held_counter, minute, reservation, window_start
 from plugins.budgets.ledger import Ledger, LedgerUnavailable
 from plugins.budgets.money import format_amount, to_nanos
 from plugins.budgets.periods import Clock, utc_now
-from plugins.budgets.spend import Charge
+from plugins.budgets.spend import Charge, Counter
 from plugins.prices import PRICES
 from plugins.prices.charging import answered_model
+from plugins.prices.table import PriceTable
 from plugins.store import DATABASE
 from plugins.store.db import Database
 from proxy import hookimpl
 from proxy.app import SETTINGS
-from proxy.context import RequestContext
+from proxy.context import Identity, RequestContext
 from proxy.errors import SidecarError
 from proxy.event_registry import EventMetric, EventSpec, Label, LevelWhen
 from proxy.events import emit, emitter
@@ -93,12 +106,21 @@ class BudgetState:
     report_threshold: Report | None
     report_exceeded: Report | None
     report_uncharged: Report | None
+    #: The prices reservations are estimated with.
+    table: PriceTable
+    #: Minutes a hold counts for (:func:`~plugins.budgets.holds.window_minutes`).
+    window: int
+    #: Output tokens a request without ``max_tokens`` holds.
+    reserve_output_tokens: int
     told: Told = field(default_factory=Told)
     #: Models (and reasons) already reported as not charged.
     uncharged: set[tuple[str, str]] = field(default_factory=set)
 
 
 BUDGETS = web.AppKey("budgets_state", BudgetState)
+
+#: ``ctx.state`` key of the holds a request made (a list of :class:`Charge`), until settled.
+HELD_STATE = "budgets.held"
 
 _MODE = Label("mode", field="hard", values={True: "hard", False: "soft"})
 
@@ -149,6 +171,11 @@ def sidecar_settings() -> list[Setting]:
         Setting("budgets.probe_interval_seconds", "float", 1.0,
                 "While the spend backend is failing, how often one request tries it again.",
                 minimum=0.01),
+        Setting("budgets.reserve_output_tokens", "int", 1000,
+                "Output tokens a request without max_tokens is assumed to generate until it "
+                "reports its usage: while it runs, a hard budget holds what its prompt and "
+                "that output would cost, so concurrent requests cannot overshoot the cap.",
+                minimum=0),
     ]
 
 
@@ -207,7 +234,9 @@ def startup(app: web.Application) -> Awaitable[None]:
             book, ledger, str(settings["budgets.failure_mode"]), utc_now,
             report_threshold=emitter(app, "budgets.threshold"),
             report_exceeded=emitter(app, "budgets.exceeded"),
-            report_uncharged=emitter(app, "budgets.uncharged"))
+            report_uncharged=emitter(app, "budgets.uncharged"),
+            table=pricer.table, window=hold_window(settings),
+            reserve_output_tokens=int(settings["budgets.reserve_output_tokens"]))
         logger.info("budgets: %d budgets, spend in %s", len(book.index), backend.name)
 
     return start()
@@ -301,37 +330,125 @@ def on_request(ctx: RequestContext) -> Awaitable[None] | None:
 async def _check(ctx: RequestContext, state: BudgetState, budgets: list[Budget]) -> None:
     now = state.wall()
     periods = [counter(budget, now) for budget in budgets]
+    # Spend only grows within a period: a hard budget last seen reached is refused as it
+    # always was, on a plain read, without holding and giving back.
+    memory = state.ledger.memory
+    reached = any(b.hard and memory.known(c) >= b.limit for b, (c, _) in zip(
+        budgets, periods, strict=True))
+    holds = [] if reached else _holds(ctx, state, budgets, now)
     try:
-        spent = await state.ledger.read([c for c, _ in periods])
+        if holds:
+            # Kept before the call: a request cancelled meanwhile still gives them back.
+            ctx.state[HELD_STATE] = holds
+            totals = await state.ledger.reserve(
+                holds, [c for c, _ in periods] + _window(state, holds, now))
+        else:
+            totals = await state.ledger.read([c for c, _ in periods])
     except LedgerUnavailable:
+        ctx.state.pop(HELD_STATE, None)
         raise _unavailable(ctx, state) from None
     standings = [Standing(budget, current, total)
-                 for budget, (_, current), total in zip(budgets, periods, spent, strict=True)]
+                 for budget, (_, current), total in zip(budgets, periods, totals[:len(budgets)],
+                                                        strict=True)]
     shown = headers(standings, now)
     ctx.response_headers.update(shown)
     if WARNING_HEADER in shown:
         ctx.log["budget"] = "warning"
     refused = refusal(standings, now)
-    if refused is None:
-        return
-    ctx.log["budget"] = "exceeded"
+    if refused is not None:
+        await _give_back(ctx, state)
+        ctx.log["budget"] = "exceeded"
+        _report_refusal(ctx, state, [(s, s.span.seconds_left(now))
+                                     for s in standings if s.budget.hard and s.reached])
+        raise refused
+    full = _held_full(standings, holds, totals[len(budgets):], state.window)
+    if full:
+        await _give_back(ctx, state)
+        ctx.log["budget"] = "held"
+        _report_refusal(ctx, state, [(standing, 1) for standing, _ in full])
+        raise held_refusal(full)
+
+
+def _holds(ctx: RequestContext, state: BudgetState, budgets: list[Budget],
+           now: datetime) -> list[Charge]:
+    """What the request holds on each hard budget in the price table's currency; nothing
+    when none applies or its cost cannot be estimated (no model, no price, free)."""
+    table = state.table
+    hard = [b for b in budgets if b.hard and b.currency == table.currency]
+    body = ctx.json if hard else None
+    if not isinstance(body, dict):
+        return []
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        return []
+    amount = reservation(table, model, len(ctx.body or b""), body.get("max_tokens"),
+                         state.reserve_output_tokens)
+    if not amount:
+        return []
+    at = minute(now)
+    return [Charge(held_counter(b.id, at, state.window), amount) for b in hard]
+
+
+def _window(state: BudgetState, holds: list[Charge], now: datetime) -> list[Counter]:
+    """The held counters that count now, ``state.window`` per hold's budget."""
+    first = window_start(now, state.window)
+    return [held_counter(hold.counter.budget_id, at, state.window)
+            for hold in holds for at in range(first, first + state.window)]
+
+
+def _held_full(standings: list[Standing], holds: list[Charge], held: list[int],
+               window: int) -> list[tuple[Standing, int]]:
+    """The budgets held whose spend plus what the *other* requests hold reached the limit,
+    each with that held amount."""
+    by_budget = {s.budget.id: s for s in standings}
+    full = []
+    for i, hold in enumerate(holds):
+        standing = by_budget[hold.counter.budget_id]
+        others = sum(held[i * window:(i + 1) * window]) - hold.amount
+        if standing.spent + others >= standing.budget.limit:
+            full.append((standing, others))
+    return full
+
+
+async def _give_back(ctx: RequestContext, state: BudgetState) -> None:
+    """Give a refused request's holds back (at once: it never runs)."""
+    holds: list[Charge] | None = ctx.state.pop(HELD_STATE, None)
+    if holds:
+        await state.ledger.charge([Charge(h.counter, -h.amount) for h in holds])
+
+
+def _report_refusal(ctx: RequestContext, state: BudgetState,
+                    refusing: list[tuple[Standing, int]]) -> None:
+    """``budgets.exceeded`` for each budget refusing, with the ``Retry-After`` it asks."""
     report = state.report_exceeded
-    if report is not None:
-        for standing in standings:
-            if standing.budget.hard and standing.reached:
-                report(ctx, {"budget_id": standing.budget.id, "scope": standing.budget.scope,
-                             "period": standing.budget.period,
-                             "retry_after": standing.span.seconds_left(now)})
-    raise refused
+    if report is None:
+        return
+    for standing, retry in refusing:
+        report(ctx, {"budget_id": standing.budget.id, "scope": standing.budget.scope,
+                     "period": standing.budget.period, "retry_after": retry})
 
 
 @hookimpl
 def on_end(ctx: RequestContext) -> Awaitable[None] | None:
-    """Charge what the request cost to every budget applying to the model that answered."""
+    """Give back what the request held and charge what it cost to every budget applying to
+    the model that answered, in one call."""
     state = ctx.app.get(BUDGETS)
     identity = ctx.identity
     if state is None or identity is None:
         return None
+    # Whatever the outcome (refused by a later plugin, failed, cut short): settled here.
+    holds: list[Charge] = ctx.state.pop(HELD_STATE, None) or []
+    spend = _cost(ctx, state, identity)
+    if spend is None and not holds:
+        return None
+    budgets, amount = spend or ([], 0)
+    return _settle(ctx, state, budgets, amount, holds)
+
+
+def _cost(ctx: RequestContext, state: BudgetState, identity: Identity
+          ) -> tuple[list[Budget], int] | None:
+    """The budgets to charge and what the request cost (nanos), ``None`` when nothing is to
+    be charged."""
     index = state.book.index
     candidates = index.candidates(identity)
     usage = ctx.usage if candidates else None
@@ -353,7 +470,7 @@ def on_end(ctx: RequestContext) -> Awaitable[None] | None:
         budgets = [b for b in budgets if b.currency == usage.currency]
     if not budgets:
         return None
-    return _charge(ctx, state, budgets, amount)
+    return budgets, amount
 
 
 def _uncharged(ctx: RequestContext, state: BudgetState, budgets: list[Budget],
@@ -369,13 +486,16 @@ def _uncharged(ctx: RequestContext, state: BudgetState, budgets: list[Budget],
         state.report_uncharged(ctx, {"model": model, "reason": reason})
 
 
-async def _charge(ctx: RequestContext, state: BudgetState, budgets: list[Budget],
-                  amount: int) -> None:
+async def _settle(ctx: RequestContext, state: BudgetState, budgets: list[Budget],
+                  amount: int, holds: list[Charge]) -> None:
     now = state.wall()
     periods = [counter(budget, now) for budget in budgets]
-    totals = await state.ledger.charge([Charge(c, amount) for c, _ in periods])
+    # The spend first: a reader between the two sees the cost and the hold, never neither.
+    totals = await state.ledger.charge([Charge(c, amount) for c, _ in periods]
+                                       + [Charge(h.counter, -h.amount) for h in holds])
     report = state.report_threshold
-    for budget, (spent_counter, _), total in zip(budgets, periods, totals, strict=True):
+    for budget, (spent_counter, _), total in zip(budgets, periods, totals[:len(budgets)],
+                                                 strict=True):
         for percent in crossed(budget, total - amount, total):
             if not state.told.first_time(budget.id, spent_counter.label, percent):
                 continue

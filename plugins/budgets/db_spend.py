@@ -7,7 +7,9 @@ excluded.spent_nanos``: atomic, so replicas writing together lose nothing); the 
 then reads the current day's and month's counters back, charges of other replicas included.
 A request reads what that round found plus this replica's charges since: other replicas'
 charges show after at most two rounds, which bounds how far a fleet sharing one database can
-overshoot a cap. When a round fails, the backend says so (the ledger then serves from
+overshoot a cap. Held counters (:mod:`~plugins.budgets.holds`) are rows like any other;
+a round reads those of the window back too, and about once a minute deletes the older ones
+(settled, they hold nothing). When a round fails, the backend says so (the ledger then serves from
 memory, or refuses in closed mode) and keeps the charges for the next round.
 """
 
@@ -18,6 +20,7 @@ import contextlib
 import logging
 from collections.abc import Sequence
 
+from plugins.budgets.holds import HELD, held_labels, window_start
 from plugins.budgets.periods import Clock, current_labels, utc_now
 from plugins.budgets.spend import Charge, Counter, SpendUnavailable
 from plugins.store.db import Database, DatabaseUnavailable, Row
@@ -30,8 +33,12 @@ logger = logging.getLogger("mistral_sidecar.budgets")
 _UPSERT = ("INSERT INTO budget_spend (budget_id, period_start, spent_nanos) VALUES (?, ?, ?) "
            "ON CONFLICT (budget_id, period_start) DO UPDATE SET "
            "spent_nanos = budget_spend.spent_nanos + excluded.spent_nanos")
-_READ = ("SELECT budget_id, period_start, spent_nanos FROM budget_spend "
-         "WHERE period_start IN (?, ?)")
+_READ = "SELECT budget_id, period_start, spent_nanos FROM budget_spend WHERE period_start IN "
+#: Held labels are ``held~`` and a minute of as many digits as now's (until the 22nd century):
+#: as text they sort as the minutes do.
+_PRUNE = "DELETE FROM budget_spend WHERE period_start LIKE ? AND period_start < ?"
+#: Seconds between two deletions of held rows that left the window.
+_PRUNE_EVERY = 60.0
 
 
 def _add(into: dict[Counter, int], amounts: dict[Counter, int]) -> None:
@@ -42,16 +49,19 @@ def _add(into: dict[Counter, int], amounts: dict[Counter, int]) -> None:
 class DatabaseSpend:
     """:class:`~plugins.budgets.spend.SpendBackend` on the store's database (see the module
     docstring). ``timeout`` bounds each write and read; ``wall`` says which periods are
-    current."""
+    current; ``window`` is how many minutes of held counters count."""
 
     name = "database"
 
     def __init__(self, db: Database, *, interval: float, timeout: float,
-                 wall: Clock = utc_now) -> None:
+                 wall: Clock = utc_now, window: int = 1) -> None:
         self.db = db
         self.interval = interval
         self.timeout = timeout
         self.wall = wall
+        self.window = window
+        #: When held rows that left the window were last deleted (``wall`` seconds).
+        self._pruned = 0.0
         #: What the last successful read found.
         self._view: dict[Counter, int] = {}
         #: Written since that read (the next read includes them).
@@ -88,6 +98,12 @@ class DatabaseSpend:
         for charge in charges:
             self._pending[charge.counter] = self._pending.get(charge.counter, 0) + charge.amount
         return [self._total(charge.counter) for charge in charges]
+
+    async def reserve(self, charges: Sequence[Charge], counters: Sequence[Counter]
+                      ) -> list[int]:
+        """Count the charges now, then read ``counters`` as :meth:`read` does."""
+        await self.charge(charges)
+        return [self._total(counter) for counter in counters]
 
     async def check(self) -> None:
         """Fails while the last round failed."""
@@ -131,14 +147,31 @@ class DatabaseSpend:
         if self.failing is not None:
             logger.info("budgets: the database answers again; spend is shared again")
             self.failing = None
+        await self._prune()
         return True
+
+    async def _prune(self) -> None:
+        """Delete the held rows that left the window, about once a minute (a failure waits
+        for the next time: they count for nothing meanwhile)."""
+        now = self.wall()
+        if now.timestamp() - self._pruned < _PRUNE_EVERY:
+            return
+        self._pruned = now.timestamp()
+        oldest = f"{HELD}{window_start(now, self.window)}"
+        try:
+            await within(self.db.execute(_PRUNE, (f"{HELD}%", oldest)), self.timeout)
+        except Exception as exc:
+            logger.debug("budgets: deleting old held rows failed: %s", exc)
 
     async def _write(self, batch: dict[Counter, int]) -> None:
         await self.db.executemany(_UPSERT, [(counter.budget_id, counter.label, amount)
                                             for counter, amount in batch.items()])
 
     async def _read(self) -> list[Row]:
-        return await self.db.fetchall(_READ, current_labels(self.wall()))
+        now = self.wall()
+        labels = [*current_labels(now), *held_labels(now, self.window)]
+        marks = ", ".join("?" * len(labels))
+        return await self.db.fetchall(f"{_READ}({marks})", labels)
 
     def _failed(self, exc: Exception) -> None:
         if isinstance(exc, TimeoutError):

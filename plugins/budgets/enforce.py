@@ -4,8 +4,10 @@ Pure functions of the budgets, what they spent and the time, so the rules read i
 
 * a hard budget whose spend reached its limit refuses the request (429 ``budget_exceeded``,
   ``Retry-After`` until its period ends); a request admitted under the cap runs to its end
-  even if it takes the spend over, so concurrent requests overshoot a cap by at most what
-  they cost together;
+  even if it takes the spend over;
+* a hard budget whose spend plus what other requests in flight hold
+  (:mod:`~plugins.budgets.holds`) reached its limit refuses the request too, with
+  ``Retry-After: 1``: concurrent requests cannot all pass the check before any is charged;
 * every request a budget applies to carries the tightest budget's ``X-Sidecar-Budget-*``
   headers, and ``X-Sidecar-Budget-Warning`` from 80 % of it on;
 * a charge that takes a budget's spend to or past 80 % or 100 % of its limit crosses that
@@ -24,7 +26,8 @@ from plugins.budgets.spend import Counter
 from proxy.errors import SidecarError
 
 __all__ = ["LIMIT_HEADER", "REMAINING_HEADER", "RESET_HEADER", "SPENDING", "THRESHOLDS",
-           "WARNING_HEADER", "Standing", "Told", "counter", "crossed", "headers", "refusal"]
+           "WARNING_HEADER", "Standing", "Told", "counter", "crossed", "headers",
+           "held_refusal", "refusal"]
 
 #: Operations that can cost money: the ones a hard budget refuses once reached. Others (lists,
 #: reads, deletes, uploads) go through whatever budgets say.
@@ -104,8 +107,26 @@ def refusal(standings: list[Standing], now: datetime) -> SidecarError | None:
                         headers={"Retry-After": str(retry)})
 
 
+def held_refusal(full: list[tuple[Standing, int]]) -> SidecarError:
+    """The 429 for hard budgets whose spend plus what other requests hold (nanos, with each
+    standing) reached their limit: the caller may retry in a second, as those requests end
+    and give back what they did not spend. Names the budget with the least left."""
+    first, held = min(full, key=lambda pair: pair[0].budget.limit - pair[0].spent - pair[1])
+    budget = first.budget
+    on = f" on {budget.model}" if budget.model else ""
+    message = (f"Budget exceeded: the rest of the {first.span.adjective} budget of "
+               f"{budget.describe_limit()}{on} for {_whose(budget)} is held by requests in "
+               f"flight ({format_amount(held)} {budget.currency} held, "
+               f"{format_amount(first.spent)} spent). Retry in a moment.")
+    return SidecarError(429, message, type="rate_limit_error", code="budget_exceeded",
+                        headers={"Retry-After": "1"})
+
+
 def headers(standings: list[Standing], now: datetime) -> dict[str, str]:
-    """The tightest budget's headers: the one with the least left (a hard one on a tie)."""
+    """The tightest budget's headers: the one with the least left (a hard one on a tie).
+    Remaining is the limit less the real spend, not less what requests in flight hold: a
+    hold is an upper bound that mostly goes back, and counting it would make the figure
+    jump with others' traffic; a refusal for holds says so in its message."""
     tightest = min(standings, key=lambda s: (s.remaining, not s.budget.hard))
     out = {LIMIT_HEADER: format_amount(tightest.budget.limit),
            REMAINING_HEADER: format_amount(tightest.remaining),

@@ -48,11 +48,13 @@ class Memory:
         return len(self._unsent)
 
     def remember(self, counters: Sequence[Counter], totals: Sequence[int]) -> None:
-        """Record totals the backend reported (a total only grows within its period: an
-        older answer arriving late does not undo a newer one)."""
+        """Record totals the backend reported (a spend total only grows within its period:
+        an older answer arriving late does not undo a newer one; a held total goes down as
+        requests settle, so the latest answer is kept, lest an outage freeze the most that
+        was ever held)."""
         known = self._known
         for counter, total in zip(counters, totals, strict=True):
-            if total > known.get(counter, -1):
+            if counter.held or total > known.get(counter, -1):
                 known[counter] = total
         if len(known) >= self._sweep_at:
             now = self.wall()
@@ -60,14 +62,24 @@ class Memory:
             self._sweep_at = max(1024, 2 * len(self._known))
 
     def keep(self, charges: Sequence[Charge]) -> None:
-        """Hold charges the backend did not take."""
+        """Hold charges the backend did not take (a hold and its settlement cancel out:
+        nothing is left to send)."""
+        unsent = self._unsent
         for charge in charges:
-            self._unsent[charge.counter] = self._unsent.get(charge.counter, 0) + charge.amount
+            total = unsent.get(charge.counter, 0) + charge.amount
+            if total:
+                unsent[charge.counter] = total
+            else:
+                unsent.pop(charge.counter, None)
 
     def take(self) -> list[Charge]:
         """Every held charge (no longer held: :meth:`keep` them again if sending fails)."""
         held, self._unsent = self._unsent, {}
         return [Charge(counter, amount) for counter, amount in held.items()]
+
+    def known(self, counter: Counter) -> int:
+        """The last total the backend reported for ``counter`` (0 when none)."""
+        return self._known.get(counter, 0)
 
     def pending(self, counter: Counter) -> int:
         """Charges held for ``counter``."""
@@ -121,6 +133,32 @@ class Ledger:
                     counters, totals, strict=True)]
         if self.failure_mode == "closed":
             raise LedgerUnavailable(self.switch.reason or "unavailable")
+        return self.memory.totals(counters)
+
+    async def reserve(self, charges: Sequence[Charge], counters: Sequence[Counter]
+                      ) -> list[int]:
+        """Add the charges, then read ``counters`` (the charges included), in one round
+        trip. While the shared backend is unusable: in open mode, the charges are held like
+        any other and the read answers from memory; in closed mode nothing is kept and
+        :class:`LedgerUnavailable` is raised."""
+        attempt = self.switch.begin()
+        if attempt is not Attempt.SKIP:
+            try:
+                totals = await self.shared.reserve(charges, counters)
+            except SpendUnavailable as exc:
+                self._failed(attempt, exc.reason)
+            except BaseException:
+                self.switch.abandon(attempt)
+                self.memory.keep(charges)
+                raise
+            else:
+                self._succeeded(attempt)
+                self.memory.remember(counters, totals)
+                return [total + self.memory.pending(c) for c, total in zip(
+                    counters, totals, strict=True)]
+        if self.failure_mode == "closed":
+            raise LedgerUnavailable(self.switch.reason or "unavailable")
+        self.memory.keep(charges)
         return self.memory.totals(counters)
 
     async def charge(self, charges: Sequence[Charge]) -> list[int]:

@@ -21,12 +21,14 @@ class Counter:
     """The spend of budget ``budget_id`` in the period labelled ``label``.
 
     ``expires_at`` (Unix seconds, not part of its identity) is when the counter may be
-    forgotten: a day after its period ended.
+    forgotten: a day after its period ended. ``held`` marks a counter of reservations
+    (:mod:`~plugins.budgets.holds`): unlike spend, its total goes down as requests settle.
     """
 
     budget_id: str
     label: str
     expires_at: int = field(default=0, compare=False)
+    held: bool = field(default=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +62,13 @@ class SpendBackend(Protocol):
     async def charge(self, charges: Sequence[Charge]) -> list[int]:
         """Add each charge to its counter; return what each counter holds afterwards, this
         charge included. Raises :class:`SpendUnavailable` when the charges were not taken."""
+        ...
+
+    async def reserve(self, charges: Sequence[Charge], counters: Sequence[Counter]
+                      ) -> list[int]:
+        """Add each charge to its counter, then read ``counters`` (these charges included),
+        in one round trip; raises :class:`SpendUnavailable` when the backend cannot tell
+        (the charges may or may not have been taken)."""
         ...
 
     async def check(self) -> None:
