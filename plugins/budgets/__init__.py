@@ -112,6 +112,8 @@ class BudgetState:
     window: int
     #: Output tokens a request without ``max_tokens`` holds.
     reserve_output_tokens: int
+    #: Whether a model without a price is refused to callers a hard budget applies to.
+    refuse_unpriced: bool
     told: Told = field(default_factory=Told)
     #: Models (and reasons) already reported as not charged.
     uncharged: set[tuple[str, str]] = field(default_factory=set)
@@ -171,6 +173,12 @@ def sidecar_settings() -> list[Setting]:
         Setting("budgets.probe_interval_seconds", "float", 1.0,
                 "While the spend backend is failing, how often one request tries it again.",
                 minimum=0.01),
+        Setting("budgets.unpriced_models", "str", "refuse",
+                "A request for a model the price table does not know, from a caller a hard "
+                "budget applies to: 'refuse' (403 model_unpriced: its cost could not be "
+                "charged, so the cap would not hold) or 'allow' (it goes through uncharged, "
+                "told once per model). Callers without a hard budget are never refused.",
+                choices=("refuse", "allow")),
         Setting("budgets.reserve_output_tokens", "int", 1000,
                 "Output tokens a request without max_tokens is assumed to generate until it "
                 "reports its usage: while it runs, a hard budget holds what its prompt and "
@@ -236,7 +244,8 @@ def startup(app: web.Application) -> Awaitable[None]:
             report_exceeded=emitter(app, "budgets.exceeded"),
             report_uncharged=emitter(app, "budgets.uncharged"),
             table=pricer.table, window=hold_window(settings),
-            reserve_output_tokens=int(settings["budgets.reserve_output_tokens"]))
+            reserve_output_tokens=int(settings["budgets.reserve_output_tokens"]),
+            refuse_unpriced=settings["budgets.unpriced_models"] == "refuse")
         logger.info("budgets: %d budgets, spend in %s", len(book.index), backend.name)
 
     return start()
@@ -319,15 +328,37 @@ def on_request(ctx: RequestContext) -> Awaitable[None] | None:
     candidates = index.candidates(identity)
     if not candidates:
         return None
-    # Parsing the body is the costliest step of a pass-through: only for a model budget.
-    model = _requested_model(ctx) if any(model for _, model in candidates) else None
+    # Parsing the body is the costliest step of a pass-through: only for a model budget or
+    # a hard one.
+    hard = any(budget.hard for budget, _ in candidates)
+    model = _requested_model(ctx) if hard or any(m for _, m in candidates) else None
+    if model is None and hard:
+        # An agent or a conversation decides the model once the request runs: every hard
+        # budget of the caller applies, those on one model included.
+        budgets = [budget for budget, _ in candidates]
+        return _check(ctx, state, budgets, hidden_model=True)
     budgets = index.select(candidates, model)
     if not budgets:
         return None
+    if model is not None and state.refuse_unpriced and state.table.price_of(model) is None \
+            and any(budget.hard for budget in budgets):
+        raise _unpriced(ctx, model)
     return _check(ctx, state, budgets)
 
 
-async def _check(ctx: RequestContext, state: BudgetState, budgets: list[Budget]) -> None:
+def _unpriced(ctx: RequestContext, model: str) -> SidecarError:
+    """The refusal of a model without a price to a caller a hard budget applies to: what it
+    costs could not be charged, so the cap would not hold."""
+    ctx.log["budget"] = "unpriced_model"
+    return SidecarError(
+        403, f"A hard budget applies to this request, and model {model!r} has no price in "
+        "the sidecar's price table, so its cost could not be counted against it. Use a "
+        "priced model, or ask the operator to add a price for this one.",
+        type="permission_error", code="model_unpriced")
+
+
+async def _check(ctx: RequestContext, state: BudgetState, budgets: list[Budget],
+                 hidden_model: bool = False) -> None:
     now = state.wall()
     periods = [counter(budget, now) for budget in budgets]
     # Spend only grows within a period: a hard budget last seen reached is refused as it
@@ -354,7 +385,7 @@ async def _check(ctx: RequestContext, state: BudgetState, budgets: list[Budget])
     ctx.response_headers.update(shown)
     if WARNING_HEADER in shown:
         ctx.log["budget"] = "warning"
-    refused = refusal(standings, now)
+    refused = refusal(standings, now, hidden_model)
     if refused is not None:
         await _give_back(ctx, state)
         ctx.log["budget"] = "exceeded"

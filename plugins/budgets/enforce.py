@@ -90,9 +90,12 @@ def _whose(budget: Budget) -> str:
     return budget.describe()
 
 
-def refusal(standings: list[Standing], now: datetime) -> SidecarError | None:
+def refusal(standings: list[Standing], now: datetime, hidden_model: bool = False
+            ) -> SidecarError | None:
     """The 429 for the hard budgets that reached their limit, ``None`` when there are none.
-    ``Retry-After`` is when the last of them starts a new period."""
+    ``Retry-After`` is when the last of them starts a new period. ``hidden_model``: the
+    request names no model (an agent or a conversation decides it), so the caller's budgets
+    on one model applied too, which the message says."""
     reached = [s for s in standings if s.budget.hard and s.reached]
     if not reached:
         return None
@@ -103,6 +106,9 @@ def refusal(standings: list[Standing], now: datetime) -> SidecarError | None:
     message = (f"Budget exceeded: the {first.span.adjective} budget of "
                f"{budget.describe_limit()}{on} for {_whose(budget)} is used up. It resets at "
                f"{first.span.end.strftime('%Y-%m-%dT%H:%M:%SZ')}, in {retry} seconds.")
+    if hidden_model and budget.model:
+        message += (" This request names no model (its agent or conversation chooses it), "
+                    "so every hard budget of the caller applies to it.")
     return SidecarError(429, message, type="rate_limit_error", code="budget_exceeded",
                         headers={"Retry-After": str(retry)})
 

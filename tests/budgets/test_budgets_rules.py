@@ -161,7 +161,10 @@ async def test_an_owner_budget_without_org_applies_to_that_name_in_every_org(
 
 async def test_a_request_without_a_price_is_not_charged_and_that_is_told_once(
         start_sidecar: SidecarFactory, tmp_path: Path, redis_env: dict[str, str]) -> None:
-    sidecar = await sidecar_with_budgets(start_sidecar, tmp_path, redis_env)
+    # Where the operator lets unpriced models through hard budgets (by default they are
+    # refused: tests/security/test_security_budget_evasion.py).
+    sidecar = await sidecar_with_budgets(start_sidecar, tmp_path, redis_env,
+                                         SIDECAR_BUDGETS_UNPRICED_MODELS="allow")
     key = await create_key(sidecar.env, "alice", "user", "acme")
     await set_budget(sidecar.env, "--key", key.key_id, "--period", "day",
                      "--limit", str(HI_COST), "--hard")
