@@ -224,3 +224,32 @@ async def test_a_conversation_stream_the_caller_hangs_up_is_charged_what_it_rela
     assert line["prompt_tokens"] == math.ceil(len(body) / BYTES_PER_TOKEN)
     assert 10 <= line["completion_tokens"] < STREAM_TOKENS
     assert await spent(sidecar) == line["total_tokens"]
+
+
+async def test_a_stream_upstream_breaks_off_is_charged_what_it_relayed(
+        start_sidecar: SidecarFactory, mock_upstream: MockUpstream, tmp_path: Path,
+        redis_env: dict[str, str]) -> None:
+    sidecar, key = await sidecar_charging(start_sidecar, tmp_path, redis_env)
+    await mock_upstream.settings(stream_tokens=STREAM_TOKENS)
+    await mock_upstream.fault(action="cut_stream", path_prefix="/v1/chat/completions",
+                              after_frames=8)
+    body = chat_body("break this stream " * 4, stream=True)
+    received = b""
+    async with aiohttp.ClientSession() as session, session.post(
+            sidecar.url + "/v1/chat/completions", data=body,
+            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json",
+                     "X-Request-ID": "cut-short-broken-1"}) as response:
+        assert response.status == 200
+        try:
+            async for raw in response.content:
+                received += raw
+        except aiohttp.ClientPayloadError:
+            pass  # the sidecar cut the connection: the caller must not take it as complete
+    assert b"[DONE]" not in received
+
+    await wait_for(lambda: spent(sidecar), timeout=10)
+    line = access_line(tmp_path, "cut-short-broken-1")
+    assert (line["outcome"], line["usage_estimated"]) == ("upstream_broken", True)
+    assert line["prompt_tokens"] == math.ceil(len(body) / BYTES_PER_TOKEN)
+    assert 1 <= line["completion_tokens"] <= 8
+    assert await spent(sidecar) == line["total_tokens"]
