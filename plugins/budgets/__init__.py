@@ -325,6 +325,8 @@ def on_request(ctx: RequestContext) -> Awaitable[None] | None:
     if not state.book.loaded and state.failure_mode == "closed":
         raise _unavailable(ctx, state)
     index = state.book.index
+    if not index:
+        return None
     candidates = index.candidates(identity)
     if not candidates:
         return None
@@ -469,6 +471,9 @@ def on_end(ctx: RequestContext) -> Awaitable[None] | None:
         return None
     # Whatever the outcome (refused by a later plugin, failed, cut short): settled here.
     holds: list[Charge] = ctx.state.pop(HELD_STATE, None) or []
+    if not holds and not state.book.index:
+        # No budget in force (the common deployment): nothing to settle or charge.
+        return None
     spend = _cost(ctx, state, identity)
     if spend is None and not holds:
         return None
