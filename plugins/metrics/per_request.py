@@ -1,6 +1,6 @@
 """What each request adds to the metrics once it has ended: the request itself, its
-durations, upstream attempts, tokens, a stream's first token and speed, conversations,
-errors; and the requests in flight meanwhile.
+durations, upstream attempts, tokens and what they cost, a stream's first token and speed,
+conversations, errors; and the requests in flight meanwhile.
 
 Each family is called through :class:`~plugins.metrics.children.Children`:
 ``self.requests(operation, method, status)`` is ``requests.labels(operation, method,
@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from plugins.metrics.children import Children
 from plugins.metrics.labels import OTHER, BoundedValues
-from proxy.context import RequestContext
+from proxy.context import RequestContext, Usage
 
 __all__ = ["LATENCY_BUCKETS", "PREFIX", "RequestMetrics"]
 
@@ -93,6 +93,10 @@ class RequestMetrics:
         self.tokens = counter(
             "tokens", "Tokens reported in upstream usage, by model and kind (prompt, "
             "completion).", ("model", "kind", "owner") if owner_label else ("model", "kind"))
+        # Read from ``ctx.usage.cost``, set by a pricing plugin that ends requests first.
+        self.cost = counter(
+            "cost", "Cost of the requests priced, in the price table's currency, by model and "
+            "the caller's organisation.", ("model", "org"))
         self.errors = counter(
             "errors", "Errors the sidecar answered itself (or streams that broke), by "
             "operation and error code.", ("operation", "code"))
@@ -118,6 +122,7 @@ class RequestMetrics:
         # Values upstream or callers choose; operations and methods are bounded already.
         self.models = BoundedValues(100)
         self.owners = BoundedValues(1000)
+        self.orgs = BoundedValues(1000)
         self.statuses = BoundedValues(50)
         self.error_codes = BoundedValues(50)
         self._kinds: dict[tuple[str, str, int | None, bool], _Kind] = {}
@@ -153,6 +158,11 @@ class RequestMetrics:
             self.errors(operation, self.error_codes(ctx.error.code)).inc()
         if status is not None and 200 <= status < 300:
             self._succeeded(ctx, operation, duration)
+        elif status is None:
+            # Gone before any answer: what it cost is the estimate of what it used.
+            usage = ctx.usage
+            if usage is not None:
+                self._cost(ctx, usage, self._model(ctx))
 
     def _kind(self, key: tuple[str, str, int | None, bool]) -> _Kind:
         """The series of requests of kind ``key`` (operation, method, status, stream)."""
@@ -179,6 +189,7 @@ class RequestMetrics:
                 # Upstream's numbers: a negative one would make the counter raise.
                 prompt.inc(max(0, usage.prompt_tokens))
                 completion.inc(max(0, usage.completion_tokens))
+                self._cost(ctx, usage, model)
             if first_token is not None:
                 self.ttft(operation, model).observe(first_token - ctx.timing.started)
                 generating = (ctx.timing.finished or first_token) - first_token
@@ -187,6 +198,15 @@ class RequestMetrics:
                         (usage.completion_tokens - 1) / generating)
         if operation in _CONVERSATION_OPS:
             self._conversation(ctx, operation, duration)
+
+    def _cost(self, ctx: RequestContext, usage: Usage, model: str) -> None:
+        """Add what the request cost, if it was priced and cost something (a counter only
+        goes up)."""
+        cost = usage.cost
+        if cost is not None and cost > 0:
+            identity = ctx.identity
+            org = self.orgs(identity.org) if identity is not None else "unknown"
+            self.cost(model, org).inc(float(cost))
 
     def _token_counters(self, ctx: RequestContext, model: str) -> tuple[Counter, Counter]:
         """The prompt and completion token counters of ``model`` (and the caller's owner)."""

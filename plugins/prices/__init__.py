@@ -16,8 +16,8 @@ explicit alias) has no price: its cost stays ``None``, the access line says
 Why ``on_end``, and first in the chain: the cost is known only once upstream's usage is (for
 a stream, in its last event), and ``on_end`` runs in chain order, so this plugin must end
 each request before the observers that read its cost. Start-up refuses a chain in which a
-plugin observing ``on_end`` comes before it. The cost metric does not depend on that order:
-it is fed by this plugin's ``prices.cost`` event (``mistral_sidecar_cost_total{model,org}``).
+plugin observing ``on_end`` comes before it. The metrics plugin counts the cost it finds
+there (``mistral_sidecar_cost_total{model,org}``), as it counts the tokens.
 """
 
 from __future__ import annotations
@@ -46,12 +46,6 @@ PRICES = web.AppKey("prices", Pricer)
 
 #: The events this plugin emits.
 EVENTS = (
-    # One per priced request: a debug line at most, the counter is what it is for.
-    EventSpec("prices.cost", "A request cost something (cost in the price table's currency).",
-              fields=("model", "org", "cost", "currency"), level="DEBUG",
-              metrics=(EventMetric("cost", "Cost of the requests priced, in the price "
-                                   "table's currency, by model and the caller's "
-                                   "organisation.", ("model", "org"), amount="cost"),)),
     EventSpec("prices.unpriced", "A request reported usage of a model the price table does "
               "not name: its cost is unknown.", fields=("model", "org"), level="DEBUG",
               metrics=(EventMetric("unpriced_requests", "Requests whose model has no price "
@@ -102,8 +96,7 @@ def startup(app: web.Application) -> None:
     problems.extend(found)
     if problems or table is None:
         raise ConfigError(problems)
-    app[PRICES] = Pricer(table, cost=emitter(app, "prices.cost"),
-                         unpriced=emitter(app, "prices.unpriced"),
+    app[PRICES] = Pricer(table, unpriced=emitter(app, "prices.unpriced"),
                          unknown=emitter(app, "prices.unknown_model"))
 
 

@@ -42,16 +42,15 @@ def answered_model(ctx: RequestContext) -> str | None:
 class Pricer:
     """Prices ended requests with one table and reports what it finds.
 
-    ``cost`` reports the cost of each request that cost something (``prices.cost``),
-    ``unpriced`` each request whose model has no price (``prices.unpriced``), ``unknown``
-    each such model once (``prices.unknown_model``); any may be ``None`` when nothing
-    observes it.
+    ``unpriced`` reports each request whose model has no price (``prices.unpriced``),
+    ``unknown`` each such model once (``prices.unknown_model``); either may be ``None`` when
+    nothing observes it. What a priced request cost is on ``ctx.usage`` and its access line;
+    the metrics plugin counts it from there.
     """
 
-    def __init__(self, table: PriceTable, *, cost: Report | None, unpriced: Report | None,
+    def __init__(self, table: PriceTable, *, unpriced: Report | None,
                  unknown: Report | None) -> None:
         self.table = table
-        self._cost = cost
         self._unpriced = unpriced
         self._unknown = unknown
         self._told: set[str] = set()
@@ -78,10 +77,6 @@ class Pricer:
         usage.currency = self.table.currency
         ctx.log["cost"] = format(cost.quantize(_LOGGED, ROUND_HALF_UP).normalize(), "f")
         ctx.log["currency"] = self.table.currency
-        # A counter only goes up; a free request adds nothing to it.
-        if cost > 0 and self._cost is not None:
-            self._cost(ctx, {"model": model, "org": org, "cost": float(cost),
-                             "currency": self.table.currency})
 
     def _tell_unknown(self, ctx: RequestContext, model: str | None) -> None:
         name = model or ""

@@ -147,7 +147,6 @@ def test_built_in_events_feed_the_families_dashboards_use(default_app: Any) -> N
         ("auth_denials", ("status", "reason")),
         ("persistence_spooled_records", ()),
         ("persistence_replayed_records", ()),
-        ("cost", ("model", "org")),
         ("unpriced_requests", ("model",)),
         ("cache_lookups", ("operation", "result")),
         ("cache_misses", ("operation", "reason")),
