@@ -165,6 +165,12 @@ class EventSpec:
                 return int(rule.level)
         return int(self.level)
 
+    @property
+    def loudest_level(self) -> int:
+        """The highest level a log line of this event can have, whatever its fields: below
+        a logger's level, none of its lines is ever written."""
+        return max([int(self.level), *(int(rule.level) for rule in self.levels)])
+
 
 class UndeclaredEvent(LookupError):
     """An event was emitted that no plugin in the chain declares: a programming error."""

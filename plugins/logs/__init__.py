@@ -27,7 +27,7 @@ tracebacks included (see :mod:`plugins.logs.redaction`).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -35,7 +35,7 @@ from aiohttp import web
 from proxy import hookimpl
 from proxy.app import SETTINGS
 from proxy.context import RequestContext
-from proxy.events import event_level
+from proxy.events import declaration, event_level
 from proxy.settings import Setting, Settings
 
 from .fields import access_fields, event_fields
@@ -68,6 +68,8 @@ class LogsState:
     content: bool
     content_max_bytes: int
     previous_access_level: int
+    #: By event name, the highest level its lines can have (:attr:`EventSpec.loudest_level`).
+    loudest: dict[str, int] = field(default_factory=dict)
 
     def flush(self) -> None:
         """Wait until every line logged so far is written."""
@@ -156,6 +158,15 @@ def on_end(ctx: RequestContext) -> None:
 def on_event(app: web.Application, ctx: RequestContext | None, name: str,
              fields: dict[str, Any]) -> None:
     """One line per plugin event, at the level its declaration gives."""
+    # Most events reported on every request are DEBUG: at INFO, one lookup says so.
+    state = app.get(LOGS)
+    loudest = state.loudest.get(name) if state is not None else None
+    if loudest is None:
+        loudest = declaration(app, name).loudest_level
+        if state is not None:
+            state.loudest[name] = loudest
+    if not EVENT_LOGGER.isEnabledFor(loudest):
+        return
     level = event_level(app, name, fields)
     if EVENT_LOGGER.isEnabledFor(level):
         EVENT_LOGGER.log(level, event_fields(ctx, name, fields))
