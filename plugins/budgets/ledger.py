@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from plugins.budgets.spend import Charge, Counter, SpendBackend, SpendUnavailable
@@ -117,20 +117,9 @@ class Ledger:
     async def read(self, counters: Sequence[Counter]) -> list[int]:
         """What each counter holds; :class:`LedgerUnavailable` in closed mode while the
         shared backend is unusable."""
-        attempt = self.switch.begin()
-        if attempt is not Attempt.SKIP:
-            try:
-                totals = await self.shared.read(counters)
-            except SpendUnavailable as exc:
-                self._failed(attempt, exc.reason)
-            except BaseException:
-                self.switch.abandon(attempt)
-                raise
-            else:
-                self._succeeded(attempt)
-                self.memory.remember(counters, totals)
-                return [total + self.memory.pending(c) for c, total in zip(
-                    counters, totals, strict=True)]
+        totals = await self._shared(lambda: self.shared.read(counters), counters, ())
+        if totals is not None:
+            return totals
         if self.failure_mode == "closed":
             raise LedgerUnavailable(self.switch.reason or "unavailable")
         return self.memory.totals(counters)
@@ -141,21 +130,10 @@ class Ledger:
         trip. While the shared backend is unusable: in open mode, the charges are held like
         any other and the read answers from memory; in closed mode nothing is kept and
         :class:`LedgerUnavailable` is raised."""
-        attempt = self.switch.begin()
-        if attempt is not Attempt.SKIP:
-            try:
-                totals = await self.shared.reserve(charges, counters)
-            except SpendUnavailable as exc:
-                self._failed(attempt, exc.reason)
-            except BaseException:
-                self.switch.abandon(attempt)
-                self.memory.keep(charges)
-                raise
-            else:
-                self._succeeded(attempt)
-                self.memory.remember(counters, totals)
-                return [total + self.memory.pending(c) for c, total in zip(
-                    counters, totals, strict=True)]
+        totals = await self._shared(lambda: self.shared.reserve(charges, counters), counters,
+                                    charges)
+        if totals is not None:
+            return totals
         if self.failure_mode == "closed":
             raise LedgerUnavailable(self.switch.reason or "unavailable")
         self.memory.keep(charges)
@@ -166,23 +144,34 @@ class Ledger:
         while the shared backend is unusable). Never fails: charges the backend does not
         take are held and sent when it answers again."""
         counters = [charge.counter for charge in charges]
-        attempt = self.switch.begin()
-        if attempt is not Attempt.SKIP:
-            try:
-                totals = await self.shared.charge(charges)
-            except SpendUnavailable as exc:
-                self._failed(attempt, exc.reason)
-            except BaseException:
-                self.switch.abandon(attempt)
-                self.memory.keep(charges)
-                raise
-            else:
-                self._succeeded(attempt)
-                self.memory.remember(counters, totals)
-                return [total + self.memory.pending(c) for c, total in zip(
-                    counters, totals, strict=True)]
+        totals = await self._shared(lambda: self.shared.charge(charges), counters, charges)
+        if totals is not None:
+            return totals
         self.memory.keep(charges)
         return self.memory.totals(counters)
+
+    async def _shared(self, call: Callable[[], Awaitable[list[int]]],
+                      counters: Sequence[Counter], charges: Sequence[Charge]
+                      ) -> list[int] | None:
+        """What ``call`` on the shared backend says ``counters`` hold (with the charges this
+        process still holds for them); ``None`` when the backend is resting after a failure
+        or fails now. ``charges`` (those ``call`` makes) are held if it is interrupted."""
+        attempt = self.switch.begin()
+        if attempt is Attempt.SKIP:
+            return None
+        try:
+            totals = await call()
+        except SpendUnavailable as exc:
+            self._failed(attempt, exc.reason)
+            return None
+        except BaseException:
+            self.switch.abandon(attempt)
+            self.memory.keep(charges)
+            raise
+        self._succeeded(attempt)
+        self.memory.remember(counters, totals)
+        return [total + self.memory.pending(c) for c, total in zip(counters, totals,
+                                                                    strict=True)]
 
     def _failed(self, attempt: Attempt, reason: str) -> None:
         if self.switch.end(attempt, False, reason) is Transition.ACTIVATED:

@@ -37,6 +37,7 @@ from tests.conftest import (
     REDIS_PORT,
     MockProcess,
     MockUpstream,
+    Sidecar,
     SidecarFactory,
     SidecarProcess,
     wait_for,
@@ -118,18 +119,27 @@ def assert_refused_well(replies: list[Reply]) -> None:
             assert "is used up" in reply.body["message"]
 
 
+async def sidecar_with_budget(start_sidecar: SidecarFactory, tmp_path: Path,
+                              redis_env: dict[str, str], mode: str = "--hard",
+                              **extra: str) -> tuple[Sidecar, str]:
+    """A sidecar on Redis with a daily budget of :data:`LIMIT` on alice's key; returns it
+    and the key."""
+    await after_midnight_margin()
+    sidecar = await start_sidecar(**concurrency_env(tmp_path, {}, **redis_env, **extra))
+    key = await create_key(sidecar.env, "alice", "user", "acme")
+    await set_budget(sidecar.env, "--key", key.key_id, "--period", "day",
+                     "--limit", str(LIMIT), mode)
+    await budgets_in_force(sidecar.url, 1)
+    return sidecar, key.key
+
+
 async def test_concurrent_chats_on_one_replica_stop_at_the_cap(
         start_sidecar: SidecarFactory, mock_upstream: MockUpstream, tmp_path: Path,
         redis_env: dict[str, str], redis_prefix: str) -> None:
-    await after_midnight_margin()
-    sidecar = await start_sidecar(**concurrency_env(tmp_path, {}, **redis_env))
-    key = await create_key(sidecar.env, "alice", "user", "acme")
-    await set_budget(sidecar.env, "--key", key.key_id, "--period", "day",
-                     "--limit", str(LIMIT), "--hard")
-    await budgets_in_force(sidecar.url, 1)
+    sidecar, key = await sidecar_with_budget(start_sidecar, tmp_path, redis_env)
     await mock_upstream.settings(latency_ms=1500)
 
-    replies = await chat_at_once([sidecar.url], key.key)
+    replies = await chat_at_once([sidecar.url], key)
     served = sum(1 for r in replies if r.status == 200)
     assert 1 <= served <= FIT, [r.status for r in replies]
     assert sum(1 for r in await mock_upstream.requests()
@@ -140,7 +150,7 @@ async def test_concurrent_chats_on_one_replica_stop_at_the_cap(
     held = await held_keys(redis_prefix)
     assert held and set(held.values()) == {0}
     # The cap holds for what comes next.
-    after = await call(sidecar.url, "POST", "/v1/chat/completions", key.key, json=BODY)
+    after = await call(sidecar.url, "POST", "/v1/chat/completions", key, json=BODY)
     assert after.status == 429 if served * COST >= LIMIT else after.status == 200
 
 
@@ -250,37 +260,27 @@ async def test_reservations_of_a_killed_replica_stop_counting_after_the_window(
 async def test_a_request_refused_after_budgets_gives_its_reservation_back(
         start_sidecar: SidecarFactory, tmp_path: Path, redis_env: dict[str, str],
         redis_prefix: str) -> None:
-    await after_midnight_margin()
-    sidecar = await start_sidecar(**concurrency_env(
-        tmp_path, {}, **redis_env,
-        SIDECAR_PLUGINS_CHAIN=f"{CHAIN},tests.budgets.refuse_after_budgets"))
-    key = await create_key(sidecar.env, "alice", "user", "acme")
-    await set_budget(sidecar.env, "--key", key.key_id, "--period", "day",
-                     "--limit", str(LIMIT), "--hard")
-    await budgets_in_force(sidecar.url, 1)
+    sidecar, key = await sidecar_with_budget(
+        start_sidecar, tmp_path, redis_env,
+        SIDECAR_PLUGINS_CHAIN=f"{CHAIN},tests.budgets.refuse_after_budgets")
 
     # As many as fit together: each is admitted by budgets, then refused.
-    replies = await chat_at_once([sidecar.url], key.key, count=FIT - 1,
+    replies = await chat_at_once([sidecar.url], key, count=FIT - 1,
                                  headers={REFUSE_HEADER: "1"})
     assert {r.status for r in replies} == {403}
     held = await held_keys(redis_prefix)
     assert held and set(held.values()) == {0}
     # Nothing held, nothing spent: the whole budget is there.
-    assert (await chat_at_once([sidecar.url], key.key, count=1))[0].status == 200
+    assert (await chat_at_once([sidecar.url], key, count=1))[0].status == 200
 
 
 async def test_a_soft_budget_holds_nothing_and_refuses_nothing(
         start_sidecar: SidecarFactory, mock_upstream: MockUpstream, tmp_path: Path,
         redis_env: dict[str, str], redis_prefix: str) -> None:
-    await after_midnight_margin()
-    sidecar = await start_sidecar(**concurrency_env(tmp_path, {}, **redis_env))
-    key = await create_key(sidecar.env, "alice", "user", "acme")
-    await set_budget(sidecar.env, "--key", key.key_id, "--period", "day",
-                     "--limit", str(LIMIT), "--soft")
-    await budgets_in_force(sidecar.url, 1)
+    sidecar, key = await sidecar_with_budget(start_sidecar, tmp_path, redis_env, "--soft")
     await mock_upstream.settings(latency_ms=500)
 
-    replies = await chat_at_once([sidecar.url], key.key, count=20)
+    replies = await chat_at_once([sidecar.url], key, count=20)
     assert [r.status for r in replies] == [200] * 20
     assert await held_keys(redis_prefix) == {}
     assert await spent(sidecar.env) == 20 * COST
