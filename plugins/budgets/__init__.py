@@ -65,14 +65,14 @@ from plugins.budgets.enforce import (
     held_refusal,
     refusal,
 )
-from plugins.budgets.holds import held_counter, minute, reservation, window_start
+from plugins.budgets.holds import dearest, held_counter, minute, reservation, window_start
 from plugins.budgets.ledger import Ledger, LedgerUnavailable
 from plugins.budgets.money import format_amount, to_nanos
 from plugins.budgets.periods import Clock, utc_now
 from plugins.budgets.spend import Charge, Counter
 from plugins.prices import PRICES
 from plugins.prices.charging import answered_model
-from plugins.prices.table import PriceTable
+from plugins.prices.table import ModelPrice, PriceTable
 from plugins.store import DATABASE
 from plugins.store.db import Database
 from proxy import hookimpl
@@ -114,6 +114,8 @@ class BudgetState:
     reserve_output_tokens: int
     #: Whether a model without a price is refused to callers a hard budget applies to.
     refuse_unpriced: bool
+    #: The table's dearest token prices: what a request naming no model holds at.
+    dearest: ModelPrice
     told: Told = field(default_factory=Told)
     #: Models (and reasons) already reported as not charged.
     uncharged: set[tuple[str, str]] = field(default_factory=set)
@@ -245,7 +247,8 @@ def startup(app: web.Application) -> Awaitable[None]:
             report_uncharged=emitter(app, "budgets.uncharged"),
             table=pricer.table, window=hold_window(settings),
             reserve_output_tokens=int(settings["budgets.reserve_output_tokens"]),
-            refuse_unpriced=settings["budgets.unpriced_models"] == "refuse")
+            refuse_unpriced=settings["budgets.unpriced_models"] == "refuse",
+            dearest=dearest(pricer.table))
         logger.info("budgets: %d budgets, spend in %s", len(book.index), backend.name)
 
     return start()
@@ -405,7 +408,7 @@ async def _check(ctx: RequestContext, state: BudgetState, budgets: list[Budget],
 def _holds(ctx: RequestContext, state: BudgetState, budgets: list[Budget],
            now: datetime) -> list[Charge]:
     """What the request holds on each hard budget in the price table's currency; nothing
-    when none applies or its cost cannot be estimated (no model, no price, free)."""
+    when none applies or its cost cannot be estimated (no price, free, not JSON)."""
     table = state.table
     hard = [b for b in budgets if b.hard and b.currency == table.currency]
     body = ctx.json if hard else None
@@ -413,9 +416,10 @@ def _holds(ctx: RequestContext, state: BudgetState, budgets: list[Budget],
         return []
     model = body.get("model")
     if not isinstance(model, str) or not model:
-        return []
+        # The agent or conversation chooses the model: held at the dearest prices.
+        model = None
     amount = reservation(table, model, len(ctx.body or b""), body.get("max_tokens"),
-                         state.reserve_output_tokens)
+                         state.reserve_output_tokens, state.dearest)
     if not amount:
         return []
     at = minute(now)

@@ -24,11 +24,11 @@ from decimal import Decimal
 
 from plugins.budgets.money import to_nanos
 from plugins.budgets.spend import Counter
-from plugins.prices.table import PriceTable
+from plugins.prices.table import ModelPrice, PriceTable
 from proxy.context import Usage
 from proxy.estimate import estimate_tokens
 
-__all__ = ["HELD", "MAX_HOLD", "held_counter", "held_labels", "minute", "reservation",
+__all__ = ["HELD", "MAX_HOLD", "dearest", "held_counter", "held_labels", "minute", "reservation",
            "window_minutes", "window_start"]
 
 #: What every held counter's label starts with (never a period's label).
@@ -67,13 +67,28 @@ def held_labels(now: datetime, window: int) -> list[str]:
     return [f"{HELD}{at}" for at in range(first, first + window)]
 
 
-def reservation(table: PriceTable, model: str, body_bytes: int, max_tokens: object,
-                output_tokens: int) -> int | None:
+def reservation(table: PriceTable, model: str | None, body_bytes: int, max_tokens: object,
+                output_tokens: int, dearest_price: ModelPrice | None = None) -> int | None:
     """What a request may cost, in nanos: its prompt as :func:`~proxy.estimate.
     estimate_tokens` estimates it from its body, and ``max_tokens`` tokens of output when it
     is a positive int, else ``output_tokens``; at most :data:`MAX_HOLD`. ``None`` when
-    ``model`` has no price (such a request is not charged either)."""
+    ``model`` has no price (such a request is not charged either). A request that names no
+    ``model`` (an agent or a conversation chooses it) is held at ``dearest_price`` (the
+    table's :func:`dearest`): whichever model answers, it cannot cost more per token."""
     prompt, _ = estimate_tokens(body_bytes, 0, 0)
     output = max_tokens if type(max_tokens) is int and max_tokens > 0 else output_tokens
-    cost: Decimal | None = table.cost(model, Usage(prompt, output, prompt + output))
+    usage = Usage(prompt, output, prompt + output)
+    if model is None:
+        cost: Decimal | None = (dearest_price or dearest(table)).cost(usage)
+    else:
+        cost = table.cost(model, usage)
     return None if cost is None else min(to_nanos(cost), MAX_HOLD)
+
+
+def dearest(table: PriceTable) -> ModelPrice:
+    """The highest input and output token prices of any model in ``table`` (each on its
+    own): a price no model's tokens exceed."""
+    inputs = [p.input for p in table.models.values() if p.input is not None]
+    outputs = [p.output for p in table.models.values() if p.output is not None]
+    return ModelPrice(input=max(inputs, default=Decimal(0)),
+                      output=max(outputs, default=Decimal(0)))

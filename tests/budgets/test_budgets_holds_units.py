@@ -8,6 +8,7 @@ from decimal import Decimal
 
 from plugins.budgets.holds import (
     MAX_HOLD,
+    dearest,
     held_counter,
     held_labels,
     minute,
@@ -39,6 +40,16 @@ def test_a_request_holds_its_estimated_prompt_and_its_max_tokens_or_the_default(
     assert reservation(TABLE, "ghost", 30, 5, 1000) is None
     # A caller's absurd max_tokens holds a lot, but never overflows the counters.
     assert reservation(TABLE, "meter-a", 30, 10**30, 1000) == MAX_HOLD
+
+
+def test_a_request_naming_no_model_holds_at_the_dearest_token_prices() -> None:
+    table = PriceTable("USD", None, {
+        "dear-in": ModelPrice(Decimal(5_000_000), Decimal(1_000_000)),
+        "dear-out": ModelPrice(Decimal(1_000_000), Decimal(9_000_000)),
+        "ocr": ModelPrice(per_1000_pages=Decimal(1))}, {})
+    assert dearest(table) == ModelPrice(Decimal(5_000_000), Decimal(9_000_000))
+    # 30 bytes: 10 prompt tokens at 5 USD; 4 output tokens at 9 USD: dearer than any model.
+    assert reservation(table, None, 30, None, 4) == (10 * 5 + 4 * 9) * 10**9
 
 
 def test_a_held_counter_is_not_a_period_and_expires_after_the_window() -> None:

@@ -9,6 +9,7 @@ caller over one unpriced model is the opposite failure, seen in other gateways).
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 from tests.auth.auth_support import call
@@ -22,7 +23,7 @@ from tests.budgets.budgets_support import (
     post_chat,
     set_budget,
 )
-from tests.conftest import Sidecar, SidecarFactory
+from tests.conftest import MockUpstream, Sidecar, SidecarFactory
 
 
 async def budgeted_sidecar(start_sidecar: SidecarFactory, tmp_path: Path,
@@ -95,3 +96,36 @@ async def test_an_agent_call_cannot_outrun_a_hard_budget_on_its_agents_model(
     assert second.body["code"] == "budget_exceeded"
     # Other models' chats are not this budget's business.
     assert (await post_chat(sidecar.url, key.key, model="meter-b")).status == 200
+
+
+async def test_concurrent_agent_calls_cannot_overshoot_a_hard_budget(
+        start_sidecar: SidecarFactory, mock_upstream: MockUpstream, tmp_path: Path,
+        redis_env: dict[str, str]) -> None:
+    """An agent call names no model, so it cannot hold its own model's price: it holds at
+    the dearest prices of the table instead, and requests sent together still stop at the
+    cap."""
+    from tests.budgets.test_budgets_concurrency import concurrency_env
+
+    await after_midnight_margin()
+    sidecar = await start_sidecar(**concurrency_env(tmp_path, {}, **redis_env))
+    key = await create_key(sidecar.env, "alice", "admin", "acme")
+    agent = await call(sidecar.url, "POST", "/v1/agents", key.key,
+                       json={"model": "meter-a", "name": "helper"})
+    assert agent.status == 200, agent.body
+    # About seven agent calls of "hi" (2.001 USD each) fit.
+    await set_budget(sidecar.env, "--key", key.key_id, "--period", "day", "--limit", "15",
+                     "--hard")
+    await budgets_in_force(sidecar.url, 1)
+    await mock_upstream.settings(latency_ms=1500)
+
+    ask = {"agent_id": agent.body["id"], "messages": [{"role": "user", "content": "hi"}]}
+    replies = await asyncio.gather(*(
+        call(sidecar.url, "POST", "/v1/agents/completions", key.key, json=ask)
+        for _ in range(40)))
+    served = sum(1 for reply in replies if reply.status == 200)
+    # Before: all 40 went upstream, 80 USD against a 15 USD cap.
+    assert 1 <= served <= 8, [reply.status for reply in replies]
+    assert {reply.status for reply in replies} <= {200, 429}
+    upstream = [r for r in await mock_upstream.requests()
+                if r["path"] == "/v1/agents/completions"]
+    assert len(upstream) == served
