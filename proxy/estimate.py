@@ -1,8 +1,10 @@
 """What a billed call cut short probably used, when upstream never said.
 
 Upstream reports a call's usage at its end: in the JSON answer, or in a stream's last event.
-A caller that hangs up before then, or a stream that breaks, leaves the sidecar without it,
-while upstream still bills the prompt it read and the output it generated. Charging nothing
+A JSON answer is read even when its caller hung up (:mod:`proxy.late_answer`); a stream
+left before its last event, a stream that breaks, or a call upstream never answers leave the
+sidecar without it, while upstream still bills the prompt it read and the output it
+generated. Charging nothing
 would let a caller outrun a hard budget and the token limit by reading streams and hanging
 up before their last event, so such a call is charged an estimate instead, marked as one
 (``Usage.estimated``) wherever it is shown or stored.

@@ -34,6 +34,7 @@ from proxy.context import (
     Usage,
 )
 from proxy.errors import SidecarError, UpstreamError
+from proxy.late_answer import keeps_going, read_late_answer
 from proxy.operations import OperationIndex
 from proxy.sse import SSEParser, assembler_for
 
@@ -64,6 +65,8 @@ _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
 END_HOOK_TIMEOUT = 30
 #: Responses up to this size with a known length are read whole and sent in one write.
 _SMALL_BODY = 256 * 1024
+#: ``ctx.state`` key: the upstream exchange of a billed call whose caller hung up.
+_LATE_ANSWER = "_core_late_answer"
 
 
 def _connection_tokens(headers: Any) -> set[str]:
@@ -115,6 +118,8 @@ class Forwarder:
         self.end_hooks = chain.callers("on_end")
         self.session: aiohttp.ClientSession | None = None
         self._background: set[asyncio.Task[None]] = set()
+        #: Set at shutdown: late answers are no longer waited for.
+        self._closing = asyncio.Event()
         #: Requests received and not yet answered (handlers running right now).
         self.in_flight = 0
 
@@ -317,11 +322,21 @@ class Forwarder:
         url = URL.build(scheme=self.upstream_scheme, authority=self.upstream_authority,
                         path=self.base_path + upstream_path(ctx.path),
                         query_string=ctx.query_string, encoded=True)
+        exchange = asyncio.ensure_future(self.session.request(
+            ctx.method, url, headers=headers, data=data, allow_redirects=False))
         try:
             async with asyncio.timeout(max(0.0, min(self.first_byte_timeout, remaining))):
-                raw = await self.session.request(
-                    ctx.method, url, headers=headers, data=data, allow_redirects=False)
+                # Shielded: a billed call upstream is working on finishes if its caller
+                # hangs up (proxy.late_answer); any other is cancelled here.
+                raw = await asyncio.shield(exchange)
+        except asyncio.CancelledError:
+            if keeps_going(ctx) and not exchange.done():
+                ctx.state[_LATE_ANSWER] = exchange
+            else:
+                exchange.cancel()
+            raise
         except TimeoutError:
+            exchange.cancel()
             raise UpstreamError("timeout", "Upstream did not answer in time.") from None
         except aiohttp.ClientConnectorError:
             raise UpstreamError("connect", "Upstream is unreachable.") from None
@@ -540,8 +555,9 @@ class Forwarder:
         ctx.error = error
         if ctx.timing.finished is None:
             ctx.timing.finished = _now()
-        if outcome is Outcome.CLIENT_GONE and ctx.response_json is None:
-            # Gone before any answer: upstream may have read the prompt all the same.
+        if (outcome is Outcome.CLIENT_GONE or outcome is Outcome.BROKEN) \
+                and ctx.response_json is None:
+            # Cut short before any answer was read: upstream read the prompt all the same.
             ctx.estimate_usage()
         hooks = self.end_hooks
         for index, hook in enumerate(hooks):
@@ -560,8 +576,20 @@ class Forwarder:
                 await _guarded_await(hook, pending)
 
     def _end_detached(self, ctx: RequestContext, outcome: Outcome) -> None:
-        """End a request whose handler was cancelled, in a task of its own."""
-        self._track(self._end(ctx, outcome))
+        """End a request whose handler was cancelled, in a task of its own: once upstream
+        answered it, when it is a billed call upstream was working on."""
+        pending = ctx.state.pop(_LATE_ANSWER, None)
+        if pending is None:
+            self._track(self._end(ctx, outcome))
+            return
+
+        async def end_once_answered() -> None:
+            deadline = asyncio.get_running_loop().time() + max(
+                0.0, self.total_timeout - (_now() - ctx.timing.started))
+            await read_late_answer(ctx, pending, deadline, self._closing, self.max_capture)
+            await self._end(ctx, outcome)
+
+        self._track(end_once_answered())
 
     def _track(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coroutine)
@@ -587,7 +615,9 @@ class Forwarder:
         return error.to_response(headers, body)
 
     async def drain_background(self) -> None:
-        """Wait for ends still running for requests whose callers went away."""
+        """Wait for ends still running for requests whose callers went away (answers
+        upstream still owes them are no longer waited for)."""
+        self._closing.set()
         while self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
 

@@ -1,0 +1,65 @@
+"""The answer to a billed call whose caller hung up while upstream was working on it.
+
+A JSON call (chat, FIM, embeddings, an agent or conversation turn without a stream) that
+reached upstream is billed by upstream whether or not anyone reads its answer: upstream
+generates it all the same. When its caller hangs up first, the sidecar lets that one
+upstream exchange finish (no retry, no fallback: those stop with the caller) and reads the
+answer's usage, so that budgets, the token limit and usage records count what upstream
+bills, exactly, instead of an estimate of the prompt alone. Streams are not kept going:
+closing a stream stops its generation, and what was relayed is estimated
+(:mod:`proxy.estimate`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import aiohttp
+
+from proxy.context import RequestContext
+
+__all__ = ["keeps_going", "read_late_answer"]
+
+
+def keeps_going(ctx: RequestContext) -> bool:
+    """Whether ``ctx``'s upstream exchange should finish after its caller hung up: a JSON
+    call upstream bills by usage, not a stream."""
+    operation = ctx.operation
+    return (operation is not None and operation.reports_usage and not ctx.is_stream
+            and ctx.body is not None)
+
+
+async def read_late_answer(ctx: RequestContext,
+                           pending: asyncio.Future[aiohttp.ClientResponse],
+                           deadline: float, closing: asyncio.Event, max_bytes: int) -> None:
+    """Wait for the answer ``pending`` will give, until the loop time ``deadline`` or until
+    ``closing`` is set (the sidecar shuts down), and keep what it says on ``ctx``: upstream's
+    status and, for a successful JSON answer of at most ``max_bytes``, its body (its usage).
+    What cannot be read leaves ``ctx`` to the estimate."""
+    raw: aiohttp.ClientResponse | None = None
+    stop: asyncio.Future[Any] = asyncio.ensure_future(closing.wait())
+    try:
+        async with asyncio.timeout_at(deadline):
+            waited: list[asyncio.Future[Any]] = [pending, stop]
+            done, _ = await asyncio.wait(waited, return_when=asyncio.FIRST_COMPLETED)
+            if pending not in done or pending.exception() is not None:
+                return
+            raw = pending.result()
+            ctx.upstream_status = raw.status
+            length = raw.content_length
+            if 200 <= raw.status < 300 and length is not None and length <= max_bytes:
+                ctx.set_response_body(await raw.read())
+    except (TimeoutError, aiohttp.ClientError, OSError):
+        return
+    finally:
+        stop.cancel()
+        if raw is not None:
+            raw.close()
+        elif not pending.done():
+            pending.cancel()
+        else:
+            with contextlib.suppress(BaseException):
+                # Retrieved, so that a failure nobody waited for is not reported as lost.
+                pending.result().close()
