@@ -34,7 +34,7 @@ from proxy.context import (
     Usage,
 )
 from proxy.errors import SidecarError, UpstreamError
-from proxy.late_answer import keeps_going, read_late_answer
+from proxy.late_answer import discard, keeps_going, read_late_answer
 from proxy.operations import OperationIndex
 from proxy.sse import SSEParser, assembler_for
 
@@ -303,6 +303,7 @@ class Forwarder:
     async def _send(self, ctx: RequestContext) -> UpstreamResponse:
         """One attempt: send the request, return once status and headers are in."""
         assert self.session is not None
+        _drop_late(ctx)
         if ctx.timing.upstream_started is None:
             ctx.timing.upstream_started = _now()
         ctx.attempts += 1
@@ -322,21 +323,22 @@ class Forwarder:
         url = URL.build(scheme=self.upstream_scheme, authority=self.upstream_authority,
                         path=self.base_path + upstream_path(ctx.path),
                         query_string=ctx.query_string, encoded=True)
-        exchange = asyncio.ensure_future(self.session.request(
-            ctx.method, url, headers=headers, data=data, allow_redirects=False))
+        sending = self.session.request(ctx.method, url, headers=headers, data=data,
+                                       allow_redirects=False)
+        # A billed JSON call runs in a task of its own, shielded: if its caller hangs up, it
+        # finishes (proxy.late_answer). Any other is cancelled with its caller.
+        exchange = asyncio.ensure_future(sending) if keeps_going(ctx) else None
         try:
             async with asyncio.timeout(max(0.0, min(self.first_byte_timeout, remaining))):
-                # Shielded: a billed call upstream is working on finishes if its caller
-                # hangs up (proxy.late_answer); any other is cancelled here.
-                raw = await asyncio.shield(exchange)
+                raw = await (sending if exchange is None else asyncio.shield(exchange))
         except asyncio.CancelledError:
-            if keeps_going(ctx) and not exchange.done():
+            if exchange is not None:
+                # Read by _end_detached if the caller hung up; else dropped (_drop_late).
                 ctx.state[_LATE_ANSWER] = exchange
-            else:
-                exchange.cancel()
             raise
         except TimeoutError:
-            exchange.cancel()
+            if exchange is not None:
+                exchange.cancel()
             raise UpstreamError("timeout", "Upstream did not answer in time.") from None
         except aiohttp.ClientConnectorError:
             raise UpstreamError("connect", "Upstream is unreachable.") from None
@@ -550,6 +552,7 @@ class Forwarder:
         """
         if ctx.ended:
             return
+        _drop_late(ctx)
         ctx.ended = True
         ctx.outcome = outcome
         ctx.error = error
@@ -620,6 +623,13 @@ class Forwarder:
         self._closing.set()
         while self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
+
+
+def _drop_late(ctx: RequestContext) -> None:
+    """Cancel an upstream exchange left by an attempt a wrapper gave up on (cancelled by a
+    timeout of its own, not by the caller hanging up): nobody will read its answer."""
+    if _LATE_ANSWER in ctx.state:
+        discard(ctx.state.pop(_LATE_ANSWER))
 
 
 def _observe(hook: HookCaller, ctx: RequestContext) -> Awaitable[Any] | None:

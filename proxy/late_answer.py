@@ -20,7 +20,7 @@ import aiohttp
 
 from proxy.context import RequestContext
 
-__all__ = ["keeps_going", "read_late_answer"]
+__all__ = ["discard", "keeps_going", "read_late_answer"]
 
 
 def keeps_going(ctx: RequestContext) -> bool:
@@ -57,9 +57,15 @@ async def read_late_answer(ctx: RequestContext,
         stop.cancel()
         if raw is not None:
             raw.close()
-        elif not pending.done():
-            pending.cancel()
         else:
-            with contextlib.suppress(BaseException):
-                # Retrieved, so that a failure nobody waited for is not reported as lost.
-                pending.result().close()
+            discard(pending)
+
+
+def discard(pending: asyncio.Future[aiohttp.ClientResponse]) -> None:
+    """Give up on an upstream exchange: cancel it, or close the answer it already has."""
+    if not pending.done():
+        pending.cancel()
+        return
+    with contextlib.suppress(BaseException):
+        # Retrieved, so that a failure nobody waited for is not reported as lost.
+        pending.result().close()

@@ -126,12 +126,13 @@ async def test_idle_stream_is_cut_not_completed(
             await resp.read()
 
 
-async def test_caller_disconnect_cancels_upstream_request(
+async def test_caller_disconnect_cancels_an_upstream_request_not_billed_by_usage(
     sidecar: Sidecar, mock_upstream: MockUpstream
 ) -> None:
-    await mock_upstream.fault(path_prefix="/v1/chat", action="stall")
+    # A billed JSON call finishes instead (tests/security/test_security_cut_short_is_charged.py).
+    await mock_upstream.fault(path_prefix="/v1/models", action="stall")
     async with aiohttp.ClientSession() as http:
-        task = asyncio.ensure_future(http.post(sidecar.url + "/v1/chat/completions", json=CHAT))
+        task = asyncio.ensure_future(http.get(sidecar.url + "/v1/models"))
         await wait_for(lambda: _upstream_has_request(mock_upstream))
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
