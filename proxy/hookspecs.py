@@ -269,8 +269,11 @@ def on_end(ctx: RequestContext) -> Awaitable[None] | None:
     :class:`proxy.errors.SidecarError` of ``ERROR`` and ``BROKEN``, else ``None``.
     ``ctx.response_status``, ``ctx.response_json`` (the parsed body, or the object reassembled
     from a stream), ``ctx.usage`` and ``ctx.timing`` are filled in as far as the request got.
-    A call upstream bills by usage that was cut short after it reached upstream (``BROKEN``,
-    ``CLIENT_GONE``: no usage reported) carries the core's estimate instead, with
+    A JSON call upstream bills whose caller hung up (``CLIENT_GONE``) ends once upstream
+    answered it: ``ctx.response_json`` and ``ctx.usage`` are that answer's, while
+    ``ctx.response_status`` stays ``None`` (the caller got nothing). A call upstream bills by
+    usage that was cut short after it reached upstream (``BROKEN``, ``CLIENT_GONE``: no usage
+    reported) carries the core's estimate instead, with
     ``ctx.usage.estimated`` true (:mod:`proxy.estimate`): charge it as usage, show it as an
     estimate. ``ctx.usage.cost`` (a ``Decimal`` in ``ctx.usage.currency``) is what the
     request cost, set by the prices plugin, which ends each request before the plugins after
