@@ -34,7 +34,7 @@ from proxy.context import (
     Usage,
 )
 from proxy.errors import SidecarError, UpstreamError
-from proxy.late_answer import discard, keeps_going, read_late_answer
+from proxy.late_answer import LateAnswer, discard, keeps_going, read_late_answer
 from proxy.operations import OperationIndex
 from proxy.sse import SSEParser, assembler_for
 
@@ -328,13 +328,16 @@ class Forwarder:
         # A billed JSON call runs in a task of its own, shielded: if its caller hangs up, it
         # finishes (proxy.late_answer). Any other is cancelled with its caller.
         exchange = asyncio.ensure_future(sending) if keeps_going(ctx) else None
+        wait = max(0.0, min(self.first_byte_timeout, remaining))
         try:
-            async with asyncio.timeout(max(0.0, min(self.first_byte_timeout, remaining))):
+            async with asyncio.timeout(wait):
                 raw = await (sending if exchange is None else asyncio.shield(exchange))
         except asyncio.CancelledError:
             if exchange is not None:
-                # Read by _end_detached if the caller hung up; else dropped (_drop_late).
-                ctx.state[_LATE_ANSWER] = exchange
+                # Read by _end_detached if the caller hung up (headers still due within this
+                # attempt's wait); else dropped (_drop_late).
+                ctx.state[_LATE_ANSWER] = LateAnswer(
+                    exchange, asyncio.get_running_loop().time() + wait)
             raise
         except TimeoutError:
             if exchange is not None:
@@ -581,15 +584,15 @@ class Forwarder:
     def _end_detached(self, ctx: RequestContext, outcome: Outcome) -> None:
         """End a request whose handler was cancelled, in a task of its own: once upstream
         answered it, when it is a billed call upstream was working on."""
-        pending = ctx.state.pop(_LATE_ANSWER, None)
-        if pending is None:
+        late = ctx.state.pop(_LATE_ANSWER, None)
+        if late is None:
             self._track(self._end(ctx, outcome))
             return
 
         async def end_once_answered() -> None:
             deadline = asyncio.get_running_loop().time() + max(
                 0.0, self.total_timeout - (_now() - ctx.timing.started))
-            await read_late_answer(ctx, pending, deadline, self._closing, self.max_capture)
+            await read_late_answer(ctx, late, deadline, self._closing, self.max_capture)
             await self._end(ctx, outcome)
 
         self._track(end_once_answered())
@@ -629,7 +632,7 @@ def _drop_late(ctx: RequestContext) -> None:
     """Cancel an upstream exchange left by an attempt a wrapper gave up on (cancelled by a
     timeout of its own, not by the caller hanging up): nobody will read its answer."""
     if _LATE_ANSWER in ctx.state:
-        discard(ctx.state.pop(_LATE_ANSWER))
+        discard(ctx.state.pop(_LATE_ANSWER).exchange)
 
 
 def _observe(hook: HookCaller, ctx: RequestContext) -> Awaitable[Any] | None:

@@ -21,13 +21,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
 
 from proxy.context import RequestContext
 
-__all__ = ["discard", "keeps_going", "read_late_answer"]
+__all__ = ["LateAnswer", "discard", "keeps_going", "read_late_answer"]
+
+
+@dataclass(frozen=True, slots=True)
+class LateAnswer:
+    """An upstream exchange still running for a caller that left: the task that gives its
+    response, and the loop time by which its status and headers are due."""
+
+    exchange: asyncio.Future[aiohttp.ClientResponse]
+    headers_due: float
 
 
 def keeps_going(ctx: RequestContext) -> bool:
@@ -38,17 +48,18 @@ def keeps_going(ctx: RequestContext) -> bool:
             and ctx.body is not None)
 
 
-async def read_late_answer(ctx: RequestContext,
-                           pending: asyncio.Future[aiohttp.ClientResponse],
-                           deadline: float, closing: asyncio.Event, max_bytes: int) -> None:
-    """Wait for the answer ``pending`` will give, until the loop time ``deadline`` or until
-    ``closing`` is set (the sidecar shuts down), and keep what it says on ``ctx``: upstream's
-    status and, for a successful JSON answer of at most ``max_bytes``, its body (its usage).
-    What cannot be read leaves ``ctx`` to the estimate."""
+async def read_late_answer(ctx: RequestContext, late: LateAnswer, deadline: float,
+                           closing: asyncio.Event, max_bytes: int) -> None:
+    """Wait for the answer ``late`` will give (its headers until ``late.headers_due``, its
+    body until the loop time ``deadline``), or until ``closing`` is set (the sidecar shuts
+    down), and keep what it says on ``ctx``: upstream's status and, for a successful JSON
+    answer of at most ``max_bytes``, its body (its usage). What cannot be read leaves
+    ``ctx`` to the estimate."""
+    pending = late.exchange
     raw: aiohttp.ClientResponse | None = None
     stop: asyncio.Future[Any] = asyncio.ensure_future(closing.wait())
     try:
-        async with asyncio.timeout_at(deadline):
+        async with asyncio.timeout_at(min(deadline, late.headers_due)) as timer:
             waited: list[asyncio.Future[Any]] = [pending, stop]
             done, _ = await asyncio.wait(waited, return_when=asyncio.FIRST_COMPLETED)
             if pending not in done or pending.exception() is not None:
@@ -57,6 +68,7 @@ async def read_late_answer(ctx: RequestContext,
             ctx.upstream_status = raw.status
             length = raw.content_length
             if 200 <= raw.status < 300 and length is not None and length <= max_bytes:
+                timer.reschedule(deadline)
                 ctx.set_response_body(await raw.read())
     except (TimeoutError, aiohttp.ClientError, OSError):
         return

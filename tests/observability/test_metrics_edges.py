@@ -69,8 +69,10 @@ async def test_broken_and_abandoned_streams_count_once(
         async with http.post(sidecar.url + "/v1/chat/completions",
                              json=_body(stream=True)) as resp:
             await resp.content.readany()
-        # the caller leaves before upstream even answered
-        await mock_upstream.fault(action="stall", path_prefix="/v1/chat", times=1)
+        # the caller leaves before upstream even answered (the request ends when upstream
+        # answers: the sidecar reads what a JSON call upstream bills reports)
+        await mock_upstream.fault(action="delay", delay_ms=1000, path_prefix="/v1/chat",
+                                  times=1)
         with pytest.raises(asyncio.TimeoutError):
             async with http.post(sidecar.url + "/v1/chat/completions", json=_body(),
                                  timeout=aiohttp.ClientTimeout(total=0.3)) as resp:

@@ -200,9 +200,10 @@ async def test_a_caller_that_hangs_up_before_the_answer_is_charged_what_upstream
 async def test_a_caller_that_hangs_up_on_an_upstream_that_never_answers_pays_its_prompt(
         start_sidecar: SidecarFactory, mock_upstream: MockUpstream, tmp_path: Path,
         redis_env: dict[str, str]) -> None:
-    """No answer within the total timeout: the prompt upstream read is estimated."""
+    """No answer within the time upstream has to start one: the prompt upstream read is
+    estimated."""
     sidecar, key = await sidecar_charging(start_sidecar, tmp_path, redis_env,
-                                          SIDECAR_UPSTREAM_TOTAL_TIMEOUT_SECONDS="2")
+                                          SIDECAR_UPSTREAM_FIRST_BYTE_TIMEOUT_SECONDS="2")
     await mock_upstream.fault(action="stall", path_prefix="/v1/chat/completions")
     body = chat_body("what would this cost " * 20, stream=False)
 
