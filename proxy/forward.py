@@ -120,6 +120,10 @@ class Forwarder:
         self._background: set[asyncio.Task[None]] = set()
         #: Set at shutdown: late answers are no longer waited for.
         self._closing = asyncio.Event()
+        #: Late answers waited for now, and at most how many (a quarter of the upstream
+        #: connections: the rest stay for callers who wait).
+        self._late_answers = 0
+        self.max_late_answers = max(1, int(settings["upstream.max_connections"]) // 4)
         #: Requests received and not yet answered (handlers running right now).
         self.in_flight = 0
 
@@ -585,14 +589,24 @@ class Forwarder:
         """End a request whose handler was cancelled, in a task of its own: once upstream
         answered it, when it is a billed call upstream was working on."""
         late = ctx.state.pop(_LATE_ANSWER, None)
+        if late is not None and self._late_answers >= self.max_late_answers:
+            # Callers that leave must not hold more upstream connections than this: past it,
+            # the exchange goes with its caller and is estimated.
+            discard(late.exchange)
+            late = None
         if late is None:
             self._track(self._end(ctx, outcome))
             return
 
+        self._late_answers += 1
+
         async def end_once_answered() -> None:
-            deadline = asyncio.get_running_loop().time() + max(
-                0.0, self.total_timeout - (_now() - ctx.timing.started))
-            await read_late_answer(ctx, late, deadline, self._closing, self.max_capture)
+            try:
+                deadline = asyncio.get_running_loop().time() + max(
+                    0.0, self.total_timeout - (_now() - ctx.timing.started))
+                await read_late_answer(ctx, late, deadline, self._closing, self.max_capture)
+            finally:
+                self._late_answers -= 1
             await self._end(ctx, outcome)
 
         self._track(end_once_answered())

@@ -7,7 +7,9 @@ upstream exchange finish (no retry, no fallback: those stop with the caller) and
 answer's usage, so that budgets, the token limit and usage records count what upstream
 bills, exactly, instead of an estimate of the prompt alone. Streams are not kept going:
 closing a stream stops its generation, and what was relayed is estimated
-(:mod:`proxy.estimate`).
+(:mod:`proxy.estimate`). Callers that leave hold at most a quarter of the upstream
+connections (``upstream.max_connections``) this way, so that leaving is no way around the
+concurrency caps; past that, the exchange goes with its caller and is estimated.
 
 What it costs: the exchange of every billed JSON call runs in a task of its own, shielded
 from the handler's cancellation, so that it can outlive its caller. Measured with

@@ -285,3 +285,32 @@ async def test_a_stream_upstream_breaks_off_is_charged_what_it_relayed(
     # What was relayed before the break (a reset may discard the last frames in flight).
     assert 0 <= line["completion_tokens"] <= 8
     assert await spent(sidecar) == line["total_tokens"]
+
+
+async def test_callers_that_leave_hold_at_most_a_quarter_of_the_upstream_connections(
+        start_sidecar: SidecarFactory, mock_upstream: MockUpstream, tmp_path: Path,
+        redis_env: dict[str, str]) -> None:
+    """Leaving must not be a way around the concurrency caps: past a quarter of the
+    upstream connections, a caller's exchange goes with it and is estimated."""
+    # Small holds: the three requests fit the budget together.
+    sidecar, key = await sidecar_charging(start_sidecar, tmp_path, redis_env,
+                                          SIDECAR_UPSTREAM_MAX_CONNECTIONS="4",
+                                          SIDECAR_BUDGETS_RESERVE_OUTPUT_TOKENS="1")
+    await mock_upstream.settings(latency_ms=1500)
+    body = chat_body("what would this cost " * 20, stream=False)
+    await asyncio.gather(*(hang_up_early(sidecar.url, key, body, f"cut-short-many-{i}")
+                           for i in range(3)))
+
+    async def all_ended() -> list[dict[str, Any]]:
+        found = []
+        for i in range(3):
+            try:
+                found.append(access_line(tmp_path, f"cut-short-many-{i}"))
+            except AssertionError:
+                return []
+        return found
+
+    lines = await wait_for(all_ended, timeout=10)
+    assert sorted(bool(line.get("usage_estimated")) for line in lines) == [False, True, True]
+    cancelled = [r for r in await mock_upstream.requests() if r["cancelled"]]
+    assert len(cancelled) == 2
