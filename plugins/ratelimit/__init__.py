@@ -2,8 +2,9 @@
 
 Each request is checked against its caller's request limit (``RATE_LIMIT_REQUESTS`` per
 ``RATE_LIMIT_WINDOW`` seconds) and token budget (``SIDECAR_RATELIMIT_TOKENS_PER_MINUTE``) in
-one atomic decision; tokens are debited when the response's usage is known, streamed responses
-included. Over a limit the caller gets a 429 in Mistral's error shape with ``Retry-After``;
+one atomic decision, in which a JSON request also takes its prompt's estimated tokens (so
+that requests in flight together cannot all pass an untouched budget); the difference with
+the usage upstream reports is settled when the request ends, streamed responses included. Over a limit the caller gets a 429 in Mistral's error shape with ``Retry-After``;
 every response carries ``RateLimit-Policy`` / ``RateLimit`` and the legacy ``X-RateLimit-*``
 headers, unless upstream sent its own of the same name. With ``REDIS_HOST`` empty the same
 limits are kept in process; when Redis fails at run time the plugin falls back (``open``) or
@@ -29,6 +30,7 @@ from proxy import hookimpl
 from proxy.app import SETTINGS
 from proxy.context import RequestContext, UpstreamResponse
 from proxy.errors import SidecarError
+from proxy.estimate import estimate_tokens
 from proxy.event_registry import EventMetric, EventSpec, Label, LevelWhen
 from proxy.events import emit, emitter
 from proxy.settings import Setting, Settings
@@ -49,6 +51,8 @@ REPORT_DECISION: web.AppKey[Callable[[RequestContext | None, dict[str, Any]], No
 """Reports a ``ratelimit.decision`` event; ``None`` when nothing observes them."""
 
 _STATE = "ratelimit"
+#: ``ctx.state`` key: the prompt tokens the token limit took when the request was admitted.
+_HELD_TOKENS = "ratelimit.held_tokens"
 
 
 #: The events this plugin emits.
@@ -202,12 +206,29 @@ def on_request(ctx: RequestContext) -> Awaitable[None] | None:
 
 
 async def _admit(ctx: RequestContext, plan: Plan) -> None:
+    limits, held = _holding(ctx, plan)
     try:
-        decision = await ctx.app[LIMITER].evaluate(plan.limits)
+        decision = await ctx.app[LIMITER].evaluate(limits)
     except LimiterUnavailable:
         _unavailable(ctx)
         return
+    if decision.allowed and held:
+        ctx.state[_HELD_TOKENS] = held
     _apply(ctx, plan, decision)
+
+
+def _holding(ctx: RequestContext, plan: Plan) -> tuple[tuple[Limit, ...], int]:
+    """``plan``'s limits with the token limit taking the request's estimated prompt tokens
+    (:func:`proxy.estimate.estimate_tokens`), and that estimate: requests admitted together
+    cannot all pass a limit none of them has been debited from yet. 0 for a request without
+    a JSON body, which is debited once its usage is known, as before."""
+    token_limit = plan.token_limit
+    if token_limit is None or not ctx.body:
+        return plan.limits, 0
+    held, _ = estimate_tokens(len(ctx.body), 0, 0)
+    holding = Limit(token_limit.key, token_limit.quota, token_limit.window,
+                    check=token_limit.check, consume=held)
+    return tuple(holding if limit is token_limit else limit for limit in plan.limits), held
 
 
 def _unavailable(ctx: RequestContext) -> None:
@@ -277,15 +298,19 @@ def on_response(ctx: RequestContext, response: UpstreamResponse) -> None:
 
 @hookimpl
 def on_end(ctx: RequestContext) -> Awaitable[None] | None:
-    """Debit the tokens the response used (streamed ones too) from the caller's budget."""
+    """Debit the tokens the response used (streamed ones too) from the caller's budget,
+    less the estimate admission took (given back when the response used fewer)."""
     plan: Plan | None = ctx.state.get(_STATE)
     if plan is None or plan.token_limit is None:
         return None
     usage = ctx.usage
-    if usage is None or usage.total_tokens <= 0:
+    used = usage.total_tokens if usage is not None and usage.total_tokens > 0 else 0
+    # What admission took is settled: the rest debited, or what it took too much given back.
+    amount = used - ctx.state.get(_HELD_TOKENS, 0)
+    if amount == 0:
         return None
     limit = plan.token_limit
-    debit = Limit(limit.key, limit.quota, limit.window, check=0, consume=usage.total_tokens)
+    debit = Limit(limit.key, limit.quota, limit.window, check=0, consume=amount)
     return _debit(ctx, debit)
 
 

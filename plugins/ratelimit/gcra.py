@@ -8,8 +8,10 @@ units is allowed while ``used + c * T <= w``. Taking ``n`` units moves the TAT f
 the past is the same as a key never seen, so it can expire at its TAT.
 
 Request limits check and take one unit. Token limits check for one token (a key whose budget
-is empty or negative is refused) and take nothing; tokens are debited after the response, when
-usage is known, without a check, so a large answer may drive the budget negative.
+is empty or negative is refused) and take the request's estimated prompt tokens, so that
+requests in flight together cannot all pass; the difference with the usage upstream reports
+is settled after the response, without a check (a negative amount gives tokens back), so a
+large answer may drive the budget negative.
 
 The in-process backend (:mod:`plugins.ratelimit.local_limiter`) runs :func:`decide` on an
 injected clock; the Redis backend's Lua script (:mod:`plugins.ratelimit.redis_limiter`) performs
@@ -105,8 +107,9 @@ def decide(now: float, tats: Sequence[float | None], limits: Sequence[Limit]
     for limit, base in zip(limits, bases, strict=True):
         tat = base
         update: float | None = None
-        if allowed and limit.consume > 0:
-            tat = base + limit.consume * limit.period
+        if allowed and limit.consume != 0:
+            # A negative amount gives units back; a bucket is never fuller than full.
+            tat = max(now, base + limit.consume * limit.period)
             update = tat
         updates.append(update)
         states.append(_state(limit, tat - now))

@@ -17,8 +17,9 @@ TOKEN_WINDOW = 60
 class Plan:
     """The limits one request of ``caller`` is checked against, with their header names.
 
-    The request limit takes one unit per request; the token limit only checks that the
-    budget is not empty (tokens are debited once the response reports its usage).
+    The request limit takes one unit per request; the token limit checks that the budget is
+    not empty (each request then takes its prompt's estimated tokens, and the rest once the
+    response reports its usage).
     """
 
     policy: Policy

@@ -61,8 +61,9 @@ for i = 1, n do
   local consume = tonumber(ARGV[4 * i])
   local period = periods[i]
   local tat = bases[i]
-  if allowed == 1 and consume > 0 then
+  if allowed == 1 and consume ~= 0 then
     tat = tat + consume * period
+    if tat < now then tat = now end
     local ttl = math.max(1, math.ceil((tat - now) / 1000))
     redis.call('SET', KEYS[i], string.format('%.17g', tat), 'PX', ttl)
   end
