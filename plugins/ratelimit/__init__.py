@@ -4,8 +4,9 @@ Each request is checked against its caller's request limit (``RATE_LIMIT_REQUEST
 ``RATE_LIMIT_WINDOW`` seconds) and token budget (``SIDECAR_RATELIMIT_TOKENS_PER_MINUTE``) in
 one atomic decision, in which a JSON request also takes its prompt's estimated tokens (so
 that requests in flight together cannot all pass an untouched budget); the difference with
-the usage upstream reports is settled when the request ends, streamed responses included. Over a limit the caller gets a 429 in Mistral's error shape with ``Retry-After``;
-every response carries ``RateLimit-Policy`` / ``RateLimit`` and the legacy ``X-RateLimit-*``
+the usage upstream reports is settled when the request ends, streamed responses included.
+Over a limit the caller gets a 429 in Mistral's error shape with ``Retry-After``; every
+response carries ``RateLimit-Policy`` / ``RateLimit`` and the legacy ``X-RateLimit-*``
 headers, unless upstream sent its own of the same name. With ``REDIS_HOST`` empty the same
 limits are kept in process; when Redis fails at run time the plugin falls back (``open``) or
 refuses (``closed``).
