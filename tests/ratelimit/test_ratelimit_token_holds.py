@@ -10,6 +10,7 @@ was high), so the limit holds for requests in flight too.
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 from collections.abc import AsyncIterator
 
@@ -21,8 +22,7 @@ from tests.conftest import MockUpstream, SidecarFactory
 
 MODEL = "mistral-small-latest"
 PROMPT = "one two three four five six seven eight nine ten"
-BODY = ('{"model": "%s", "messages": [{"role": "user", "content": "%s"}]}'
-        % (MODEL, PROMPT)).encode()
+BODY = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": PROMPT}]}).encode()
 #: What a chat of PROMPT holds when admitted: its body's bytes / 3.
 HELD = math.ceil(len(BODY) / BYTES_PER_TOKEN)
 TOKENS_PER_MINUTE = 300
