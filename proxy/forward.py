@@ -333,6 +333,7 @@ class Forwarder:
         # finishes (proxy.late_answer). Any other is cancelled with its caller.
         exchange = asyncio.ensure_future(sending) if keeps_going(ctx) else None
         wait = max(0.0, min(self.first_byte_timeout, remaining))
+        headers_due = asyncio.get_running_loop().time() + wait
         try:
             async with asyncio.timeout(wait):
                 raw = await (sending if exchange is None else asyncio.shield(exchange))
@@ -340,8 +341,7 @@ class Forwarder:
             if exchange is not None:
                 # Read by _end_detached if the caller hung up (headers still due within this
                 # attempt's wait); else dropped (_drop_late).
-                ctx.state[_LATE_ANSWER] = LateAnswer(
-                    exchange, asyncio.get_running_loop().time() + wait)
+                ctx.state[_LATE_ANSWER] = LateAnswer(exchange, headers_due)
             raise
         except TimeoutError:
             if exchange is not None:

@@ -45,10 +45,11 @@ async def sidecar_charging(start_sidecar: SidecarFactory, tmp_path: Path,
     """A sidecar with prices (1 USD a token), a hard daily budget of 1000 USD for alice, and
     a token limit; returns it with alice's key."""
     await after_midnight_margin()
-    sidecar = await start_sidecar(**budget_env(
-        tmp_path, {}, SIDECAR_PLUGINS_CHAIN=f"{CHAIN},persistence",
-        SIDECAR_RATELIMIT_TOKENS_PER_MINUTE=str(TOKENS_PER_MINUTE), RATE_LIMIT_REQUESTS="1000",
-        SIDECAR_LOG_ACCESS="true", **redis_env, **extra))
+    settings = {"SIDECAR_PLUGINS_CHAIN": f"{CHAIN},persistence",
+                "SIDECAR_RATELIMIT_TOKENS_PER_MINUTE": str(TOKENS_PER_MINUTE),
+                "RATE_LIMIT_REQUESTS": "1000", "SIDECAR_LOG_ACCESS": "true", **redis_env,
+                **extra}
+    sidecar = await start_sidecar(**budget_env(tmp_path, {}, **settings))
     key = await create_key(sidecar.env, "alice", "user", "acme")
     await set_budget(sidecar.env, "--owner", "alice", "--org", "acme", "--period", "day",
                      "--limit", "1000", "--hard")
@@ -163,13 +164,14 @@ async def hang_up_early(url: str, key: str, body: bytes, request_id: str,
     async with aiohttp.ClientSession() as session:
         try:
             async with asyncio.timeout(after):
-                await session.post(url + "/v1/chat/completions", data=body,
-                                   headers={"Authorization": f"Bearer {key}",
-                                            "Content-Type": "application/json",
-                                            "X-Request-ID": request_id})
+                answer = await session.post(url + "/v1/chat/completions", data=body,
+                                            headers={"Authorization": f"Bearer {key}",
+                                                     "Content-Type": "application/json",
+                                                     "X-Request-ID": request_id})
+                text = await answer.text()
         except TimeoutError:
             return
-    raise AssertionError("the answer came before the caller hung up")
+    raise AssertionError(f"the answer came before the caller hung up: {answer.status} {text}")
 
 
 async def test_a_caller_that_hangs_up_before_the_answer_is_charged_what_upstream_reports(
@@ -293,9 +295,11 @@ async def test_callers_that_leave_hold_at_most_a_quarter_of_the_upstream_connect
     """Leaving must not be a way around the concurrency caps: past a quarter of the
     upstream connections, a caller's exchange goes with it and is estimated."""
     # Small holds: the three requests fit the budget together.
+    # Room for the three together in the token limit too.
     sidecar, key = await sidecar_charging(start_sidecar, tmp_path, redis_env,
                                           SIDECAR_UPSTREAM_MAX_CONNECTIONS="4",
-                                          SIDECAR_BUDGETS_RESERVE_OUTPUT_TOKENS="1")
+                                          SIDECAR_BUDGETS_RESERVE_OUTPUT_TOKENS="1",
+                                          SIDECAR_RATELIMIT_TOKENS_PER_MINUTE="100000")
     await mock_upstream.settings(latency_ms=1500)
     body = chat_body("what would this cost " * 20, stream=False)
     await asyncio.gather(*(hang_up_early(sidecar.url, key, body, f"cut-short-many-{i}")
