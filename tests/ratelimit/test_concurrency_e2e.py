@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -18,12 +18,6 @@ from tests.conftest import MockUpstream, Sidecar, SidecarFactory, SidecarProcess
 CHAT: dict[str, Any] = {"model": "mistral-small-latest",
                         "messages": [{"role": "user", "content": "hi"}]}
 STREAM = {**CHAT, "stream": True}
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
-        yield session
 
 
 async def post(http: aiohttp.ClientSession, url: str, key: str = "caller-key",

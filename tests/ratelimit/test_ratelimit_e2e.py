@@ -4,7 +4,6 @@ real mistralai SDK and raw aiohttp."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,21 +19,6 @@ MODEL = "mistral-small-latest"
 CHAT: dict[str, Any] = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
 AUTH = {"Authorization": "Bearer caller-key"}
 TEN_WORDS = "one two three four five six seven eight nine ten"
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
-@pytest.fixture(params=["redis", "memory"])
-def backend_env(request: pytest.FixtureRequest) -> dict[str, str]:
-    """The shared Redis limiter, and the in-process one (no REDIS_HOST)."""
-    if request.param == "memory":
-        return {}
-    env: dict[str, str] = request.getfixturevalue("redis_env")
-    return env
 
 
 async def chat(http: aiohttp.ClientSession, sidecar: Sidecar, headers: dict[str, str] = AUTH,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -25,12 +24,6 @@ CHAT: dict[str, Any] = {"model": "mistral-small-latest",
 AUTH = {"Authorization": "Bearer caller-key"}
 # Generous against this machine's scheduling noise, tiny against a hung Redis (forever).
 PROMPT = 1.0
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 @pytest.fixture

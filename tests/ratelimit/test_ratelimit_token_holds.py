@@ -12,10 +12,8 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-from collections.abc import AsyncIterator
 
 import aiohttp
-import pytest
 
 from proxy.estimate import BYTES_PER_TOKEN
 from tests.conftest import MockUpstream, SidecarFactory
@@ -26,21 +24,6 @@ BODY = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": PROM
 #: What a chat of PROMPT holds when admitted: its body's bytes / 3.
 HELD = math.ceil(len(BODY) / BYTES_PER_TOKEN)
 TOKENS_PER_MINUTE = 300
-
-
-@pytest.fixture(params=["redis", "memory"])
-def backend_env(request: pytest.FixtureRequest) -> dict[str, str]:
-    """The shared Redis limiter, and the in-process one (no REDIS_HOST)."""
-    if request.param == "memory":
-        return {}
-    env: dict[str, str] = request.getfixturevalue("redis_env")
-    return env
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 async def post(http: aiohttp.ClientSession, url: str) -> tuple[int, dict[str, str]]:
