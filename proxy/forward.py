@@ -290,8 +290,10 @@ class Forwarder:
             # A decoded body's length is unknown until it is read: it goes chunked.
             headers["Content-Length"] = str(ctx.request.content_length)
         headers["X-Request-ID"] = ctx.request_id
-        if ctx.buffer_response:
-            # A body the sidecar must read and rewrite has to arrive uncompressed.
+        operation = ctx.operation
+        if ctx.buffer_response or (operation is not None and operation.reports_usage):
+            # A body the sidecar must read (to rewrite it, or for the usage upstream bills
+            # by, which a caller's Accept-Encoding must not hide) has to arrive uncompressed.
             headers["Accept-Encoding"] = "identity"
         headers.update(ctx.upstream_headers)
         return headers

@@ -28,7 +28,7 @@ Control API (no authentication):
   waits ``delay_ms`` then answers normally; ``stall`` never answers; ``cut_stream`` closes
   an SSE answer after ``after_frames`` frames (a JSON answer after half its body).
 * ``GET /__mock__/faults``, ``DELETE /__mock__/faults``, ``DELETE /__mock__/faults/{id}``.
-* ``GET|PUT /__mock__/settings``: ``{"latency_ms", "token_interval_ms", "stream_tokens"}``.
+* ``GET|PUT /__mock__/settings``: ``{"latency_ms", "token_interval_ms", "stream_tokens", "gzip"}``.
 * ``POST /__mock__/reset``: forget resources, faults, request log; restore settings.
 * ``GET /__mock__/requests`` (``?path_prefix=``): the last 1000 ``/v1`` requests with
   ``method, path, query_string, headers ([name, value] as received), body_size, status,

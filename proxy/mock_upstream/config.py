@@ -27,6 +27,9 @@ class MockConfig:
     token_interval_ms: float = 0.0
     stream_tokens: int = 8
     seed: int = 0
+    #: Compress ``/v1`` answers with gzip for callers that accept it, as a real API may
+    #: (``PUT /__mock__/settings {"gzip": true}``).
+    gzip: bool = False
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -19,6 +19,7 @@ def _settings_json(state: MockState) -> dict[str, Any]:
         "latency_ms": settings.latency_ms,
         "token_interval_ms": settings.token_interval_ms,
         "stream_tokens": settings.stream_tokens,
+        "gzip": settings.gzip,
     }
 
 
@@ -76,7 +77,7 @@ async def get_settings(request: web.Request) -> web.Response:
 
 @routes.put("/__mock__/settings")
 async def put_settings(request: web.Request) -> web.Response:
-    """Change any of ``latency_ms``, ``token_interval_ms``, ``stream_tokens``."""
+    """Change any of ``latency_ms``, ``token_interval_ms``, ``stream_tokens``, ``gzip``."""
     state = request.app[STATE_KEY]
     data = await _json(request)
     if not isinstance(data, dict):
@@ -89,6 +90,10 @@ async def put_settings(request: web.Request) -> web.Response:
         if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
             return _bad(f"{name} must be a non-negative number")
         updates[name] = kind(value)
+    if data.get("gzip") is not None:
+        if not isinstance(data["gzip"], bool):
+            return _bad("gzip must be true or false")
+        updates["gzip"] = data["gzip"]
     if updates.get("stream_tokens") == 0:
         return _bad("stream_tokens must be at least 1")
     for name, value in updates.items():

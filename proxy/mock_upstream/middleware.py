@@ -195,8 +195,20 @@ async def add_api_headers(request: web.Request, response: web.StreamResponse) ->
             response.headers.setdefault("x-envoy-upstream-service-time", str(elapsed_ms))
 
 
+@web.middleware
+async def gzip_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """With the ``gzip`` setting, JSON answers go gzip-compressed to callers that accept it."""
+    response = await handler(request)
+    if (request.app[STATE_KEY].settings.gzip and is_api_path(request.path)
+            and "gzip" in request.headers.get("Accept-Encoding", "")
+            and isinstance(response, web.Response)):
+        response.enable_compression(web.ContentCoding.gzip)
+    return response
+
+
 # Latency comes before faults so that injected answers are delayed like real ones.
 MIDDLEWARES = [
+    gzip_middleware,
     record_middleware,
     error_middleware,
     latency_middleware,

@@ -20,6 +20,7 @@ async def test_settings_change_stream_length_and_pacing(http: TestClient) -> Non
         "latency_ms": 0.0,
         "token_interval_ms": 60.0,
         "stream_tokens": 3,
+        "gzip": False,
     }
     started = time.monotonic()
     body = await (await chat(http, STREAM_BODY)).read()

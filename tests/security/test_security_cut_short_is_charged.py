@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from tests.auth.auth_support import call
 from tests.budgets.budgets_support import (
@@ -318,3 +319,21 @@ async def test_callers_that_leave_hold_at_most_a_quarter_of_the_upstream_connect
     assert sorted(bool(line.get("usage_estimated")) for line in lines) == [False, True, True]
     cancelled = [r for r in await mock_upstream.requests() if r["cancelled"]]
     assert len(cancelled) == 2
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+async def test_an_answer_the_caller_asked_compressed_is_still_charged(
+        start_sidecar: SidecarFactory, mock_upstream: MockUpstream, tmp_path: Path,
+        redis_env: dict[str, str], stream: bool) -> None:
+    """A caller's ``Accept-Encoding: gzip`` (httpx, under the mistralai SDK, sends it)
+    must not hide an answer's usage from the sidecar: upstream is asked for it plain."""
+    sidecar, key = await sidecar_charging(start_sidecar, tmp_path, redis_env)
+    await mock_upstream.settings(gzip=True)
+    async with aiohttp.ClientSession() as session, session.post(
+            sidecar.url + "/v1/chat/completions", data=chat_body("hi", stream=stream),
+            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json",
+                     "Accept-Encoding": "gzip"}) as response:
+        assert response.status == 200
+        await response.read()
+    # "hi": 1 prompt token, "Echo: hi" 2 completion tokens, at 1 USD a token.
+    assert await wait_for(lambda: spent(sidecar), timeout=10) == 3
